@@ -1,0 +1,268 @@
+"""The `needlelab` command line: check, devices, demo, record, verify, info, sim."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from needlelab import __version__
+from needlelab.config import ConfigError, SessionConfig, load_config
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    print(f"needlelab: {message}", file=sys.stderr)
+
+
+# -- check ---------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate configs; one line per problem."""
+    status = EXIT_OK
+    for path in args.config:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            for line in exc.lines:
+                print(line, file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        devices = ", ".join(f"{d.name} ({d.kind})" for d in config.devices) or "no devices"
+        print(f"{path}: ok: patient {config.session.patient_id}, {devices}")
+    return status
+
+
+# -- devices -------------------------------------------------------------------------------------
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List serial ports with their descriptions."""
+    from serial.tools import list_ports
+
+    ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    if not ports:
+        print("serial: no ports found")
+    for port in ports:
+        hwid = f" [{port.hwid}]" if port.hwid and port.hwid != "n/a" else ""
+        print(f"serial: {port.device}: {port.description}{hwid}")
+    return EXIT_OK
+
+
+# -- recording -----------------------------------------------------------------------------------
+class _Progress:
+    """One status line: rewritten in place on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, session: Any, stream: TextIO, every_s: float = 5.0) -> None:
+        self.session, self.stream, self.every_s = session, stream, every_s
+        self.tty = stream.isatty()
+        self._last = -every_s
+
+    def __call__(self, elapsed_s: float) -> None:
+        if not self.tty and elapsed_s - self._last < self.every_s:
+            return
+        self._last = elapsed_s
+        parts = [f"{s.name}: {s.state} {s.samples} samples"
+                 + (f", {s.malformed} malformed" if s.malformed else "")
+                 + (f", {s.gaps} gaps" if s.gaps else "")
+                 for s in self.session.status()]
+        line = f"{elapsed_s:6.1f} s | " + " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(160))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _console_reader(session: Any, stop: threading.Event) -> None:
+    from needlelab.console import CommandError, run_command
+
+    for line in sys.stdin:
+        try:
+            reply, should_stop = run_command(session, line)
+        except CommandError as exc:
+            print(f"? {exc}", file=sys.stderr, flush=True)
+            continue
+        if reply:
+            print(reply, file=sys.stderr, flush=True)
+        if should_stop:
+            stop.set()
+            return
+
+
+def _record(config: SessionConfig, out_dir: Path | None, duration_s: float | None,
+            console: bool, script: Any = None) -> tuple[int, Path | None]:
+    from needlelab.record import RecordingError, ignore_sigxfsz
+    from needlelab.session import Session
+
+    ignore_sigxfsz()  # a file-size limit must give a clear error, not kill the process
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    session = Session(config, out_dir)
+    progress = _Progress(session, sys.stderr)
+    try:
+        try:
+            session.start()
+        except (RecordingError, OSError) as exc:
+            _err(f"cannot start recording: {exc}")
+            return EXIT_PROBLEM, None
+        print(f"recording to {session.path}", file=sys.stderr, flush=True)
+        if console:
+            threading.Thread(target=_console_reader, args=(session, stop), daemon=True,
+                             name="console").start()
+        if script is not None:
+            threading.Thread(target=script, args=(session, stop), daemon=True,
+                             name="demo-script").start()
+        session.wait(duration_s, on_tick=progress, stop_requested=stop)
+    finally:
+        session.stop("stopped by user" if stop.is_set() else "duration reached")
+        progress.done()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if session.error:
+        _err(session.error)
+        return EXIT_PROBLEM, session.path
+    return EXIT_OK, session.path
+
+
+def _verify(path: Path, as_json: bool = False) -> int:
+    from needlelab.record import RecordingError, format_verify, verify_report
+
+    try:
+        report = verify_report(path)
+    except RecordingError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(json.dumps(report, indent=2, default=str) if as_json else format_verify(report))
+    return EXIT_OK if report["ok"] else EXIT_PROBLEM
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record a session headless until Ctrl-C, SIGTERM, `stop` or --duration."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    status, path = _record(config, args.out, args.duration, console=not args.no_console)
+    if path is not None and path.exists():
+        print(f"saved {path}")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a fully simulated session, then print its verify summary."""
+    from needlelab.demo import demo_script
+    from needlelab.resources import configs_dir
+
+    config = load_config(configs_dir() / "demo.toml")
+    print(f"needlelab {__version__} demo: a {args.duration:g} s simulated session "
+          "(stimulator on a pseudo-terminal through the real serial driver)", file=sys.stderr)
+    if not args.headless and os.environ.get("DISPLAY") is None:
+        print("no display: running headless", file=sys.stderr)
+    status, path = _record(config, args.out, args.duration, console=False, script=demo_script)
+    if path is None or not path.exists():
+        return status or EXIT_PROBLEM
+    print()
+    verify_status = _verify(path)
+    return status or verify_status
+
+
+# -- files ---------------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Integrity check and what a crash cost."""
+    return _verify(args.file, args.json)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Human summary of a session file."""
+    from needlelab.record import RecordingError, format_info, info_report
+
+    try:
+        report = info_report(args.file)
+    except RecordingError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(json.dumps(report, indent=2, default=str) if args.json else format_info(report))
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="needlelab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"needlelab {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate session configs")
+    p.add_argument("config", nargs="+", type=Path)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("devices", help="list serial ports")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("demo", help="record a fully simulated session and verify it")
+    p.add_argument("--duration", type=_positive, default=20.0, help="seconds (default 20)")
+    p.add_argument("--out", type=Path, default=Path("recordings"), help="output folder")
+    p.add_argument("--headless", action="store_true", help="never open a window")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("record", help="record a session headless")
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: config's)")
+    p.add_argument("--duration", type=_positive, default=None, help="stop after SECONDS")
+    p.add_argument("--no-console", action="store_true",
+                   help="do not read clinician commands (stim ..., mark ...) from stdin")
+    p.set_defaults(func=cmd_record)
+
+    for name, func, text in (("verify", cmd_verify, "integrity check of a session file"),
+                             ("info", cmd_info, "summary of a session file")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("file", type=Path)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+
+    from needlelab.sim.cli import add_sim_parser
+
+    add_sim_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `needlelab` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        status: int = args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Session configuration: strict pydantic models, loaded from TOML with one-line errors."""
+
+from __future__ import annotations
+
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+"""Pseudonymous patient ids: short, no spaces, no path separators (they end up in file names)."""
+
+DEVICE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+class ConfigError(Exception):
+    """A config could not be loaded. `lines` holds one human-readable line per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionSection(_Strict):
+    """Who and where: the pseudonymous patient id and the output folder."""
+
+    patient_id: str = Field(pattern=PATIENT_ID_PATTERN)
+    out_dir: Path = Path("recordings")
+    commit_interval_ms: int = Field(50, ge=10, le=100)
+    operator: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9 ._-]*$")
+    notes: str = Field("", max_length=2000)
+
+
+class FaultSpec(_Strict):
+    """A fault the simulator injects: at `at_s` after start, repeated every `every_s` if set."""
+
+    kind: Literal["garbage", "truncate", "stall", "disconnect"]
+    at_s: float = Field(ge=0)
+    every_s: float | None = Field(None, gt=0)
+    count: int = Field(1, ge=1, le=1_000_000)  # repetitions, or bytes of garbage
+    duration_s: float = Field(0.0, ge=0, le=600)  # stall / disconnect length
+
+
+class StimSimulatorConfig(_Strict):
+    """Serve a simulated stimulator for this device on a pseudo-terminal or loopback TCP."""
+
+    transport: Literal["pty", "tcp"] = "pty"
+    pattern: Literal["clinical", "random"] = "clinical"
+    seed: int = 0
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+
+class DeviceBase(_Strict):
+    """Fields every device has."""
+
+    name: str = Field(pattern=DEVICE_NAME_PATTERN)
+    stall_timeout_s: float = Field(2.0, ge=0.2, le=60)
+    reconnect_min_s: float = Field(0.2, ge=0.01, le=60)
+    reconnect_max_s: float = Field(5.0, ge=0.1, le=600)
+
+
+class StimSerialConfig(DeviceBase):
+    """A stimulator (or bridge) that reports its settings over a serial link."""
+
+    kind: Literal["stim_serial"]
+    profile: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    port: str | None = None  # a device path or a pyserial URL (socket://, loop://, spy://)
+    poll_interval_ms: int | None = Field(None, ge=20, le=60_000)
+    channels: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
+    simulator: StimSimulatorConfig | None = None
+
+    @model_validator(mode="after")
+    def _port_or_simulator(self) -> StimSerialConfig:
+        if (self.port is None) == (self.simulator is None):
+            raise ValueError("give exactly one of 'port' (real device) or [simulator] (simulated)")
+        return self
+
+
+class StimManualConfig(DeviceBase):
+    """A stimulator with no data port: the clinician enters its settings by hand."""
+
+    kind: Literal["stim_manual"]
+    channels: int = Field(1, ge=1, le=4)
+
+
+DeviceConfig = Annotated[StimSerialConfig | StimManualConfig, Field(discriminator="kind")]
+"""Any device config, discriminated on `kind`."""
+
+
+class SessionConfig(_Strict):
+    """A whole session: who, where, and which devices."""
+
+    session: SessionSection
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_device_names(self) -> SessionConfig:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.name in seen:
+                raise ValueError(f"device name {device.name!r} is used twice; names must be unique")
+            seen.add(device.name)
+        return self
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"stim_serial", "stim_manual"} or "[" in str(part):
+            continue  # pydantic puts the union tag in the path; the user never wrote it
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(whole file)"
+
+
+_PATTERN_WORDS = {
+    PATIENT_ID_PATTERN: "1-32 letters, digits, '_' or '-', starting with a letter or digit "
+    "(a pseudonymous id, never a name)",
+    DEVICE_NAME_PATTERN: "1-32 lower-case letters, digits or '_', starting with a letter",
+}
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, with the allowed values said once and in the user's terms."""
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; unknown fields are not allowed)"
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        return f"not allowed; allowed: {_PATTERN_WORDS.get(pattern, f'text matching {pattern}')}"
+    if kind == "union_tag_invalid":
+        return f"unknown kind; allowed: {ctx.get('expected_tags')}"
+    if kind == "path_type":
+        return "must be a folder path (text)"
+    msg = msg.removeprefix("Value error, ")
+    for key in ("expected", "expected_tags"):
+        if key in ctx and str(ctx[key]) not in msg:
+            return f"{msg}; allowed: {ctx[key]}"
+    return msg
+
+
+def format_validation_error(source: str, exc: ValidationError) -> list[str]:
+    """Turn a pydantic error into one line per problem: file, field, bad value, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        field = _field_path(tuple(err["loc"]))
+        if err["type"] == "union_tag_invalid":
+            field += f".{err['ctx']['discriminator'].strip(chr(39))}"
+        value = ""
+        if err["type"] == "union_tag_invalid":
+            value = f" (got {err['ctx']['tag']!r})"
+        elif err["type"] != "missing" and not isinstance(err.get("input"), dict | list):
+            value = f" (got {err['input']!r})"
+        lines.append(f"{source}: {field}: {_message(err)}{value}")
+    return lines
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> SessionConfig:
+    """Validate an already-parsed config mapping."""
+    try:
+        return SessionConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path) -> SessionConfig:
+    """Load and validate a session config file; relative `out_dir` stays relative to the CWD."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, str(path))
+
+
+def config_json(config: SessionConfig) -> str:
+    """The validated config as JSON, for embedding in a recording."""
+    return config.model_dump_json()
+
+

@@ -1,0 +1,106 @@
+"""Typed session events: one pydantic model per event kind, JSON in the store.
+
+The names here are the project's vocabulary (see ARCHITECTURE.md, "Event vocabulary"); the store,
+the exports, the GUI and the report all use them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class EventBase(BaseModel):
+    """Fields every event has: its id, its session time and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = -1  # assigned by the hub; unique and increasing within a session
+    t_ns: int = -1  # session time; the hub stamps it when the emitter leaves it unset
+    source: str = ""  # device name, "clinician", "session", ...
+
+    def payload(self) -> dict[str, Any]:
+        """The kind-specific fields, as stored in the events table's JSON column."""
+        return self.model_dump(mode="json", exclude={"id", "t_ns", "source", "kind"})
+
+
+class StimSettings(BaseModel):
+    """A full snapshot of one stimulator channel's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: int = Field(1, ge=1, le=16)
+    frequency_hz: float = Field(ge=0, le=10_000)
+    pulse_width_us: float = Field(ge=0, le=10_000)
+    intensity_ma: float = Field(ge=0, le=200)
+    waveform: str = "biphasic"
+    mode: str = "continuous"
+    output_on: bool = False
+
+
+class StimSettingsEvent(EventBase):
+    """`stim.settings`: the full settings snapshot after any change."""
+
+    kind: Literal["stim.settings"] = "stim.settings"
+    settings: StimSettings
+    origin: Literal["driver", "manual"] = "driver"
+
+
+class DeviceStateEvent(EventBase):
+    """`device.state`: a device entered a lifecycle state."""
+
+    kind: Literal["device.state"] = "device.state"
+    state: Literal["connecting", "streaming", "stalled", "reconnecting", "closed"]
+    reason: str = ""
+
+
+class GapEvent(EventBase):
+    """`gap`: a stream delivered nothing between `start_ns` and `end_ns`."""
+
+    kind: Literal["gap"] = "gap"
+    stream: str
+    start_ns: int
+    end_ns: int
+    samples_lost: int | None = None  # None where the loss cannot be counted (irregular streams)
+    inferred: bool = True  # True when counted from time and rate rather than sequence counters
+    reason: str = ""
+
+
+class MarkerEvent(EventBase):
+    """`marker`: a free note from the clinician."""
+
+    kind: Literal["marker"] = "marker"
+    text: str = Field(max_length=2000)
+
+
+class PhaseEvent(EventBase):
+    """`phase`: start or end of a protocol phase."""
+
+    kind: Literal["phase"] = "phase"
+    name: str
+    boundary: Literal["start", "end"]
+
+
+class RecordingEvent(EventBase):
+    """`recording`: the recording was started, paused, resumed or stopped."""
+
+    kind: Literal["recording"] = "recording"
+    action: Literal["start", "pause", "resume", "stop"]
+    reason: str = ""
+
+
+Event = Annotated[
+    StimSettingsEvent | DeviceStateEvent | GapEvent | MarkerEvent | PhaseEvent | RecordingEvent,
+    Field(discriminator="kind"),
+]
+"""Any session event, discriminated on `kind`."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def event_from_row(event_id: int, t_ns: int, kind: str, source: str, payload: dict[str, Any]) -> Event:
+    """Rebuild a typed event from its stored columns."""
+    return EVENT_ADAPTER.validate_python(
+        {"id": event_id, "t_ns": t_ns, "kind": kind, "source": source, **payload}
+    )

@@ -1,0 +1,157 @@
+"""A recording session: devices, simulators, hub and writer wired together from one config.
+
+The same object runs headless (`needlelab record`, `needlelab demo`) and under the monitor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from needlelab import __version__
+from needlelab.clock import SessionClock
+from needlelab.config import SessionConfig, StimSerialConfig, config_json
+from needlelab.devices import Device, create_device
+from needlelab.devices.stim_manual import ManualStimulator
+from needlelab.events import MarkerEvent, RecordingEvent
+from needlelab.hub import Hub
+from needlelab.record import RecordingError, SessionMeta, SessionWriter, session_file_name
+
+log = logging.getLogger(__name__)
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device's health line for progress displays."""
+
+    name: str
+    state: str
+    samples: int
+    malformed: int
+    gaps: int
+    reconnects: int
+
+
+class Session:
+    """Everything one recording needs, started and stopped together.
+
+    Simulated devices (a `[simulator]` table in the device config) get their simulator started
+    first, in-process, and the real driver is pointed at it: the driver cannot tell.
+    """
+
+    def __init__(self, config: SessionConfig, out_dir: Path | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir if out_dir is not None else config.session.out_dir)
+        self.clock = SessionClock()
+        self.hub = Hub(self.clock)
+        self.session_id = uuid.uuid4().hex
+        self.path = self.out_dir / session_file_name(config.session.patient_id,
+                                                     self.clock.anchor_wall_ns)
+        self.devices: dict[str, Device] = {}
+        self._simulators: list[_Stoppable] = []
+        self._writer: SessionWriter | None = None
+        self._stopped = threading.Event()
+        self.error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the file, start the writer, the simulators and the devices."""
+        meta = SessionMeta(
+            session_id=self.session_id,
+            patient_id=self.config.session.patient_id,
+            anchor_monotonic_ns=self.clock.anchor_monotonic_ns,
+            anchor_wall_ns=self.clock.anchor_wall_ns,
+            config_json=config_json(self.config),
+            software_version=__version__,
+        )
+        self._writer = SessionWriter(self.path, self.hub, meta,
+                                     commit_interval_s=self.config.session.commit_interval_ms / 1e3)
+        self._writer.on_error = self._on_writer_error
+        self._writer.start()
+        self.hub.emit(RecordingEvent(action="start", source="session"))
+        try:
+            for device_config in self.config.devices:
+                device = create_device(self._attach_simulator(device_config), self.hub)
+                self.devices[device.name] = device
+                device.start()
+        except Exception:
+            self.stop("start failed")
+            raise
+
+    def _attach_simulator(self, device_config: Any) -> Any:
+        if isinstance(device_config, StimSerialConfig) and device_config.simulator is not None:
+            from needlelab.sim.stim_server import start_simulated_stim
+
+            sim = start_simulated_stim(device_config.profile, device_config.simulator,
+                                       self.out_dir)
+            self._simulators.append(sim)
+            # model_copy skips validation on purpose: the config stays "simulated" in the file,
+            # only the live driver learns the simulator's address.
+            return device_config.model_copy(update={"port": sim.url})
+        return device_config
+
+    def _on_writer_error(self, error: RecordingError) -> None:
+        self.error = str(error)
+        self._stopped.set()
+
+    def stop(self, reason: str = "") -> None:
+        """Stop devices and simulators, flush and close the file. Safe to call twice."""
+        if self._writer is None:
+            return
+        for device in self.devices.values():
+            device.stop()
+        for sim in self._simulators:
+            with contextlib.suppress(Exception):
+                sim.stop()
+        self._simulators.clear()
+        self.hub.emit(RecordingEvent(action="stop", reason=reason, source="session"))
+        writer, self._writer = self._writer, None
+        writer.stop()
+        if writer.error is not None and self.error is None:
+            self.error = str(writer.error)
+        self._stopped.set()
+
+    def wait(self, duration_s: float | None, tick_s: float = 0.5,
+             on_tick: Callable[[float], None] | None = None,
+             stop_requested: threading.Event | None = None) -> None:
+        """Block until `duration_s` has passed, a stop is requested, or the writer failed."""
+        stop_requested = stop_requested or threading.Event()
+        start_ns = self.clock.now_ns()
+        while not (self._stopped.is_set() or stop_requested.is_set()):
+            elapsed = (self.clock.now_ns() - start_ns) / 1e9
+            if duration_s is not None and elapsed >= duration_s:
+                break
+            remaining = tick_s if duration_s is None else min(tick_s, duration_s - elapsed)
+            stop_requested.wait(max(0.0, remaining))
+            if on_tick is not None:
+                on_tick((self.clock.now_ns() - start_ns) / 1e9)
+
+    # -- clinician input -------------------------------------------------------------------------
+    def mark(self, text: str) -> None:
+        """Record a free clinician note."""
+        self.hub.emit(MarkerEvent(text=text, source="clinician"))
+
+    def manual_stimulator(self, name: str | None = None) -> ManualStimulator:
+        """The manual-entry stimulator called `name` (or the only one)."""
+        manual = [d for d in self.devices.values() if isinstance(d, ManualStimulator)]
+        if name is not None:
+            manual = [d for d in manual if d.name == name]
+        if len(manual) != 1:
+            raise ValueError("no such manual stimulator" if not manual else
+                             "several manual stimulators; name one")
+        return manual[0]
+
+    def status(self) -> list[DeviceStatus]:
+        """Health of every device, for progress lines."""
+        return [DeviceStatus(d.name, d.stats.state.value, d.stats.samples, d.stats.malformed,
+                             d.stats.gaps, d.stats.reconnects) for d in self.devices.values()]

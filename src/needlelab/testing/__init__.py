@@ -1,0 +1,1 @@
+"""Testing kit for needlelab profile authors."""

@@ -1,0 +1,1 @@
+"""needlelab pytest plugin (fixtures for profile authors)."""

@@ -1,0 +1,30 @@
+"""Suite-wide guards: leaked threads fail the test that leaked them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _live_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running (devices, writers, simulators must be stopped)."""
+    before = _live_threads()
+    yield
+    deadline = time.monotonic() + 2.0
+    leaked = _live_threads() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leaked = _live_threads() - before
+    if leaked:
+        pytest.fail(f"test leaked threads: {sorted(t.name for t in leaked)}")

@@ -1,0 +1,101 @@
+"""SessionClock and Hub: one time base, lossless record queue, lossy ring buffers."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from needlelab.clock import SessionClock
+from needlelab.events import MarkerEvent
+from needlelab.hub import Hub, RingBuffer, StreamAdded, regular_sample_times
+from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+EMG = StreamSpec("emg.raw", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 1000.0)
+STIM = StreamSpec("stim.ch1", "Stim", ("ma",), ("mA",), StreamKind.IRREGULAR)
+
+
+def test_clock_is_monotonic_and_anchored() -> None:
+    clock = SessionClock()
+    t0 = clock.now_ns()
+    time.sleep(0.01)
+    t1 = clock.now_ns()
+    assert 0 <= t0 < t1
+    assert t1 - t0 >= 9_000_000
+    mono = time.monotonic_ns()
+    assert clock.from_monotonic_ns(mono) == mono - clock.anchor_monotonic_ns
+    assert abs(clock.to_wall_ns(clock.now_ns()) - time.time_ns()) < 50_000_000
+
+
+def test_stream_spec_rejects_inconsistent_layouts() -> None:
+    with pytest.raises(ValueError, match="units"):
+        StreamSpec("x", "EMG", ("a", "b"), ("uV",), StreamKind.REGULAR, 100.0)
+    with pytest.raises(ValueError, match="nominal_rate_hz"):
+        StreamSpec("x", "EMG", ("a",), ("uV",), StreamKind.REGULAR, 0.0)
+    with pytest.raises(TypeError):
+        StreamSpec("x", "EMG", ("a",), ("uV",), StreamKind.IRREGULAR, dtype="nonsense")
+
+
+def test_ring_buffer_wraps_and_keeps_newest() -> None:
+    ring = RingBuffer(STIM, capacity=5)
+    for i in range(12):
+        ring.write(np.array([[float(i)]], dtype=np.float32), np.array([i], dtype=np.int64))
+    t, v = ring.latest()
+    assert ring.total == 12
+    assert t.tolist() == [7, 8, 9, 10, 11]
+    assert v[:, 0].tolist() == [7, 8, 9, 10, 11]
+    t, _ = ring.latest(2)
+    assert t.tolist() == [10, 11]
+    # A block larger than the buffer keeps only its newest samples.
+    ring.write(np.arange(8, dtype=np.float32)[:, None], np.arange(100, 108, dtype=np.int64))
+    t, v = ring.latest()
+    assert t.tolist() == [103, 104, 105, 106, 107]
+    assert ring.total == 20
+
+
+def test_hub_fans_out_lossless_and_lossy() -> None:
+    hub = Hub(SessionClock(), ring_seconds=0.01)  # 11-sample ring for the 1 kHz stream
+    hub.add_stream(EMG)
+    hub.add_stream(EMG)  # idempotent for the same spec
+    values = np.arange(200, dtype=np.float32).reshape(100, 2)
+    for block in range(5):
+        hub.push(Chunk(EMG.name, values, t_host_ns=(block + 1) * 100_000_000,
+                       first_index=block * 100))
+    items = []
+    while not hub.record_queue.empty():
+        items.append(hub.record_queue.get())
+    assert isinstance(items[0], StreamAdded)
+    assert len(items) == 6  # one header, five chunks: nothing dropped
+    t, v = hub.ring(EMG.name).latest()
+    assert len(t) == 11  # the ring only keeps the newest
+    assert t[-1] == 500_000_000
+    assert np.array_equal(v[-1], values[-1])
+
+
+def test_hub_rejects_unknown_streams_and_conflicting_specs() -> None:
+    hub = Hub(SessionClock())
+    with pytest.raises(KeyError):
+        hub.push(Chunk("nope", np.zeros((1, 1), np.float32), 0, 0, np.zeros(1, np.int64)))
+    hub.add_stream(STIM)
+    with pytest.raises(ValueError, match="twice"):
+        hub.add_stream(StreamSpec("stim.ch1", "Stim", ("x",), ("V",), StreamKind.IRREGULAR))
+
+
+def test_events_get_ids_and_times() -> None:
+    hub = Hub(SessionClock())
+    seen = []
+    hub.subscribe(seen.append)
+    first = hub.emit(MarkerEvent(text="one"))
+    second = hub.emit(MarkerEvent(text="two", t_ns=5))
+    assert (first.id, second.id) == (1, 2)
+    assert first.t_ns >= 0 and second.t_ns == 5
+    assert [e.id for e in hub.recent_events(after_id=1)] == [2]
+    assert seen == [first, second]
+    assert first.model_dump_json()  # JSON-serialisable
+
+
+def test_regular_sample_times_backfill_from_arrival() -> None:
+    chunk = Chunk("x", np.zeros((4, 1), np.float32), t_host_ns=1_000_000_000, first_index=0)
+    t = regular_sample_times(chunk, 1000.0)
+    assert t.tolist() == [997_000_000, 998_000_000, 999_000_000, 1_000_000_000]
