@@ -67,10 +67,12 @@ class _Progress:
         if not self.tty and elapsed_s - self._last < self.every_s:
             return
         self._last = elapsed_s
-        parts = [f"{s.name}: {s.state} {s.samples} samples"
-                 + (f", {s.malformed} malformed" if s.malformed else "")
-                 + (f", {s.gaps} gaps" if s.gaps else "")
-                 for s in self.session.status()]
+        parts = [
+            f"{s.name}: {s.state} {s.samples} samples"
+            + (f", {s.malformed} malformed" if s.malformed else "")
+            + (f", {s.gaps} gaps" if s.gaps else "")
+            for s in self.session.status()
+        ]
         line = f"{elapsed_s:6.1f} s | " + " | ".join(parts)
         if self.tty:
             self.stream.write("\r" + line[:160].ljust(160))
@@ -100,15 +102,21 @@ def _console_reader(session: Any, stop: threading.Event) -> None:
             return
 
 
-def _record(config: SessionConfig, out_dir: Path | None, duration_s: float | None,
-            console: bool, script: Any = None) -> tuple[int, Path | None]:
+def _record(
+    config: SessionConfig,
+    out_dir: Path | None,
+    duration_s: float | None,
+    console: bool,
+    script: Any = None,
+) -> tuple[int, Path | None]:
     from needlelab.record import RecordingError, ignore_sigxfsz
     from needlelab.session import Session
 
     ignore_sigxfsz()  # a file-size limit must give a clear error, not kill the process
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     session = Session(config, out_dir)
     progress = _Progress(session, sys.stderr)
     try:
@@ -119,11 +127,13 @@ def _record(config: SessionConfig, out_dir: Path | None, duration_s: float | Non
             return EXIT_PROBLEM, None
         print(f"recording to {session.path}", file=sys.stderr, flush=True)
         if console:
-            threading.Thread(target=_console_reader, args=(session, stop), daemon=True,
-                             name="console").start()
+            threading.Thread(
+                target=_console_reader, args=(session, stop), daemon=True, name="console"
+            ).start()
         if script is not None:
-            threading.Thread(target=script, args=(session, stop), daemon=True,
-                             name="demo-script").start()
+            threading.Thread(
+                target=script, args=(session, stop), daemon=True, name="demo-script"
+            ).start()
         session.wait(duration_s, on_tick=progress, stop_requested=stop)
     finally:
         session.stop("stopped by user" if stop.is_set() else "duration reached")
@@ -168,8 +178,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from needlelab.resources import configs_dir
 
     config = load_config(configs_dir() / "demo.toml")
-    print(f"needlelab {__version__} demo: a {args.duration:g} s simulated session "
-          "(stimulator on a pseudo-terminal through the real serial driver)", file=sys.stderr)
+    print(
+        f"needlelab {__version__} demo: a {args.duration:g} s simulated session "
+        "(stimulator on a pseudo-terminal through the real serial driver)",
+        file=sys.stderr,
+    )
     if not args.headless and os.environ.get("DISPLAY") is None:
         print("no display: running headless", file=sys.stderr)
     status, path = _record(config, args.out, args.duration, console=False, script=demo_script)
@@ -234,12 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: config's)")
     p.add_argument("--duration", type=_positive, default=None, help="stop after SECONDS")
-    p.add_argument("--no-console", action="store_true",
-                   help="do not read clinician commands (stim ..., mark ...) from stdin")
+    p.add_argument(
+        "--no-console",
+        action="store_true",
+        help="do not read clinician commands (stim ..., mark ...) from stdin",
+    )
     p.set_defaults(func=cmd_record)
 
-    for name, func, text in (("verify", cmd_verify, "integrity check of a session file"),
-                             ("info", cmd_info, "summary of a session file")):
+    for name, func, text in (
+        ("verify", cmd_verify, "integrity check of a session file"),
+        ("info", cmd_info, "summary of a session file"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("file", type=Path)
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -254,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `needlelab` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -146,7 +145,7 @@ def _message(err: Any) -> str:
     for key in ("expected", "expected_tags"):
         if key in ctx and str(ctx[key]) not in msg:
             return f"{msg}; allowed: {ctx[key]}"
-    return msg
+    return str(msg)
 
 
 def format_validation_error(source: str, exc: ValidationError) -> list[str]:
@@ -192,5 +191,3 @@ def load_config(path: str | Path) -> SessionConfig:
 def config_json(config: SessionConfig) -> str:
     """The validated config as JSON, for embedding in a recording."""
     return config.model_dump_json()
-
-

@@ -8,11 +8,12 @@ can be logged without the GUI.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from needlelab.session import Session
+if TYPE_CHECKING:
+    from needlelab.session import Session
 
 HELP = (
     "commands: stim [DEVICE] [ch=N] [freq=HZ] [pw=US] [ma=MA] [wave=NAME] [mode=NAME] [on|off]"
@@ -20,10 +21,17 @@ HELP = (
 )
 
 _STIM_KEYS = {
-    "freq": "frequency_hz", "frequency_hz": "frequency_hz", "hz": "frequency_hz",
-    "pw": "pulse_width_us", "pulse_width_us": "pulse_width_us", "us": "pulse_width_us",
-    "ma": "intensity_ma", "intensity_ma": "intensity_ma",
-    "wave": "waveform", "waveform": "waveform", "mode": "mode",
+    "freq": "frequency_hz",
+    "frequency_hz": "frequency_hz",
+    "hz": "frequency_hz",
+    "pw": "pulse_width_us",
+    "pulse_width_us": "pulse_width_us",
+    "us": "pulse_width_us",
+    "ma": "intensity_ma",
+    "intensity_ma": "intensity_ma",
+    "wave": "waveform",
+    "waveform": "waveform",
+    "mode": "mode",
 }
 
 
@@ -82,7 +90,7 @@ def run_command(session: Session, line: str) -> tuple[str, bool]:
     if verb == "help":
         return HELP, False
     if verb == "mark":
-        text = line.strip()[len(words[0]):].strip()
+        text = line.strip()[len(words[0]) :].strip()
         if not text:
             raise CommandError("mark needs a note, e.g. `mark patient moved`")
         session.mark(text)
@@ -97,7 +105,9 @@ def run_command(session: Session, line: str) -> tuple[str, bool]:
             raise CommandError(f"{first['loc'][0]}: {first['msg']}") from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        return (f"{stim.name} ch{settings.channel}: {settings.frequency_hz:g} Hz, "
-                f"{settings.pulse_width_us:g} us, {settings.intensity_ma:g} mA, "
-                f"{'ON' if settings.output_on else 'off'}"), False
+        return (
+            f"{stim.name} ch{settings.channel}: {settings.frequency_hz:g} Hz, "
+            f"{settings.pulse_width_us:g} us, {settings.intensity_ma:g} mA, "
+            f"{'ON' if settings.output_on else 'off'}"
+        ), False
     raise CommandError(f"unknown command {verb!r}. {HELP}")

@@ -99,7 +99,9 @@ Event = Annotated[
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def event_from_row(event_id: int, t_ns: int, kind: str, source: str, payload: dict[str, Any]) -> Event:
+def event_from_row(
+    event_id: int, t_ns: int, kind: str, source: str, payload: dict[str, Any]
+) -> Event:
     """Rebuild a typed event from its stored columns."""
     return EVENT_ADAPTER.validate_python(
         {"id": event_id, "t_ns": t_ns, "kind": kind, "source": source, **payload}

@@ -1,4 +1,4 @@
-"""The hub: fans every chunk and event out to the recorder (lossless) and to ring buffers (lossy)."""
+"""The hub: fans chunks and events out to the recorder (lossless) and to ring buffers (lossy)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ class RingBuffer:
         if n == 0:
             return
         if n > self.capacity:  # only the newest fit
-            values, t_ns, skipped = values[-self.capacity :], t_ns[-self.capacity :], n - self.capacity
+            values, t_ns, skipped = (
+                values[-self.capacity :],
+                t_ns[-self.capacity :],
+                n - self.capacity,
+            )
         else:
             skipped = 0
         with self._lock:
@@ -136,8 +140,11 @@ class Hub:
         if spec is None:
             raise KeyError(f"chunk for undeclared stream {chunk.stream!r}")
         self.record_queue.put(chunk)
-        t_ns = chunk.t_ns if chunk.t_ns is not None else regular_sample_times(
-            chunk, spec.nominal_rate_hz)
+        t_ns = (
+            chunk.t_ns
+            if chunk.t_ns is not None
+            else regular_sample_times(chunk, spec.nominal_rate_hz)
+        )
         self._rings[chunk.stream].write(chunk.values, t_ns)
 
     # -- events ----------------------------------------------------------------------------------

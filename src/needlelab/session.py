@@ -55,8 +55,9 @@ class Session:
         self.clock = SessionClock()
         self.hub = Hub(self.clock)
         self.session_id = uuid.uuid4().hex
-        self.path = self.out_dir / session_file_name(config.session.patient_id,
-                                                     self.clock.anchor_wall_ns)
+        self.path = self.out_dir / session_file_name(
+            config.session.patient_id, self.clock.anchor_wall_ns
+        )
         self.devices: dict[str, Device] = {}
         self._simulators: list[_Stoppable] = []
         self._writer: SessionWriter | None = None
@@ -74,8 +75,12 @@ class Session:
             config_json=config_json(self.config),
             software_version=__version__,
         )
-        self._writer = SessionWriter(self.path, self.hub, meta,
-                                     commit_interval_s=self.config.session.commit_interval_ms / 1e3)
+        self._writer = SessionWriter(
+            self.path,
+            self.hub,
+            meta,
+            commit_interval_s=self.config.session.commit_interval_ms / 1e3,
+        )
         self._writer.on_error = self._on_writer_error
         self._writer.start()
         self.hub.emit(RecordingEvent(action="start", source="session"))
@@ -92,8 +97,7 @@ class Session:
         if isinstance(device_config, StimSerialConfig) and device_config.simulator is not None:
             from needlelab.sim.stim_server import start_simulated_stim
 
-            sim = start_simulated_stim(device_config.profile, device_config.simulator,
-                                       self.out_dir)
+            sim = start_simulated_stim(device_config.profile, device_config.simulator, self.out_dir)
             self._simulators.append(sim)
             # model_copy skips validation on purpose: the config stays "simulated" in the file,
             # only the live driver learns the simulator's address.
@@ -121,9 +125,13 @@ class Session:
             self.error = str(writer.error)
         self._stopped.set()
 
-    def wait(self, duration_s: float | None, tick_s: float = 0.5,
-             on_tick: Callable[[float], None] | None = None,
-             stop_requested: threading.Event | None = None) -> None:
+    def wait(
+        self,
+        duration_s: float | None,
+        tick_s: float = 0.5,
+        on_tick: Callable[[float], None] | None = None,
+        stop_requested: threading.Event | None = None,
+    ) -> None:
         """Block until `duration_s` has passed, a stop is requested, or the writer failed."""
         stop_requested = stop_requested or threading.Event()
         start_ns = self.clock.now_ns()
@@ -147,11 +155,23 @@ class Session:
         if name is not None:
             manual = [d for d in manual if d.name == name]
         if len(manual) != 1:
-            raise ValueError("no such manual stimulator" if not manual else
-                             "several manual stimulators; name one")
+            raise ValueError(
+                "no such manual stimulator"
+                if not manual
+                else "several manual stimulators; name one"
+            )
         return manual[0]
 
     def status(self) -> list[DeviceStatus]:
         """Health of every device, for progress lines."""
-        return [DeviceStatus(d.name, d.stats.state.value, d.stats.samples, d.stats.malformed,
-                             d.stats.gaps, d.stats.reconnects) for d in self.devices.values()]
+        return [
+            DeviceStatus(
+                d.name,
+                d.stats.state.value,
+                d.stats.samples,
+                d.stats.malformed,
+                d.stats.gaps,
+                d.stats.reconnects,
+            )
+            for d in self.devices.values()
+        ]

@@ -32,13 +32,14 @@ class StreamSpec:
     nominal_rate_hz: float = 0.0
     dtype: str = "float32"
     device: str = ""
-    # Host arrival latency known from the profile; subtracted from arrival times (irregular streams).
+    # Host arrival latency known from the profile, subtracted from arrival times (irregular).
     latency_ns: int = 0
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.units):
-            raise ValueError(f"stream {self.name}: {len(self.channels)} channels but "
-                             f"{len(self.units)} units")
+            raise ValueError(
+                f"stream {self.name}: {len(self.channels)} channels but {len(self.units)} units"
+            )
         if self.kind is StreamKind.REGULAR and self.nominal_rate_hz <= 0:
             raise ValueError(f"stream {self.name}: a regular stream needs nominal_rate_hz > 0")
         np.dtype(self.dtype)  # raises TypeError on a bad dtype

@@ -60,8 +60,9 @@ def test_hub_fans_out_lossless_and_lossy() -> None:
     hub.add_stream(EMG)  # idempotent for the same spec
     values = np.arange(200, dtype=np.float32).reshape(100, 2)
     for block in range(5):
-        hub.push(Chunk(EMG.name, values, t_host_ns=(block + 1) * 100_000_000,
-                       first_index=block * 100))
+        hub.push(
+            Chunk(EMG.name, values, t_host_ns=(block + 1) * 100_000_000, first_index=block * 100)
+        )
     items = []
     while not hub.record_queue.empty():
         items.append(hub.record_queue.get())

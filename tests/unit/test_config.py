@@ -25,31 +25,62 @@ port = "socket://127.0.0.1:7000"
 # (what is wrong, config text, words the one-line error must contain)
 MALFORMED = [
     ("not TOML", "[session\npatient_id = 1", ["not valid TOML", "line 1"]),
-    ("missing section", "[[devices]]\nkind='stim_manual'\nname='m'", ["session", "missing (required)"]),
+    (
+        "missing section",
+        "[[devices]]\nkind='stim_manual'\nname='m'",
+        ["session", "missing (required)"],
+    ),
     ("unknown field", GOOD + "\ncolour = 'red'", ["colour", "unknown field"]),
-    ("patient id with a path", GOOD.replace('"P001"', '"../../etc"'),
-     ["session.patient_id", "'../../etc'", "allowed: 1-32 letters"]),
+    (
+        "patient id with a path",
+        GOOD.replace('"P001"', '"../../etc"'),
+        ["session.patient_id", "'../../etc'", "allowed: 1-32 letters"],
+    ),
     ("patient name with space", GOOD.replace('"P001"', '"Jane Doe"'), ["'Jane Doe'"]),
-    ("unknown device kind", GOOD.replace('"stim_serial"', '"stim_wifi"'),
-     ["devices[0].kind", "'stim_wifi'", "stim_serial", "stim_manual"]),
-    ("port and simulator both", GOOD + "\n[devices.simulator]\ntransport='pty'",
-     ["devices[0]", "exactly one of 'port'"]),
-    ("neither port nor simulator", GOOD.replace('port = "socket://127.0.0.1:7000"', ""),
-     ["exactly one of 'port'"]),
-    ("commit interval too long", GOOD.replace('"P001"', '"P001"\ncommit_interval_ms = 500'),
-     ["session.commit_interval_ms", "500", "less than or equal to 100"]),
-    ("bad simulator transport", GOOD.replace('port = "socket://127.0.0.1:7000"', "")
-     + "\n[devices.simulator]\ntransport='bluetooth'",
-     ["devices[0].simulator.transport", "'bluetooth'", "'pty' or 'tcp'"]),
-    ("negative stall timeout", GOOD + "stall_timeout_s = -1", ["stall_timeout_s", "-1", "greater than or equal to 0.2"]),
-    ("duplicate device names", GOOD + GOOD[GOOD.index("[[devices]]"):],
-     ["'stim' is used twice"]),
-    ("bad device name", GOOD.replace('name = "stim"', 'name = "Stim 1"'),
-     ["devices[0].name", "'Stim 1'"]),
+    (
+        "unknown device kind",
+        GOOD.replace('"stim_serial"', '"stim_wifi"'),
+        ["devices[0].kind", "'stim_wifi'", "stim_serial", "stim_manual"],
+    ),
+    (
+        "port and simulator both",
+        GOOD + "\n[devices.simulator]\ntransport='pty'",
+        ["devices[0]", "exactly one of 'port'"],
+    ),
+    (
+        "neither port nor simulator",
+        GOOD.replace('port = "socket://127.0.0.1:7000"', ""),
+        ["exactly one of 'port'"],
+    ),
+    (
+        "commit interval too long",
+        GOOD.replace('"P001"', '"P001"\ncommit_interval_ms = 500'),
+        ["session.commit_interval_ms", "500", "less than or equal to 100"],
+    ),
+    (
+        "bad simulator transport",
+        GOOD.replace('port = "socket://127.0.0.1:7000"', "")
+        + "\n[devices.simulator]\ntransport='bluetooth'",
+        ["devices[0].simulator.transport", "'bluetooth'", "'pty' or 'tcp'"],
+    ),
+    (
+        "negative stall timeout",
+        GOOD + "stall_timeout_s = -1",
+        ["stall_timeout_s", "-1", "greater than or equal to 0.2"],
+    ),
+    ("duplicate device names", GOOD + GOOD[GOOD.index("[[devices]]") :], ["'stim' is used twice"]),
+    (
+        "bad device name",
+        GOOD.replace('name = "stim"', 'name = "Stim 1"'),
+        ["devices[0].name", "'Stim 1'"],
+    ),
     ("wrong type", GOOD.replace('"P001"', '"P001"\nout_dir = 5'), ["session.out_dir", "5"]),
-    ("unknown fault", GOOD.replace('port = "socket://127.0.0.1:7000"', "")
-     + "\n[devices.simulator]\nfaults=[{kind='fire', at_s=1}]",
-     ["devices[0].simulator.faults[0].kind", "'fire'", "'garbage'"]),
+    (
+        "unknown fault",
+        GOOD.replace('port = "socket://127.0.0.1:7000"', "")
+        + "\n[devices.simulator]\nfaults=[{kind='fire', at_s=1}]",
+        ["devices[0].simulator.faults[0].kind", "'fire'", "'garbage'"],
+    ),
 ]
 
 
@@ -95,8 +126,12 @@ def test_check_command_prints_lines_not_tracebacks(tmp_path: Path) -> None:
     bad.write_text(MALFORMED[5][1])
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
-    result = subprocess.run([sys.executable, "-m", "needlelab.cli", "check", str(good), str(bad)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "needlelab.cli", "check", str(good), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{good}: ok" in result.stdout

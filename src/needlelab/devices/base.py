@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -101,8 +100,9 @@ class Device(ABC):
         for spec in self.streams():
             self.hub.add_stream(spec)
             self._stream_index.setdefault(spec.name, 0)
-        self._thread = threading.Thread(target=self._supervise, name=f"device-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._supervise, name=f"device-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -137,13 +137,28 @@ class Device(ABC):
         """The index the next sample of `stream` gets."""
         return self._stream_index.get(stream, 0)
 
-    def _emit_samples(self, spec: StreamSpec, values: np.ndarray, t_host_ns: int,
-                      t_ns: np.ndarray | None = None, **raw: int | None) -> None:
+    def _emit_samples(
+        self,
+        spec: StreamSpec,
+        values: np.ndarray,
+        t_host_ns: int,
+        t_ns: np.ndarray | None = None,
+        **raw: int | None,
+    ) -> None:
         """Wrap decoded values in a chunk for `spec` with the next sample index and push it."""
         if spec.kind is StreamKind.IRREGULAR and t_ns is None:
             t_ns = np.full(values.shape[0], t_host_ns - spec.latency_ns, dtype=np.int64)
-        self._emit_chunk(Chunk(spec.name, values, t_host_ns, self._next_index(spec.name), t_ns,
-                               raw.get("device_counter"), raw.get("device_t_us")))
+        self._emit_chunk(
+            Chunk(
+                spec.name,
+                values,
+                t_host_ns,
+                self._next_index(spec.name),
+                t_ns,
+                raw.get("device_counter"),
+                raw.get("device_t_us"),
+            )
+        )
 
     def _mark_alive(self, t_ns: int | None = None) -> None:
         """Note that valid data arrived now (feeds the watchdog)."""
@@ -205,15 +220,24 @@ class Device(ABC):
                 # Samples that would have arrived strictly between the last and the next delivery.
                 lost = max(0, round((end_ns - start) * spec.nominal_rate_hz / 1e9) - 1)
             self.stats.gaps += 1
-            self._emit_event(GapEvent(stream=spec.name, start_ns=start, end_ns=end_ns,
-                                      samples_lost=lost, reason=self._outage_reason))
+            self._emit_event(
+                GapEvent(
+                    stream=spec.name,
+                    start_ns=start,
+                    end_ns=end_ns,
+                    samples_lost=lost,
+                    reason=self._outage_reason,
+                )
+            )
 
     def _supervise(self) -> None:
         backoff = self.config.reconnect_min_s
         first = True
         while not self._stop.is_set():
-            self._set_state(DeviceState.CONNECTING if first else DeviceState.RECONNECTING,
-                            self._outage_reason if not first else "")
+            self._set_state(
+                DeviceState.CONNECTING if first else DeviceState.RECONNECTING,
+                self._outage_reason if not first else "",
+            )
             try:
                 self._connect()
             except self.RECOVERABLE as exc:
@@ -231,11 +255,11 @@ class Device(ABC):
             first = False
             backoff = self.config.reconnect_min_s
             connected_ns = self.hub.clock.now_ns()
-            reason = self._run_connected(connected_ns)
+            lost = self._run_connected(connected_ns)
             self._disconnect()
-            if reason is None:  # stop requested
+            if lost is None:  # stop requested
                 break
-            self._open_outage(reason)
+            self._open_outage(lost)
             if self._sleep(backoff):
                 break
         self._disconnect()

@@ -36,7 +36,8 @@ def device_class(kind: str) -> type[Device]:
     except ImportError as exc:
         hint = f"pip install 'needlelab[{extra}]'" if extra else "reinstall needlelab"
         raise MissingDependencyError(
-            f"device kind {kind!r} needs {exc.name or 'a missing module'}: {hint}") from exc
+            f"device kind {kind!r} needs {exc.name or 'a missing module'}: {hint}"
+        ) from exc
     cls: type[Device] = getattr(module, class_name)
     return cls
 

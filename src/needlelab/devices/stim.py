@@ -15,8 +15,15 @@ STIM_UNITS = ("Hz", "us", "mA", "bool")
 def stim_stream_spec(device: str, channel: int, latency_ns: int = 0) -> StreamSpec:
     """The irregular numeric stream of one stimulator channel's settings, `<device>.ch<k>`."""
     return StreamSpec(
-        name=f"{device}.ch{channel}", type="Stim", channels=STIM_CHANNELS, units=STIM_UNITS,
-        kind=StreamKind.IRREGULAR, dtype="float32", device=device, latency_ns=latency_ns)
+        name=f"{device}.ch{channel}",
+        type="Stim",
+        channels=STIM_CHANNELS,
+        units=STIM_UNITS,
+        kind=StreamKind.IRREGULAR,
+        dtype="float32",
+        device=device,
+        latency_ns=latency_ns,
+    )
 
 
 class StimSettingsRecorder:
@@ -36,17 +43,29 @@ class StimSettingsRecorder:
         """Record a reading; returns True if it changed the channel's settings."""
         spec = self.specs.get(settings.channel)
         if spec is None:
-            self.device._count_malformed(detail=f"reading for unconfigured channel "
-                                                f"{settings.channel}")
+            self.device._count_malformed(
+                detail=f"reading for unconfigured channel {settings.channel}"
+            )
             return False
         t_ns = t_host_ns - spec.latency_ns
-        row = np.array([[settings.frequency_hz, settings.pulse_width_us, settings.intensity_ma,
-                         float(settings.output_on)]], dtype=np.float32)
+        row = np.array(
+            [
+                [
+                    settings.frequency_hz,
+                    settings.pulse_width_us,
+                    settings.intensity_ma,
+                    float(settings.output_on),
+                ]
+            ],
+            dtype=np.float32,
+        )
         self.device._emit_samples(spec, row, t_host_ns, np.array([t_ns], dtype=np.int64))
         if self.current.get(settings.channel) == settings:
             return False
         self.current[settings.channel] = settings
-        self.device._emit_event(StimSettingsEvent(t_ns=t_ns, settings=settings,
-                                                  origin="manual" if origin == "manual"
-                                                  else "driver"))
+        self.device._emit_event(
+            StimSettingsEvent(
+                t_ns=t_ns, settings=settings, origin="manual" if origin == "manual" else "driver"
+            )
+        )
         return True

@@ -12,8 +12,9 @@ from needlelab.events import StimSettings
 from needlelab.hub import Hub
 from needlelab.streams import StreamSpec
 
-DEFAULT_SETTINGS = StimSettings(channel=1, frequency_hz=2.0, pulse_width_us=250.0,
-                                intensity_ma=0.0, output_on=False)
+DEFAULT_SETTINGS = StimSettings(
+    channel=1, frequency_hz=2.0, pulse_width_us=250.0, intensity_ma=0.0, output_on=False
+)
 """What a channel is assumed to be before the first entry: output off, a common 2 Hz / 250 µs."""
 
 
@@ -38,8 +39,9 @@ class ManualStimulator(Device):
 
     def current(self, channel: int = 1) -> StimSettings:
         """The last entered settings of a channel (defaults before the first entry)."""
-        return self._recorder.current.get(channel, DEFAULT_SETTINGS.model_copy(
-            update={"channel": channel}))
+        return self._recorder.current.get(
+            channel, DEFAULT_SETTINGS.model_copy(update={"channel": channel})
+        )
 
     def set(self, channel: int = 1, **changes: Any) -> StimSettings:
         """Enter new settings for a channel; unspecified fields keep their last value.
