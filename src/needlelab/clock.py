@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,3 +32,158 @@ class SessionClock:
     def to_wall_ns(self, t_ns: int) -> int:
         """Wall-clock time (ns since the Unix epoch) of a session time."""
         return self.anchor_wall_ns + t_ns
+
+
+@dataclass(frozen=True)
+class ClockSegment:
+    """One fitted stretch of a stream: `t_ns = offset_ns + period_ns * (x - x0)`.
+
+    `x` is the sample index (or the device clock in µs for streams that have one). `drift_ppm` is
+    the device's rate error against the host clock; `jitter_ns` the median arrival latency above the
+    fitted floor; `uncertainty_ns` how far the fitted times may be from the true ones (half the
+    disagreement between independent fits of the segment's two halves, plus the floor's own
+    granularity).
+    """
+
+    x0: int
+    x_end: int
+    offset_ns: float
+    period_ns: float
+    drift_ppm: float
+    jitter_ns: float
+    uncertainty_ns: float
+    points: int
+
+    def times(self, x: np.ndarray) -> np.ndarray:
+        """Fitted session times (ns, int64) of indices `x` of this segment."""
+        return (self.offset_ns + self.period_ns * (x.astype(np.float64) - self.x0)).astype(np.int64)
+
+
+def lower_envelope_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The line under every point (x, y) that minimises the summed distance to them.
+
+    Host arrival latency is one-sided (never early), so the true clock line runs along the floor
+    of the arrival cloud, not through its middle as a least-squares fit would. The optimum touches
+    the lower convex hull at the mean x: it is the hull edge spanning mean(x). Returns
+    (intercept at x=0, slope). `x` must be increasing.
+    """
+    n = len(x)
+    if n == 1:
+        return float(y[0]), 0.0
+    xf, yf = x.astype(np.float64), y.astype(np.float64)
+    hull: list[int] = []
+    for i in range(n):  # Andrew's monotone chain, lower half
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (xf[b] - xf[a]) * (yf[i] - yf[a]) - (yf[b] - yf[a]) * (xf[i] - xf[a])
+            if cross > 0:
+                break
+            hull.pop()
+        hull.append(i)
+    xm = xf.mean()
+    for a, b in itertools.pairwise(hull):
+        if xf[a] <= xm <= xf[b]:
+            slope = (yf[b] - yf[a]) / (xf[b] - xf[a])
+            return yf[a] - slope * xf[a], slope
+    a, b = hull[0], hull[-1]  # unreachable for increasing x; keep a sane answer
+    slope = (yf[b] - yf[a]) / (xf[b] - xf[a])
+    return yf[a] - slope * xf[a], slope
+
+
+def fit_segment(x: np.ndarray, t_host_ns: np.ndarray, nominal_period_ns: float) -> ClockSegment:
+    """Fit one gap-free stretch of (index or device time, host arrival) pairs."""
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(t_host_ns, dtype=np.float64)
+    x0 = int(x[0])
+    xr = x - x0
+    if len(x) < 3 or xr[-1] == 0:
+        intercept, slope = float(y.min()), nominal_period_ns
+    else:
+        intercept, slope = lower_envelope_line(xr, y)
+    residual = y - (intercept + slope * xr)
+    uncertainty = 0.0
+    if len(x) >= 8:
+        half = len(x) // 2
+        mid = float(xr[half])
+        fits = [lower_envelope_line(xr[s], y[s]) for s in (slice(0, half), slice(half, None))]
+        at_mid = [c + m * mid for c, m in fits]
+        uncertainty = abs(at_mid[0] - at_mid[1]) / 2
+    return ClockSegment(
+        x0=x0,
+        x_end=int(x[-1]),
+        offset_ns=intercept,
+        period_ns=slope,
+        drift_ppm=(nominal_period_ns / slope - 1.0) * 1e6 if slope > 0 else 0.0,
+        jitter_ns=float(np.median(residual)),
+        uncertainty_ns=uncertainty,
+        points=len(x),
+    )
+
+
+@dataclass
+class StreamClock:
+    """Per-stream clock model: host arrivals → sample times, segmented at gaps.
+
+    Feed it one point per received block: the index (or device time) of the block's last sample
+    and the block's host arrival time. `fit()` splits the points where arrivals pause for longer
+    than `gap_ns` or the index goes backwards (a device reset), fits each stretch along its lower
+    envelope, and `times()` maps any sample index to session time. The model is stored in the
+    recording as JSON (`to_json`) so sample times can be recomputed from the raw arrivals.
+    """
+
+    nominal_rate_hz: float
+    gap_ns: int = 500_000_000
+    min_latency_ns: int = 0  # the profile's known floor of host latency, removed from the offset
+    _x: list[int] = field(default_factory=list)
+    _t: list[int] = field(default_factory=list)
+    segments: list[ClockSegment] = field(default_factory=list)
+
+    def add(self, x_last: int, t_host_ns: int) -> None:
+        """Add one block: its last sample's index (or device time) and its host arrival time."""
+        self._x.append(x_last)
+        self._t.append(t_host_ns)
+
+    def fit(self) -> list[ClockSegment]:
+        """Fit every segment from the points so far."""
+        if not self._x:
+            self.segments = []
+            return self.segments
+        x = np.asarray(self._x, dtype=np.int64)
+        t = np.asarray(self._t, dtype=np.int64)
+        # Points stay in arrival order: a link delivers in order, and a backwards index means the
+        # device restarted its counter, which starts a new segment.
+        breaks = np.flatnonzero((np.diff(t) > self.gap_ns) | (np.diff(x) <= 0)) + 1
+        period = 1e9 / self.nominal_rate_hz
+        self.segments = []
+        for xs, ts in zip(np.split(x, breaks), np.split(t, breaks), strict=True):
+            seg = fit_segment(xs, ts - self.min_latency_ns, period)
+            self.segments.append(seg)
+        return self.segments
+
+    def times(self, x: np.ndarray) -> np.ndarray:
+        """Session times of sample indices `x` (each from the segment it falls in or nearest)."""
+        if not self.segments:
+            self.fit()
+        x = np.asarray(x, dtype=np.int64)
+        out = np.empty(len(x), dtype=np.int64)
+        starts = np.array([s.x0 for s in self.segments])
+        which = np.clip(np.searchsorted(starts, x, side="right") - 1, 0, len(starts) - 1)
+        for k, seg in enumerate(self.segments):
+            mask = which == k
+            out[mask] = seg.times(x[mask])
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Offset, drift, jitter and uncertainty figures over all segments (point-weighted)."""
+        if not self.segments:
+            return {}
+        w = np.array([s.points for s in self.segments], dtype=np.float64)
+        pick = {
+            "drift_ppm": [s.drift_ppm for s in self.segments],
+            "jitter_ns": [s.jitter_ns for s in self.segments],
+            "uncertainty_ns": [s.uncertainty_ns for s in self.segments],
+        }
+        out = {k: float(np.average(v, weights=w)) for k, v in pick.items()}
+        out["segments"] = float(len(self.segments))
+        out["offset_ns"] = float(self.segments[0].offset_ns)
+        return out

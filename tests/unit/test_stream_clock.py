@@ -1,0 +1,67 @@
+"""StreamClock: one-sided lower-envelope fit recovers sample times under jitter, drift and loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from needlelab.clock import StreamClock, lower_envelope_line
+
+
+def simulate(
+    rate: float,
+    per_block: int,
+    seconds: float,
+    ppm: float,
+    jitter_ms: float,
+    loss: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block-end indices, in-order host arrivals, and the true-time function's parameters."""
+    rng = np.random.default_rng(seed)
+    last = np.arange(1, int(seconds * rate / per_block)) * per_block - 1
+    period = 1e9 / rate * (1 + ppm * 1e-6)
+    true_t = 5e8 + last * period
+    arrival = np.maximum.accumulate(true_t + 2e6 + rng.uniform(0, jitter_ms * 1e6, len(last)))
+    keep = rng.random(len(last)) >= loss
+    return last[keep], arrival[keep], np.array([5e8, period])
+
+
+@pytest.mark.parametrize(("rate", "per_block"), [(2000.0, 20), (200.0, 2), (1000.0, 10)])
+def test_fit_recovers_sample_times_to_sub_millisecond(rate: float, per_block: int) -> None:
+    x, t, (t0, period) = simulate(rate, per_block, 30, ppm=100, jitter_ms=30, loss=0.02, seed=1)
+    clock = StreamClock(rate, min_latency_ns=2_000_000)
+    for xi, ti in zip(x, t, strict=True):
+        clock.add(int(xi), int(ti))
+    segments = clock.fit()
+    assert len(segments) == 1
+    every = np.arange(x[-1] + 1)
+    err_ms = np.abs(clock.times(every) - (t0 + every * period)) / 1e6
+    assert np.percentile(err_ms, 95) < 1.0
+    raw_err_ms = np.abs(t - 2e6 - (t0 + x * period)) / 1e6  # arrival times as sample times
+    assert np.percentile(err_ms, 95) < 0.25 * np.percentile(raw_err_ms, 95)
+    assert clock.summary()["drift_ppm"] == pytest.approx(-100, abs=10)
+    assert 0 < clock.summary()["uncertainty_ns"] < 1e6
+
+
+def test_gap_and_counter_reset_start_new_segments() -> None:
+    clock = StreamClock(100.0, gap_ns=200_000_000)
+    for i in range(50):
+        clock.add(i, i * 10_000_000)
+    for i in range(50, 100):  # 1 s silence: a new segment
+        clock.add(i, 1_500_000_000 + i * 10_000_000)
+    for i in range(20):  # counter restarted
+        clock.add(i, 3_000_000_000 + i * 10_000_000)
+    segments = clock.fit()
+    assert [s.x0 for s in segments] == [0, 50, 0]
+    assert segments[1].offset_ns == pytest.approx(1_500_000_000 + 50 * 10_000_000)
+
+
+def test_lower_envelope_line_lies_under_every_point() -> None:
+    rng = np.random.default_rng(3)
+    x = np.arange(200)
+    y = 3.0 * x + 10 + rng.exponential(5, 200)
+    c, m = lower_envelope_line(x, y)
+    assert np.all(y - (c + m * x) >= -1e-9)
+    assert m == pytest.approx(3.0, abs=0.05)
+    assert c == pytest.approx(10, abs=2)
