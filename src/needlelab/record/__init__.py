@@ -1,0 +1,24 @@
+"""The session store: one crash-safe SQLite file per session, its writer, reader and checks."""
+
+from needlelab.record.reader import Block, SessionFile, UnknownEvent, open_session, sample_times
+from needlelab.record.schema import NotASessionError, RecordingError
+from needlelab.record.verify import format_info, format_verify, info_report, verify_report
+from needlelab.record.writer import SessionMeta, SessionWriter, ignore_sigxfsz, session_file_name
+
+__all__ = [
+    "Block",
+    "NotASessionError",
+    "RecordingError",
+    "SessionFile",
+    "SessionMeta",
+    "SessionWriter",
+    "UnknownEvent",
+    "format_info",
+    "format_verify",
+    "ignore_sigxfsz",
+    "info_report",
+    "open_session",
+    "sample_times",
+    "session_file_name",
+    "verify_report",
+]

@@ -1,0 +1,259 @@
+"""Reading session files: numpy arrays per stream, typed events, the clock model.
+
+Files are opened read-only, so a reader can run while the writer is still recording (WAL), and a
+file whose writer was killed opens as it is, with no repair step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from needlelab.clock import StreamClock
+from needlelab.events import Event, event_from_row
+from needlelab.record.schema import APPLICATION_ID, NotASessionError, RecordingError
+from needlelab.streams import StreamKind, StreamSpec
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """An event of a kind this version does not know (written by a newer needlelab)."""
+
+    id: int
+    t_ns: int
+    kind: str
+    source: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One stored block, raw: as the device delivered it."""
+
+    first_index: int
+    n: int
+    t_host_ns: int
+    device_counter: int | None
+    device_t_us: int | None
+    t_ns: npt.NDArray[np.int64] | None
+    values: npt.NDArray[np.generic]
+
+
+def sample_times(spec: StreamSpec, blocks: list[Block]) -> npt.NDArray[np.int64]:
+    """Per-sample session times of a stream, from its raw blocks.
+
+    Irregular streams carry their own times. Regular streams are fitted with the `StreamClock`
+    (lower envelope of arrival time against sample index, segmented at gaps), so the stored raw
+    arrivals stay untouched and the fit can always be redone.
+    """
+    if not blocks:
+        return np.zeros(0, dtype=np.int64)
+    if spec.kind is StreamKind.IRREGULAR or all(b.t_ns is not None for b in blocks):
+        return np.concatenate(
+            [b.t_ns if b.t_ns is not None else np.full(b.n, b.t_host_ns, np.int64) for b in blocks]
+        )
+    clock = StreamClock(spec.nominal_rate_hz)
+    for b in blocks:
+        if b.n:
+            clock.add(b.first_index + b.n - 1, b.t_host_ns)
+    indices = np.concatenate([np.arange(b.first_index, b.first_index + b.n) for b in blocks])
+    return clock.times(indices)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file")
+    if path.is_dir():
+        raise RecordingError(f"{path}: is a folder, not a session file")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise NotASessionError(
+            f"{path}: not a readable SQLite file ({exc}); it is damaged or not a needlelab session"
+        ) from None
+    if app_id != APPLICATION_ID:
+        conn.close()
+        raise NotASessionError(f"{path}: a SQLite file, but not a needlelab session")
+    return conn
+
+
+class SessionFile:
+    """A session file opened read-only."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = _connect_read_only(self.path)
+        try:
+            row = self._conn.execute(
+                "SELECT session_id, patient_id, anchor_monotonic_ns, anchor_wall_ns, config_json, "
+                "software_version, schema_version, closed_t_ns FROM session"
+            ).fetchone()
+            if row is None:
+                raise NotASessionError(
+                    f"{self.path}: the session row is missing (the file was "
+                    "cut before its first commit)"
+                )
+            keys = (
+                "session_id",
+                "patient_id",
+                "anchor_monotonic_ns",
+                "anchor_wall_ns",
+                "config_json",
+                "software_version",
+                "schema_version",
+                "closed_t_ns",
+            )
+            self.meta: dict[str, Any] = dict(zip(keys, row, strict=True))
+            self.streams: dict[str, StreamSpec] = {}
+            self._stream_ids: dict[str, int] = {}
+            self.clock_models: dict[str, dict[str, Any]] = {}
+            for (
+                sid,
+                name,
+                type_,
+                kind,
+                ch,
+                units,
+                dtype,
+                rate,
+                lat,
+                dev,
+                model,
+            ) in self._conn.execute("SELECT * FROM streams ORDER BY id"):
+                self.streams[name] = StreamSpec(
+                    name,
+                    type_,
+                    tuple(json.loads(ch)),
+                    tuple(json.loads(units)),
+                    StreamKind(kind),
+                    rate,
+                    dtype,
+                    dev,
+                    lat,
+                )
+                self._stream_ids[name] = sid
+                if model:
+                    self.clock_models[name] = json.loads(model)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise NotASessionError(f"{self.path}: damaged session file ({exc})") from None
+        except NotASessionError:
+            self.close()
+            raise
+
+    # -- context ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
+
+    def __enter__(self) -> SessionFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- content ---------------------------------------------------------------------------------
+    @property
+    def closed_cleanly(self) -> bool:
+        """Whether the writer finished (False after a kill, a crash or a write error)."""
+        return self.meta["closed_t_ns"] is not None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The validated session config stored in the file."""
+        result: dict[str, Any] = json.loads(self.meta["config_json"])
+        return result
+
+    def blocks(self, stream: str) -> list[Block]:
+        """The raw blocks of a stream, in the order they were recorded."""
+        spec = self._spec(stream)
+        dtype = np.dtype(spec.dtype).newbyteorder("<")
+        out = []
+        for first, n, t_host, counter, dev_t, t_blob, data in self._conn.execute(
+            "SELECT first_index, n, t_host_ns, device_counter, device_t_us, t_ns, data "
+            "FROM blocks WHERE stream_id = ? ORDER BY id",
+            (self._stream_ids[stream],),
+        ):
+            values = np.frombuffer(data, dtype=dtype).reshape(n, spec.channel_count)
+            t_ns = None if t_blob is None else np.frombuffer(t_blob, dtype="<i8")
+            out.append(Block(first, n, t_host, counter, dev_t, t_ns, values))
+        return out
+
+    def stream(self, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.generic]]:
+        """All samples of a stream: (t_ns (n,), values (n, channels)), in recording order."""
+        spec = self._spec(name)
+        blocks = self.blocks(name)
+        if not blocks:
+            return np.zeros(0, np.int64), np.zeros((0, spec.channel_count), spec.dtype)
+        values = np.concatenate([b.values for b in blocks]).astype(spec.dtype)
+        return sample_times(spec, blocks), values
+
+    def events(self, kind: str | None = None) -> list[Event | UnknownEvent]:
+        """Events in id order (optionally of one kind) as typed records."""
+        sql = "SELECT id, t_ns, kind, source, payload FROM events"
+        rows = (
+            self._conn.execute(sql + " WHERE kind = ? ORDER BY id", (kind,))
+            if kind
+            else self._conn.execute(sql + " ORDER BY id")
+        )
+        out: list[Event | UnknownEvent] = []
+        for eid, t_ns, k, source, payload in rows:
+            data = json.loads(payload)
+            try:
+                out.append(event_from_row(eid, t_ns, k, source, data))
+            except ValidationError:
+                out.append(UnknownEvent(eid, t_ns, k, source, data))
+        return out
+
+    def events_frame(self) -> Any:
+        """Events as a pandas DataFrame (columns id, t_ns, t_s, kind, source + payload fields)."""
+        try:
+            import pandas as pd  # type: ignore[import-untyped]  # optional, no stubs needed
+        except ImportError:
+            raise ImportError("events_frame() needs pandas: pip install pandas") from None
+        rows = []
+        for e in self.events():
+            if isinstance(e, UnknownEvent):
+                rows.append(
+                    {"id": e.id, "t_ns": e.t_ns, "kind": e.kind, "source": e.source, **e.payload}
+                )
+            else:
+                rows.append(
+                    {"id": e.id, "t_ns": e.t_ns, "kind": e.kind, "source": e.source, **e.payload()}
+                )
+        frame = pd.DataFrame(rows)
+        if len(frame):
+            frame.insert(2, "t_s", frame["t_ns"] / 1e9)
+        return frame
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query (for verify/info and power users)."""
+        return self._conn.execute(sql, params).fetchall()
+
+    def _spec(self, name: str) -> StreamSpec:
+        try:
+            return self.streams[name]
+        except KeyError:
+            raise KeyError(
+                f"no stream {name!r} in {self.path}; streams: {sorted(self.streams)}"
+            ) from None
+
+
+def open_session(path: str | Path) -> SessionFile:
+    """Open a session file read-only (use it as a context manager)."""
+    return SessionFile(path)

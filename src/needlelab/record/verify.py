@@ -1,0 +1,231 @@
+"""`needlelab verify` and `needlelab info`: what a session file holds, and what a crash cost."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from needlelab.events import GapEvent
+from needlelab.record.reader import SessionFile, UnknownEvent
+from needlelab.record.schema import SCHEMA_VERSION, NotASessionError, RecordingError
+
+
+def _iso(wall_ns: int) -> str:
+    return datetime.fromtimestamp(wall_ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
+    spec = s.streams[name]
+    row = s.execute(
+        "SELECT count(*), coalesce(sum(n), 0), min(first_index), "
+        "max(first_index + n) FROM blocks WHERE stream_id = (SELECT id FROM streams "
+        "WHERE name = ?)",
+        (name,),
+    )[0]
+    blocks, samples = row[0], row[1]
+    index_gaps = []
+    if blocks:
+        # Blocks whose first index skips past the previous block's end: samples known lost.
+        for prev_end, first in s.execute(
+            "SELECT lag(first_index + n) OVER (ORDER BY id), first_index FROM blocks "
+            "WHERE stream_id = (SELECT id FROM streams WHERE name = ?)",
+            (name,),
+        ):
+            if prev_end is not None and first > prev_end:
+                index_gaps.append({"after_index": prev_end, "missing": first - prev_end})
+    t_ns = s.stream(name)[0] if samples else None
+    return {
+        "name": name,
+        "type": spec.type,
+        "kind": spec.kind.value,
+        "channels": list(spec.channels),
+        "nominal_rate_hz": spec.nominal_rate_hz,
+        "blocks": blocks,
+        "samples": samples,
+        "first_t_s": float(t_ns[0]) / 1e9 if t_ns is not None else None,
+        "last_t_s": float(t_ns[-1]) / 1e9 if t_ns is not None else None,
+        "index_gaps": index_gaps,
+        "samples_lost_known": sum(g["missing"] for g in index_gaps),
+        "clock_model": s.clock_models.get(name),
+    }
+
+
+def verify_report(path: str | Path) -> dict[str, Any]:
+    """Integrity check and content summary of a session file (raises RecordingError if unreadable).
+
+    `ok` is true when SQLite's integrity check passes and the schema is one this version reads. A
+    file whose writer was killed is still ok: `closed_cleanly` is false and `last_commit_t_s` /
+    `last_sample_t_s` say how far the data reach.
+    """
+    path = Path(path)
+    with SessionFile(path) as s:
+        try:
+            integrity = "; ".join(r[0] for r in s.execute("PRAGMA integrity_check"))
+            streams = [_stream_summary(s, name) for name in s.streams]
+            gaps = [e for e in s.events("gap") if isinstance(e, GapEvent)]
+            heartbeat = s.execute("SELECT t_ns, commits FROM heartbeat")
+            n_events = s.execute("SELECT count(*) FROM events")[0][0]
+        except sqlite3.DatabaseError as exc:
+            raise NotASessionError(f"{path}: damaged session file ({exc})") from None
+        problems = []
+        if integrity != "ok":
+            problems.append(f"integrity check: {integrity}")
+        if s.meta["schema_version"] != SCHEMA_VERSION:
+            problems.append(
+                f"schema version {s.meta['schema_version']}; this needlelab reads {SCHEMA_VERSION}"
+            )
+        last_samples = [st["last_t_s"] for st in streams if st["last_t_s"] is not None]
+        return {
+            "file": str(path),
+            "ok": not problems,
+            "problems": problems,
+            "integrity": integrity,
+            "schema_version": s.meta["schema_version"],
+            "session_id": s.meta["session_id"],
+            "patient_id": s.meta["patient_id"],
+            "started_utc": _iso(s.meta["anchor_wall_ns"]),
+            "anchor_monotonic_ns": s.meta["anchor_monotonic_ns"],
+            "closed_cleanly": s.closed_cleanly,
+            "closed_t_s": (s.meta["closed_t_ns"] / 1e9 if s.closed_cleanly else None),
+            "commits": heartbeat[0][1] if heartbeat else 0,
+            "last_commit_t_s": heartbeat[0][0] / 1e9 if heartbeat else None,
+            "last_sample_t_s": max(last_samples) if last_samples else None,
+            "events": n_events,
+            "streams": streams,
+            "gaps": [
+                {
+                    "stream": g.stream,
+                    "start_t_s": g.start_ns / 1e9,
+                    "end_t_s": g.end_ns / 1e9,
+                    "samples_lost": g.samples_lost,
+                    "reason": g.reason,
+                }
+                for g in gaps
+            ],
+        }
+
+
+def format_verify(r: dict[str, Any]) -> str:
+    """Human text of a verify report."""
+    lines = [f"{r['file']}: {'OK' if r['ok'] else 'PROBLEMS'} (integrity: {r['integrity']})"]
+    lines += [f"  problem: {p}" for p in r["problems"]]
+    if r["closed_cleanly"]:
+        lines.append(f"  closed cleanly at t={r['closed_t_s']:.3f} s after {r['commits']} commits")
+    else:
+        last_sample = r["last_sample_t_s"]
+        lines.append(
+            f"  NOT closed cleanly (killed or crashed): the last commit was at "
+            f"t={r['last_commit_t_s']:.3f} s"
+            + (f", the last sample at t={last_sample:.3f} s" if last_sample is not None else "")
+            + "; anything after the last commit was lost (at most one commit interval)"
+        )
+    lines.append(
+        f"  {'stream':<24} {'kind':<9} {'samples':>9} {'first t (s)':>12} "
+        f"{'last t (s)':>12} {'lost':>6}"
+    )
+    for st in r["streams"]:
+        first = f"{st['first_t_s']:.3f}" if st["first_t_s"] is not None else "-"
+        last = f"{st['last_t_s']:.3f}" if st["last_t_s"] is not None else "-"
+        lines.append(
+            f"  {st['name']:<24} {st['kind']:<9} {st['samples']:>9} {first:>12} "
+            f"{last:>12} {st['samples_lost_known']:>6}"
+        )
+    lines.append(f"  events: {r['events']}; gaps recorded: {len(r['gaps'])}")
+    for g in r["gaps"]:
+        lost = "" if g["samples_lost"] is None else f", ~{g['samples_lost']} samples"
+        lines.append(
+            f"    gap {g['stream']}: {g['start_t_s']:.3f}-{g['end_t_s']:.3f} s "
+            f"({g['end_t_s'] - g['start_t_s']:.2f} s{lost}) {g['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def info_report(path: str | Path) -> dict[str, Any]:
+    """A human-oriented summary: who, when, how long, which devices and events."""
+    path = Path(path)
+    with SessionFile(path) as s:
+        try:
+            kinds = Counter(e.kind for e in s.events())
+            changes = [e for e in s.events("stim.settings") if not isinstance(e, UnknownEvent)]
+            counts = {
+                name: s.execute(
+                    "SELECT coalesce(sum(n), 0) FROM blocks WHERE stream_id = "
+                    "(SELECT id FROM streams WHERE name = ?)",
+                    (name,),
+                )[0][0]
+                for name in s.streams
+            }
+            heartbeat = s.execute("SELECT t_ns FROM heartbeat")
+        except sqlite3.DatabaseError as exc:
+            raise NotASessionError(f"{path}: damaged session file ({exc})") from None
+        end_ns = s.meta["closed_t_ns"] or (heartbeat[0][0] if heartbeat else 0)
+        devices = [
+            {
+                "name": d.get("name"),
+                "kind": d.get("kind"),
+                "simulated": bool(d.get("simulator")),
+                "profile": d.get("profile"),
+            }
+            for d in s.config.get("devices", [])
+        ]
+        return {
+            "file": str(path),
+            "size_bytes": path.stat().st_size,
+            "session_id": s.meta["session_id"],
+            "patient_id": s.meta["patient_id"],
+            "started_utc": _iso(s.meta["anchor_wall_ns"]),
+            "duration_s": end_ns / 1e9,
+            "closed_cleanly": s.closed_cleanly,
+            "software_version": s.meta["software_version"],
+            "devices": devices,
+            "streams": [
+                {
+                    "name": n,
+                    "type": sp.type,
+                    "kind": sp.kind.value,
+                    "channels": len(sp.channels),
+                    "nominal_rate_hz": sp.nominal_rate_hz,
+                    "samples": counts[n],
+                }
+                for n, sp in s.streams.items()
+            ],
+            "events_by_kind": dict(sorted(kinds.items())),
+            "stim_changes": len(changes),
+        }
+
+
+def format_info(r: dict[str, Any]) -> str:
+    """Human text of an info report."""
+    lines = [
+        f"{r['file']} ({r['size_bytes'] / 1e6:.2f} MB)",
+        f"  session {r['session_id']}, patient {r['patient_id']}",
+        f"  started {r['started_utc']}, {r['duration_s']:.1f} s, "
+        + ("closed cleanly" if r["closed_cleanly"] else "NOT closed cleanly")
+        + f", needlelab {r['software_version']}",
+        "  devices: "
+        + (
+            ", ".join(
+                f"{d['name']} ({d['kind']}{', ' + d['profile'] if d['profile'] else ''}"
+                f"{', simulated' if d['simulated'] else ''})"
+                for d in r["devices"]
+            )
+            or "none"
+        ),
+    ]
+    for st in r["streams"]:
+        rate = f"{st['nominal_rate_hz']:g} Hz" if st["nominal_rate_hz"] else "irregular"
+        lines.append(
+            f"  stream {st['name']}: {st['type']}, {st['channels']} ch, {rate}, "
+            f"{st['samples']} samples"
+        )
+    lines.append(
+        "  events: " + (", ".join(f"{k} {v}" for k, v in r["events_by_kind"].items()) or "none")
+    )
+    lines.append(f"  stimulator setting changes: {r['stim_changes']}")
+    return "\n".join(lines)
+
+
+__all__ = ["RecordingError", "format_info", "format_verify", "info_report", "verify_report"]
