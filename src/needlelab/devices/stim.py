@@ -38,14 +38,13 @@ class StimSettingsRecorder:
         self.device = device
         self.specs = {ch: stim_stream_spec(device.name, ch, latency_ns) for ch in channels}
         self.current: dict[int, StimSettings] = {}
+        self.ignored = 0  # readings of channels not configured for recording
 
     def update(self, settings: StimSettings, t_host_ns: int, origin: str = "driver") -> bool:
         """Record a reading; returns True if it changed the channel's settings."""
         spec = self.specs.get(settings.channel)
-        if spec is None:
-            self.device._count_malformed(
-                detail=f"reading for unconfigured channel {settings.channel}"
-            )
+        if spec is None:  # a channel this session does not record
+            self.ignored += 1
             return False
         t_ns = t_host_ns - spec.latency_ns
         row = np.array(

@@ -1,0 +1,127 @@
+"""`StimulatorDriver`: reads a stimulator's settings over a serial link, never changes them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import serial
+
+from needlelab.config import StimSerialConfig
+from needlelab.devices.base import Device, DeviceError
+from needlelab.devices.codecs import StimProtocol
+from needlelab.devices.stim import StimSettingsRecorder
+from needlelab.hub import Hub
+from needlelab.profiles import Query, load_stim_profile
+from needlelab.streams import StreamSpec
+
+log = logging.getLogger(__name__)
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Something tried to send a stimulator bytes that are not one of its profile's queries."""
+
+
+class StimulatorDriver(Device):
+    """A stimulator (or a bridge) that reports its settings over serial, per a driver profile.
+
+    The port is opened with `serial.serial_for_url`, so a device path, a pseudo-terminal,
+    `socket://127.0.0.1:PORT`, `loop://` and `spy://` all work. The driver sends the profile's
+    connect queries, then its poll queries on their schedule, and records every settings reply
+    or unsolicited change message. Every write goes through `_send`, which refuses any bytes that
+    are not an encoded read-only query of the profile: needlelab never changes a stimulator's
+    output.
+    """
+
+    RECOVERABLE = (DeviceError, OSError, serial.SerialException)
+
+    def __init__(self, config: StimSerialConfig, hub: Hub) -> None:
+        super().__init__(config, hub)
+        self.stim_config = config
+        self.profile = load_stim_profile(config.profile)
+        self.protocol = StimProtocol(self.profile)
+        self.channels = list(config.channels)
+        self.recorder = StimSettingsRecorder(self, self.channels,
+                                             self.profile.transport.latency_ns)
+        self.identity: dict[str, Any] = {}
+        self._allowed_writes = frozenset(
+            self.protocol.encode_query(q, ch) for q in self.profile.queries
+            for ch in (self.channels if q.per_channel else [self.channels[0]]))
+        self._port: Any = None
+        self._next_poll: dict[str, float] = {}
+        self.bytes_written = 0
+
+    def streams(self) -> list[StreamSpec]:
+        return list(self.recorder.specs.values())
+
+    # -- the only way out --------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        """Write bytes that must be one of the profile's read-only queries, or nothing at all."""
+        if data not in self._allowed_writes:
+            raise ReadOnlyViolation(f"{self.name}: refusing to send {data!r}: not a read-only "
+                                    f"query of profile {self.profile.profile}")
+        if self._port is None:
+            raise DeviceError("port not open")
+        self._port.write(data)
+        self.bytes_written += len(data)
+
+    def _send_query(self, query: Query) -> None:
+        for ch in self.channels if query.per_channel else [self.channels[0]]:
+            self._send(self.protocol.encode_query(query, ch))
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        url = self.stim_config.port
+        if url is None:
+            raise DeviceError("no port configured")
+        t = self.profile.transport
+        try:
+            self._port = serial.serial_for_url(
+                url, baudrate=t.baudrate, bytesize=t.bytesize, parity=t.parity,
+                stopbits=t.stopbits, timeout=0.05, write_timeout=1.0)
+        except ValueError as exc:  # pyserial's answer to a malformed URL
+            raise DeviceError(f"bad port {url!r}: {exc}") from None
+        self.protocol.codec.reset()
+        for query in self.profile.queries:
+            if query.when == "connect":
+                self._send_query(query)
+        now = time.monotonic()
+        self._next_poll = {q.name: now for q in self.profile.queries if q.when == "poll"}
+
+    def _poll_period_s(self, query: Query) -> float:
+        ms = self.stim_config.poll_interval_ms or query.every_ms or 1000
+        return ms / 1000.0
+
+    def _service(self, timeout_s: float) -> None:
+        port = self._port
+        if port is None:
+            raise DeviceError("port not open")
+        now = time.monotonic()
+        for query in self.profile.queries:
+            due = self._next_poll.get(query.name)
+            if due is not None and now >= due:
+                self._send_query(query)
+                # Keep the schedule on its grid, but never queue up missed polls.
+                self._next_poll[query.name] = max(due + self._poll_period_s(query), now)
+        data = port.read(port.in_waiting or 1)
+        if not data:
+            return
+        t_host_ns = self.hub.clock.now_ns()
+        messages, malformed = self.protocol.decode(data)
+        if malformed:
+            self._count_malformed(malformed, detail=f"{malformed} in {data[:40]!r}")
+        for message in messages:
+            if message.kind == "identity":
+                self.identity = message.fields
+                self._mark_alive(t_host_ns)
+            else:
+                self.recorder.update(message.settings(), t_host_ns)
+
+    def _disconnect(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (OSError, serial.SerialException) as exc:
+                log.debug("closing %s: %s", self.name, exc)

@@ -1,0 +1,213 @@
+"""Driver profiles: TOML files that describe a device model's wire protocol.
+
+A stimulator profile says how bytes are framed (text lines or binary frames), which read-only
+queries the driver may send and when, and how each reply or unsolicited message becomes typed
+settings. The driver code is generic; the profile carries the device's facts. Profiles live in
+the top-level `drivers/` folder (shipped inside the wheel).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from needlelab.config import ConfigError, format_validation_error
+from needlelab.resources import drivers_dir
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LineFraming(_Strict):
+    """Text lines: one message per line."""
+
+    type: Literal["line"]
+    line_ending: str = Field("\n", min_length=1, max_length=2)
+    encoding: Literal["ascii", "utf-8", "latin-1"] = "ascii"
+    max_line_bytes: int = Field(256, ge=8, le=65536)
+
+
+class FrameFraming(_Strict):
+    """Binary frames: start byte, stuffed payload + CRC, stop byte (ScienceMode style)."""
+
+    type: Literal["frame"]
+    start: int = Field(ge=0, le=255)
+    stop: int = Field(ge=0, le=255)
+    escape: int = Field(ge=0, le=255)
+    escape_xor: int = Field(ge=1, le=255)
+    crc: Literal["crc16-ccitt-false"] = "crc16-ccitt-false"
+    max_packet_bytes: int = Field(69, ge=5, le=4096)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FrameFraming:
+        if len({self.start, self.stop, self.escape}) != 3:
+            raise ValueError("start, stop and escape bytes must differ")
+        return self
+
+
+class Transport(_Strict):
+    """Serial settings and the framing of messages."""
+
+    baudrate: int = Field(115200, ge=300, le=12_000_000)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 2] = 1
+    latency_ns: int = Field(0, ge=0, le=1_000_000_000)  # known host latency of a message
+    framing: Annotated[LineFraming | FrameFraming, Field(discriminator="type")]
+
+
+class Query(_Strict):
+    """A read-only query the driver may send: the only bytes it ever writes.
+
+    `send` is text for line framing (the line ending is added) or hex for frame framing (the
+    payload: message id + data; the frame, stuffing and CRC are added). `{channel}` (text) or
+    `{channel:02x}` (hex) is filled per channel when `per_channel` is true.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    send: str = Field(min_length=1, max_length=200)
+    when: Literal["connect", "poll"]
+    every_ms: int | None = Field(None, ge=20, le=600_000)
+    per_channel: bool = False
+
+    @model_validator(mode="after")
+    def _poll_has_period(self) -> Query:
+        if self.when == "poll" and self.every_ms is None:
+            raise ValueError("a poll query needs every_ms")
+        return self
+
+
+class FieldRule(_Strict):
+    """How one raw field becomes a typed value: `value * scale + offset`, or a lookup."""
+
+    type: Literal["int", "float", "str", "bool", "enum"] = "float"
+    scale: float = 1.0
+    offset: float = 0.0
+    map: dict[str, str] = Field(default_factory=dict)  # enum: raw text/number -> name
+    true: list[str] = Field(default_factory=lambda: ["1", "ON", "on", "true"])
+
+    def convert(self, raw: str | bytes | int | float) -> Any:
+        """Convert a raw field; raises ValueError/KeyError on a value the rule cannot take."""
+        if isinstance(raw, bytes):  # fixed-size text in a binary layout, NUL-padded
+            raw = raw.rstrip(b"\0").decode("ascii")
+        if self.type == "enum":
+            return self.map[str(raw)]
+        if self.type == "bool":
+            return str(raw) in self.true
+        if self.type == "str":
+            return str(raw)
+        number = float(raw) * self.scale + self.offset
+        return int(round(number)) if self.type == "int" else number
+
+
+SETTINGS_FIELDS = ("channel", "frequency_hz", "pulse_width_us", "intensity_ma", "waveform", "mode",
+                   "output_on")
+
+
+class Message(_Strict):
+    """A message the device sends: a reply or an unsolicited change.
+
+    Line framing: `match` is a regex whose named groups are the fields. Frame framing: `id` is the
+    message id byte and `layout` a `struct` format of the data after it, whose values are the
+    `fields` in order. `format` (line) is how the simulator writes the message.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["settings", "identity"] = "settings"
+    match: str | None = None
+    format: str | None = None
+    id: int | None = Field(None, ge=0, le=255)
+    layout: str | None = None
+    fields: dict[str, FieldRule] = Field(default_factory=dict)
+
+    @field_validator("match")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                struct.calcsize(value)
+            except struct.error as exc:
+                raise ValueError(f"not a valid struct layout: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _fields_cover_settings(self) -> Message:
+        if self.kind == "settings":
+            missing = [f for f in SETTINGS_FIELDS if f not in self.fields]
+            if missing:
+                raise ValueError(f"a settings message needs rules for {missing}")
+        if self.layout is not None and len(struct.unpack(self.layout, bytes(
+                struct.calcsize(self.layout)))) != len(self.fields):
+            raise ValueError("layout and fields must have the same number of values")
+        return self
+
+
+class StimulatorProfile(_Strict):
+    """A stimulator model's wire protocol, as a driver profile."""
+
+    profile: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    device_type: Literal["stimulator"]
+    description: str = ""
+    transport: Transport
+    queries: list[Query] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _messages_fit_framing(self) -> StimulatorProfile:
+        line = self.transport.framing.type == "line"
+        for m in self.messages:
+            if line and m.match is None:
+                raise ValueError(f"message {m.name!r}: line framing needs 'match'")
+            if not line and (m.id is None or m.layout is None):
+                raise ValueError(f"message {m.name!r}: frame framing needs 'id' and 'layout'")
+        if not line:
+            for q in self.queries:
+                try:
+                    bytes.fromhex(q.send.replace("{channel:02x}", "01"))
+                except ValueError:
+                    raise ValueError(f"query {q.name!r}: 'send' must be hex for frame "
+                                     "framing") from None
+        return self
+
+
+def find_profile(name_or_path: str | Path) -> Path:
+    """The file of a shipped profile name, or the given path if it is a file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    shipped = drivers_dir() / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in drivers_dir().glob("*.toml"))
+    raise ConfigError([f"{name_or_path}: no such driver profile; shipped profiles: {known}"])
+
+
+def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
+    """Load and validate a stimulator profile by shipped name or path; ConfigError on problems."""
+    path = find_profile(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        return StimulatorProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
