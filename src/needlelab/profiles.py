@@ -103,7 +103,10 @@ class FieldRule(_Strict):
         if self.type == "str":
             return str(raw)
         number = float(raw) * self.scale + self.offset
-        return int(round(number)) if self.type == "int" else number
+        if self.type == "int":
+            return int(round(number))
+        # 373 * 0.1 is 37.300000000000004: round away the scaling error, not the resolution.
+        return round(number, 9) if self.scale != 1.0 else number
 
 
 SETTINGS_FIELDS = ("channel", "frequency_hz", "pulse_width_us", "intensity_ma", "waveform", "mode",

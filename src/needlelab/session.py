@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class Session:
         )
         self.devices: dict[str, Device] = {}
         self._simulators: list[_Stoppable] = []
+        self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
         self._writer: SessionWriter | None = None
         self._stopped = threading.Event()
         self.error: str | None = None
@@ -97,7 +99,15 @@ class Session:
         if isinstance(device_config, StimSerialConfig) and device_config.simulator is not None:
             from needlelab.sim.stim_server import start_simulated_stim
 
-            sim = start_simulated_stim(device_config.profile, device_config.simulator, self.out_dir)
+            if self._sim_dir is None:
+                self._sim_dir = tempfile.TemporaryDirectory(prefix="needlelab-sim-")
+            sim = start_simulated_stim(
+                device_config.profile,
+                device_config.simulator,
+                Path(self._sim_dir.name),
+                device_config.channels,
+                device_config.name,
+            )
             self._simulators.append(sim)
             # model_copy skips validation on purpose: the config stays "simulated" in the file,
             # only the live driver learns the simulator's address.
@@ -118,6 +128,9 @@ class Session:
             with contextlib.suppress(Exception):
                 sim.stop()
         self._simulators.clear()
+        if self._sim_dir is not None:
+            self._sim_dir.cleanup()
+            self._sim_dir = None
         self.hub.emit(RecordingEvent(action="stop", reason=reason, source="session"))
         writer, self._writer = self._writer, None
         writer.stop()

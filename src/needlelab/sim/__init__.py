@@ -1,0 +1,1 @@
+"""Simulated devices that speak the real wire protocols. Never imported by the runtime path."""

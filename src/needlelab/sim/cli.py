@@ -1,0 +1,102 @@
+"""`needlelab sim ...`: serve simulated devices for another program (or another machine's test)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from needlelab.config import ConfigError, FaultSpec
+
+FAULT_HELP = ("KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
+              "stall / disconnect (ARG seconds); repeatable")
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """`garbage:5:1000`, `stall:10:3`, `disconnect:20:2`, `truncate:4` → FaultSpec."""
+    parts = text.split(":")
+    try:
+        kind, at_s = parts[0], float(parts[1])
+        arg = float(parts[2]) if len(parts) > 2 else None
+        if len(parts) > 3:
+            raise ValueError
+    except (IndexError, ValueError):
+        raise argparse.ArgumentTypeError(f"bad fault {text!r}: expected {FAULT_HELP}") from None
+    fields: dict[str, Any] = {"kind": kind, "at_s": at_s}
+    if arg is not None:
+        fields["duration_s" if kind in ("stall", "disconnect") else "count"] = (
+            arg if kind in ("stall", "disconnect") else int(arg))
+    try:
+        return FaultSpec.model_validate(fields)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad fault {text!r}: {exc}") from None
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        channels = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("channels: comma-separated numbers, e.g. 1,2") from None
+    if not channels or any(not 1 <= c <= 16 for c in channels):
+        raise argparse.ArgumentTypeError("channels must be 1..16")
+    return channels
+
+
+def cmd_sim_stim(args: argparse.Namespace) -> int:
+    """Serve a simulated stimulator until SIGINT/SIGTERM."""
+    from needlelab.config import StimSimulatorConfig
+    from needlelab.profiles import load_stim_profile
+    from needlelab.sim.stim_server import SimulatedStim
+
+    try:
+        profile = load_stim_profile(args.profile)
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
+    sim = StimSimulatorConfig(transport="tcp" if args.tcp is not None else "pty",
+                              pattern=args.pattern, seed=args.seed, faults=args.fault)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="needlelab-sim-"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115
+    try:
+        server = SimulatedStim(profile, sim, args.channels, workdir, tcp_port=args.tcp or 0,
+                               log_file=log)
+        try:
+            server.start()
+        except OSError as exc:
+            print(f"needlelab: cannot serve: {exc}", file=sys.stderr)
+            return 1
+        print(server.url, flush=True)
+        print(f"simulated {profile.profile} (channels {args.channels}); Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+        stop.wait()
+        server.stop()
+    finally:
+        if log is not None:
+            log.close()
+    return 0
+
+
+def add_sim_parser(subparsers: Any) -> None:
+    """Register `needlelab sim stim` on the top-level subparsers."""
+    sim = subparsers.add_parser("sim", help="serve simulated devices")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="DEVICE")
+    p = sim_sub.add_parser("stim", help="a simulated stimulator on a pty or loopback TCP")
+    p.add_argument("--profile", default="needlelab-stim-ascii", help="driver profile name")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
+    where.add_argument("--tcp", type=int, metavar="PORT",
+                       help="serve on 127.0.0.1:PORT (0 = any free port)")
+    p.add_argument("--pattern", choices=["clinical", "random"], default="clinical")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=_channels, default=[1], help="e.g. 1,2")
+    p.add_argument("--fault", type=parse_fault, action="append", default=[], help=FAULT_HELP)
+    p.add_argument("--log", type=Path, help="write every sent message as JSON lines")
+    p.add_argument("--workdir", type=Path, help="where the pty link is made (default: a temp dir)")
+    p.set_defaults(func=cmd_sim_stim)

@@ -1,0 +1,491 @@
+"""A simulated stimulator unit served on a pseudo-terminal or loopback TCP.
+
+The unit's settings follow a clinical (or seeded random) pattern; it answers its profile's
+queries, sends unsolicited change messages, and can inject faults: garbage bytes, truncated
+messages, a stall (silent but connected) and a disconnect (the port goes away for a while). It
+logs every byte it receives, so tests can prove the driver only ever sent read-only queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import select
+import socket
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from needlelab.config import FaultSpec, StimSimulatorConfig
+from needlelab.devices.codecs import StimProtocol
+from needlelab.events import StimSettings
+from needlelab.profiles import FrameFraming, StimulatorProfile, load_stim_profile
+
+GARBAGE_PIECE_BYTES = 100
+MAX_PENDING_BYTES = 8 << 20  # what a unit buffers for a link nobody reads; beyond it, drop
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """One message the unit put on the wire."""
+
+    t_mono_ns: int
+    message: str
+    fields: dict[str, Any]
+
+
+class StimUnitModel:
+    """The simulated unit's settings over time, per channel.
+
+    `clinical`: off → set 2 Hz (sometimes 100 Hz) and a pulse width → output on → ramp the
+    intensity in 0.5 mA steps to a tolerance level → hold a few seconds (sometimes switching
+    frequency) → ramp down → off, and again. `random`: a random setting changes every 0.3–2 s.
+    All values sit on the protocols' resolution (0.1 Hz, 1 µs, 0.01 mA) so they round-trip.
+    """
+
+    def __init__(self, channels: list[int], pattern: str, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.pattern = pattern
+        self.settings = {ch: StimSettings(channel=ch, frequency_hz=2.0, pulse_width_us=250.0,
+                                          intensity_ma=0.0, output_on=False) for ch in channels}
+        self._state = dict.fromkeys(channels, "off")
+        self._target = dict.fromkeys(channels, 0.0)
+        self._next = {ch: 0.3 + 0.4 * i for i, ch in enumerate(channels)}
+        self._hold_until = dict.fromkeys(channels, 0.0)
+
+    def step(self, t_s: float) -> list[StimSettings]:
+        """Advance to `t_s` seconds after start; the channels whose settings changed."""
+        changed = []
+        for ch, due in self._next.items():
+            if t_s < due:
+                continue
+            old = self.settings[ch]
+            new, wait_s = (self._clinical(ch, old, t_s) if self.pattern == "clinical"
+                           else self._random(old))
+            self._next[ch] = t_s + wait_s
+            if new != old:
+                self.settings[ch] = new
+                changed.append(new)
+        return changed
+
+    def _clinical(self, ch: int, s: StimSettings, t_s: float) -> tuple[StimSettings, float]:
+        rng, state = self.rng, self._state[ch]
+        if state == "off":
+            self._state[ch] = "ramp"
+            self._target[ch] = rng.choice([6.0, 8.0, 10.0, 12.5, 15.0, 18.0, 22.5])
+            return s.model_copy(update={
+                "frequency_hz": rng.choice([2.0, 2.0, 2.0, 4.0, 100.0]),
+                "pulse_width_us": float(rng.choice([100, 150, 200, 250, 300, 400])),
+                "waveform": "biphasic", "mode": rng.choice(["continuous", "continuous", "burst"]),
+                "output_on": True, "intensity_ma": 0.5}), 0.3
+        if state == "ramp":
+            level = min(s.intensity_ma + 0.5, self._target[ch])
+            if level >= self._target[ch]:
+                self._state[ch] = "hold"
+                self._hold_until[ch] = t_s + rng.uniform(2.0, 5.0)
+            return s.model_copy(update={"intensity_ma": level}), 0.3
+        if state == "hold":
+            if t_s >= self._hold_until[ch]:
+                self._state[ch] = "down"
+                return s, 0.2
+            if rng.random() < 0.25:  # "dense-disperse": switch low/high frequency
+                return s.model_copy(update={
+                    "frequency_hz": 100.0 if s.frequency_hz < 50 else 2.0}), 1.0
+            return s, 1.0
+        level = max(s.intensity_ma - 1.0, 0.0)
+        if level == 0.0:
+            self._state[ch] = "off"
+            return s.model_copy(update={"intensity_ma": 0.0, "output_on": False}), \
+                rng.uniform(1.0, 3.0)
+        return s.model_copy(update={"intensity_ma": level}), 0.2
+
+    def _random(self, s: StimSettings) -> tuple[StimSettings, float]:
+        rng = self.rng
+        what = rng.choice(["frequency_hz", "pulse_width_us", "intensity_ma", "output_on", "mode"])
+        value: Any = {
+            "frequency_hz": round(rng.uniform(2.0, 100.0), 1),
+            "pulse_width_us": float(rng.randrange(100, 401, 10)),
+            "intensity_ma": round(rng.uniform(0.0, 30.0) * 2) / 2,
+            "output_on": not s.output_on,
+            "mode": rng.choice(["continuous", "burst"]),
+        }[what]
+        return s.model_copy(update={what: value}), rng.uniform(0.3, 2.0)
+
+
+class _Link:
+    """A byte link to the driver: a pty master or a TCP connection, with an output buffer."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.dropped = 0
+
+    def fds(self) -> list[int]:
+        raise NotImplementedError
+
+    def is_connected(self) -> bool:
+        raise NotImplementedError
+
+    def read(self, fd: int) -> bytes:
+        raise NotImplementedError
+
+    def _write_some(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        if len(self.pending) + len(data) > MAX_PENDING_BYTES:
+            self.dropped += len(data)
+            return
+        self.pending += data
+
+    def flush(self) -> None:
+        while self.pending and self.is_connected():
+            try:
+                n = self._write_some(bytes(self.pending[:65536]))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.pending.clear()
+                return
+            if n <= 0:
+                return
+            del self.pending[:n]
+
+
+class _PtyLink(_Link):
+    """A pseudo-terminal whose slave is reachable at a stable symlink across reopenings."""
+
+    def __init__(self, link_path: Path) -> None:
+        super().__init__()
+        self.link_path = link_path
+        self.master: int | None = None
+        self.slave: int | None = None
+
+    def open(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo, no line editing: bytes pass as they are
+        os.set_blocking(self.master, False)
+        tmp = self.link_path.with_name(self.link_path.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.ttyname(self.slave))
+        tmp.replace(self.link_path)  # atomic: a driver never sees a half-made link
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.master = self.slave = None
+        self.pending.clear()
+        # Gone means gone: a reconnecting driver must not open a stale or reused /dev/pts/N.
+        with contextlib.suppress(FileNotFoundError):
+            self.link_path.unlink()
+
+    def fds(self) -> list[int]:
+        return [self.master] if self.master is not None else []
+
+    def is_connected(self) -> bool:
+        return self.master is not None
+
+    def read(self, fd: int) -> bytes:
+        try:
+            return os.read(fd, 65536)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def _write_some(self, data: bytes) -> int:
+        assert self.master is not None
+        return os.write(self.master, data)
+
+
+class _TcpLink(_Link):
+    """A loopback TCP server with one client at a time."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.listener: socket.socket | None = None
+        self.conn: socket.socket | None = None
+
+    def open(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(1)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+
+    def close(self) -> None:
+        for s in (self.conn, self.listener):
+            if s is not None:
+                s.close()
+        self.conn = self.listener = None
+        self.pending.clear()
+
+    def fds(self) -> list[int]:
+        return [s.fileno() for s in (self.listener, self.conn) if s is not None]
+
+    def is_connected(self) -> bool:
+        return self.conn is not None
+
+    def read(self, fd: int) -> bytes:
+        if self.listener is not None and fd == self.listener.fileno():
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return b""
+            if self.conn is not None:  # a new client replaces the old (a driver reconnecting)
+                self.conn.close()
+            conn.setblocking(False)
+            self.conn = conn
+            self.pending.clear()
+            return b""
+        assert self.conn is not None
+        try:
+            data = self.conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            data = b""
+        if not data:
+            self.conn.close()
+            self.conn = None
+        return data
+
+    def _write_some(self, data: bytes) -> int:
+        assert self.conn is not None
+        return self.conn.send(data)
+
+
+class SimulatedStim:
+    """A simulated stimulator on a pty (`url` is a stable path) or TCP (`socket://127.0.0.1:N`).
+
+    Runs on its own thread from `start()` to `stop()`. Faults from the config run on their
+    schedule; `inject()` applies one now.
+    """
+
+    def __init__(self, profile: StimulatorProfile, sim: StimSimulatorConfig, channels: list[int],
+                 workdir: Path, name: str = "stim", tcp_port: int = 0,
+                 log_file: TextIO | None = None) -> None:
+        self.profile = profile
+        self.sim = sim
+        self.channels = list(channels)
+        self.protocol = StimProtocol(profile)  # device side: decodes queries, encodes messages
+        self.model = StimUnitModel(self.channels, sim.pattern, sim.seed)
+        self.rng = random.Random(sim.seed + 1)
+        self.link: _Link = (_PtyLink(Path(workdir) / f"{name}.tty") if sim.transport == "pty"
+                            else _TcpLink(tcp_port))
+        self.log_file = log_file
+        self._received = bytearray()
+        self._sent: list[SentMessage] = []
+        self._changes: list[tuple[int, StimSettings]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._schedule = [(f.at_s, f) for f in sim.faults]
+        self._now_faults: list[FaultSpec] = []
+        self._stalled_until = 0.0
+        self._down_until = 0.0
+        self.injected_malformed = 0  # messages the driver must count as malformed
+        self.queries_answered = 0
+        self._t0 = 0.0
+
+    # -- public ----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """What the driver opens: the pty's stable path, or `socket://127.0.0.1:PORT`."""
+        if isinstance(self.link, _PtyLink):
+            return str(self.link.link_path)
+        assert isinstance(self.link, _TcpLink)
+        return f"socket://127.0.0.1:{self.link.port}"
+
+    def start(self) -> SimulatedStim:
+        """Open the link and start serving."""
+        self.link.open()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="sim-stim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the link."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.link.close()
+
+    def __enter__(self) -> SimulatedStim:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def inject(self, fault: FaultSpec) -> None:
+        """Apply a fault now (its `at_s`/`every_s` are ignored)."""
+        with self._lock:
+            self._now_faults.append(fault)
+
+    def received_bytes(self) -> bytes:
+        """Every byte the unit has received from the driver."""
+        with self._lock:
+            return bytes(self._received)
+
+    def sent_log(self) -> list[SentMessage]:
+        """Every message the unit has sent, in order."""
+        with self._lock:
+            return list(self._sent)
+
+    def changes(self) -> list[tuple[int, StimSettings]]:
+        """Every settings change of the unit: (monotonic ns, new settings)."""
+        with self._lock:
+            return list(self._changes)
+
+    # -- thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            t_s = now - self._t0
+            self._apply_due_faults(now, t_s)
+            if self._down_until and now >= self._down_until:
+                self._down_until = 0.0
+                self.link.open()
+            for settings in self.model.step(t_s):
+                with self._lock:
+                    self._changes.append((time.monotonic_ns(), settings))
+                self._send("change", self._settings_fields(settings))
+            self.link.flush()
+            fds = self.link.fds()
+            if not fds:
+                self._stop.wait(0.01)
+                continue
+            writable = fds if self.link.pending and self.link.is_connected() else []
+            readable, _, _ = select.select(fds, writable, [], 0.01)
+            for fd in readable:
+                data = self.link.read(fd)
+                if data:
+                    self._on_bytes(data)
+
+    def _on_bytes(self, data: bytes) -> None:
+        with self._lock:
+            self._received += data
+        payloads, _ = self.protocol.codec.feed(data)
+        if time.monotonic() < self._stalled_until:
+            return  # stalled: hears everything, says nothing
+        for payload in payloads:
+            match = self.protocol.match_query(payload, self.channels)
+            if match is None:
+                continue
+            query, channel = match
+            self.queries_answered += 1
+            if query.name == "identify":
+                self._send("identity", {"model": "SIMSTIM", "serial": 1 if self._frame else "1",
+                                        "firmware": "1.0", "fw_major": 1, "fw_minor": 0})
+            else:
+                self._send("status", self._settings_fields(self.model.settings[channel]))
+
+    @property
+    def _frame(self) -> bool:
+        return isinstance(self.profile.transport.framing, FrameFraming)
+
+    @staticmethod
+    def _settings_fields(s: StimSettings) -> dict[str, Any]:
+        return s.model_dump()
+
+    def _send(self, message: str, fields: dict[str, Any]) -> None:
+        if not self.link.is_connected() or time.monotonic() < self._stalled_until:
+            return
+        self.link.send(self.protocol.encode_message(message, fields))
+        entry = SentMessage(time.monotonic_ns(), message, fields)
+        with self._lock:
+            self._sent.append(entry)
+        if self.log_file is not None:
+            self.log_file.write(json.dumps({"t_mono_ns": entry.t_mono_ns, "message": message,
+                                            "fields": fields}) + "\n")
+            self.log_file.flush()
+
+    # -- faults ----------------------------------------------------------------------------------
+    def _apply_due_faults(self, now: float, t_s: float) -> None:
+        with self._lock:
+            due = self._now_faults
+            self._now_faults = []
+        keep = []
+        for at_s, fault in self._schedule:
+            if t_s >= at_s:
+                due.append(fault)
+                if fault.every_s is not None:
+                    keep.append((at_s + fault.every_s, fault))
+            else:
+                keep.append((at_s, fault))
+        self._schedule = keep
+        for fault in due:
+            self._apply(fault, now)
+
+    def _apply(self, fault: FaultSpec, now: float) -> None:
+        if fault.kind == "stall":
+            self._stalled_until = now + fault.duration_s
+        elif fault.kind == "disconnect":
+            if self.link.is_connected() or self.link.fds():
+                self.link.close()
+            self._down_until = now + max(fault.duration_s, 0.01)
+        elif fault.kind == "garbage":
+            self._send_raw_malformed(self._garbage(fault.count))
+        elif fault.kind == "truncate":
+            pieces = []
+            for _ in range(fault.count):
+                ch = self.rng.choice(self.channels)
+                whole = self.protocol.encode_message(
+                    "status", self._settings_fields(self.model.settings[ch]))
+                cut = whole[: max(2, len(whole) // 2)]
+                # A line must still end, or it would swallow the next good line.
+                pieces.append(cut if self._frame else cut + self.protocol.codec.encode(b""))
+            self._send_raw_malformed(pieces)
+
+    def _garbage(self, n_bytes: int) -> list[bytes]:
+        """Garbage as pieces, each exactly one malformed message for the driver."""
+        pieces = []
+        framing = self.profile.transport.framing
+        if isinstance(framing, FrameFraming):
+            banned = {framing.start, framing.stop}
+        else:
+            banned = set(framing.line_ending.encode()) | {0x0D}
+        # Banned bytes would end a piece early; map them to 'A' so each piece stays one message.
+        table = bytes(0x41 if b in banned else b for b in range(256))
+        left = n_bytes
+        while left > 0:
+            size = min(GARBAGE_PIECE_BYTES, left)
+            body = self.rng.randbytes(size).translate(table)
+            if isinstance(framing, FrameFraming):
+                pieces.append(bytes([framing.start]) + body + bytes([framing.stop]))
+            else:
+                pieces.append(body + framing.line_ending.encode())
+            left -= size
+        return pieces
+
+    def _send_raw_malformed(self, pieces: list[bytes]) -> None:
+        if not self.link.is_connected() or time.monotonic() < self._stalled_until:
+            return
+        for piece in pieces:
+            self.link.send(piece)
+        self.injected_malformed += len(pieces)
+
+
+def start_simulated_stim(profile: str, sim: StimSimulatorConfig, workdir: Path,
+                         channels: list[int] | None = None, name: str = "stim") -> SimulatedStim:
+    """Start a simulated unit for a profile, in-process on its own thread; `.url` to connect."""
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SimulatedStim(load_stim_profile(profile), sim, channels or [1], workdir,
+                         name=name).start()
