@@ -68,7 +68,8 @@ class StimSerialConfig(DeviceBase):
     """A stimulator (or bridge) that reports its settings over a serial link."""
 
     kind: Literal["stim_serial"]
-    profile: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    # A shipped profile name, or the path of a profile file (for profile authors).
+    profile: str = Field(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
     port: str | None = None  # a device path or a pyserial URL (socket://, loop://, spy://)
     poll_interval_ms: int | None = Field(None, ge=20, le=60_000)
     channels: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16)

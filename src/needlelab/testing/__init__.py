@@ -1,1 +1,10 @@
-"""Testing kit for needlelab profile authors."""
+"""Testing kit for people who write device profiles: simulators as pytest fixtures.
+
+Installed with needlelab and registered as a pytest plugin (entry point `pytest11`), so in any
+project with needlelab installed::
+
+    def test_my_profile(sim_stim, stim_driver):
+        sim = sim_stim("drivers/my-stim.toml", channels=[1])
+        driver, hub = stim_driver(sim, profile="drivers/my-stim.toml")
+        ...
+"""

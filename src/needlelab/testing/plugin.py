@@ -1,1 +1,86 @@
-"""needlelab pytest plugin (fixtures for profile authors)."""
+"""needlelab's pytest plugin: simulated stimulators and drivers wired to them, cleaned up after.
+
+Kept import-light: heavy modules load inside the fixtures, so the plugin costs nothing in test
+runs that do not use it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from needlelab.config import FaultSpec
+    from needlelab.devices.stim_serial import StimulatorDriver
+    from needlelab.hub import Hub
+    from needlelab.sim.stim_server import SimulatedStim
+
+
+@pytest.fixture
+def sim_stim(tmp_path: Path) -> Iterator[Callable[..., SimulatedStim]]:
+    """Factory: `sim_stim(profile, transport="pty"|"tcp", channels=[1], pattern=..., seed=...,
+    faults=[...])` starts a simulated stimulator and returns it (`.url`, `.inject(fault)`,
+    `.received_bytes()`, `.sent_log()`, `.changes()`). Every one is stopped at teardown."""
+    from needlelab.config import StimSimulatorConfig
+    from needlelab.profiles import load_stim_profile
+    from needlelab.sim.stim_server import SimulatedStim
+
+    started: list[SimulatedStim] = []
+
+    def make(profile: str | Path = "needlelab-stim-ascii", transport: str = "pty",
+             channels: list[int] | None = None, pattern: str = "clinical", seed: int = 0,
+             faults: list[FaultSpec] | None = None) -> SimulatedStim:
+        sim_config = StimSimulatorConfig.model_validate(
+            {"transport": transport, "pattern": pattern, "seed": seed, "faults": faults or []})
+        sim = SimulatedStim(load_stim_profile(profile), sim_config, channels or [1], tmp_path,
+                            name=f"sim{len(started)}")
+        started.append(sim.start())
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def stim_driver() -> Iterator[Callable[..., tuple[StimulatorDriver, Hub]]]:
+    """Factory: `stim_driver(sim_or_url, profile=..., channels=[1], **config)` starts a real
+    `StimulatorDriver` on a fresh hub, connected to a simulator (or any URL). Stopped at teardown."""
+    from needlelab.clock import SessionClock
+    from needlelab.config import StimSerialConfig
+    from needlelab.devices.stim_serial import StimulatorDriver
+    from needlelab.hub import Hub
+
+    started: list[StimulatorDriver] = []
+
+    def make(target: Any, profile: str | Path | None = None, channels: list[int] | None = None,
+             **config: Any) -> tuple[StimulatorDriver, Hub]:
+        url = target if isinstance(target, str) else target.url
+        if profile is None:
+            profile = target.profile.profile
+        hub = Hub(SessionClock())
+        cfg = StimSerialConfig.model_validate({
+            "kind": "stim_serial", "name": config.pop("name", "stim"), "profile": str(profile),
+            "port": url, "channels": channels or getattr(target, "channels", [1]), **config})
+        driver = StimulatorDriver(cfg, hub)
+        driver.start()
+        started.append(driver)
+        return driver, hub
+
+    yield make
+    for driver in started:
+        driver.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "") -> None:
+    """Poll `predicate` until true, or fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
