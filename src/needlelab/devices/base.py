@@ -233,17 +233,15 @@ class Device(ABC):
     def _supervise(self) -> None:
         backoff = self.config.reconnect_min_s
         first = True
+        self._set_state(DeviceState.CONNECTING)
         while not self._stop.is_set():
-            self._set_state(
-                DeviceState.CONNECTING if first else DeviceState.RECONNECTING,
-                self._outage_reason if not first else "",
-            )
             try:
                 self._connect()
             except self.RECOVERABLE as exc:
                 reason = f"connect failed: {exc}"
                 self._open_outage(reason)
-                self.stats.reason = reason
+                # Same state and reason on every retry: recorded once, not once per attempt.
+                self._set_state(DeviceState.RECONNECTING, reason)
                 log.info("device %s: %s; retry in %.2f s", self.name, reason, backoff)
                 first = False
                 if self._sleep(backoff):
@@ -254,12 +252,12 @@ class Device(ABC):
                 self.stats.reconnects += 1
             first = False
             backoff = self.config.reconnect_min_s
-            connected_ns = self.hub.clock.now_ns()
-            lost = self._run_connected(connected_ns)
+            lost = self._run_connected(self.hub.clock.now_ns())
             self._disconnect()
             if lost is None:  # stop requested
                 break
             self._open_outage(lost)
+            self._set_state(DeviceState.RECONNECTING, lost)
             if self._sleep(backoff):
                 break
         self._disconnect()

@@ -120,8 +120,14 @@ class StimulatorDriver(Device):
 
     def _disconnect(self) -> None:
         port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except (OSError, serial.SerialException) as exc:
-                log.debug("closing %s: %s", self.name, exc)
+        if port is None:
+            return
+        # pyserial's socket:// close() skips socket.close() when shutdown() fails, which it does
+        # once the peer has gone: keep the socket to close it ourselves.
+        sock = getattr(port, "_socket", None)
+        try:
+            port.close()
+        except (OSError, serial.SerialException) as exc:
+            log.debug("closing %s: %s", self.name, exc)
+        if sock is not None:
+            sock.close()
