@@ -301,18 +301,20 @@ class SessionWriter:
             if last is not None
             else "nothing was committed"
         )
-        cause = (
-            "the disk is full or a file-size limit was reached"
-            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-            else f"write failed: {exc}"
-        )
+        text = str(exc)
+        if "full" in text or "I/O" in text or isinstance(exc, OSError):
+            cause = f"a write failed ({text}): the disk is full, a file-size limit was reached, "
+            cause += "or the drive is gone"
+        else:
+            cause = f"a write failed ({text})"
         self.error = RecordingError(
-            f"recording stopped: {cause} ({self.path}); {saved} (check with `needlelab verify "
-            f"{self.path}`). Free disk space or record to another folder with --out."
+            f"recording stopped: {cause}. File: {self.path}; {saved} (check with `needlelab "
+            f"verify {self.path}`). Free disk space or record to another folder with --out."
         )
-        log.error("%s", self.error)
         if self.on_error is not None:
             self.on_error(self.error)
+        else:  # nobody is listening: make sure it is seen
+            log.error("%s", self.error)
 
     def _drain(self) -> None:
         while self.hub.record_queue.get() is not None:
