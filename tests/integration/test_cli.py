@@ -1,0 +1,111 @@
+"""The `needlelab` command line as a user runs it: demo, record with the console, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from needlelab.events import MarkerEvent, StimSettingsEvent
+from needlelab.record import open_session
+
+MANUAL = """
+[session]
+patient_id = "MAN01"
+
+[[devices]]
+kind = "stim_manual"
+name = "unit"
+channels = 2
+"""
+
+
+def needlelab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "needlelab.cli", *args], capture_output=True,
+                          text=True, timeout=120, **kw)  # type: ignore[call-overload]
+
+
+def test_demo_records_verifies_and_reports(tmp_path: Path) -> None:
+    result = needlelab("demo", "--duration", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "no display: running headless" in result.stderr
+    assert "OK (integrity: ok)" in result.stdout and "closed cleanly" in result.stdout
+    (path,) = tmp_path.glob("DEMO01_*.sqlite")
+    with open_session(path) as s:
+        assert {"stim.ch1", "stim.ch2"} <= set(s.streams)
+        assert len(s.stream("stim.ch1")[0]) > 20
+        kinds = {e.kind for e in s.events()}
+    assert {"stim.settings", "device.state", "recording", "phase", "marker"} <= kinds
+    info = needlelab("info", str(path), "--json")
+    assert json.loads(info.stdout)["patient_id"] == "DEMO01"
+
+
+def test_record_takes_manual_settings_and_notes_from_the_console(tmp_path: Path) -> None:
+    config = tmp_path / "manual.toml"
+    config.write_text(MANUAL)
+    commands = ("stim ch=1 freq=2 pw=250 ma=5 on\n"
+                "stim ma=7.5\n"
+                "stim ch=2 ma=lots\n"
+                "mark patient reports dull ache, right side\n"
+                "stim ch=2 freq=100 on\n"
+                "stop\n")
+    result = needlelab("record", str(config), "--out", str(tmp_path), input=commands)
+    assert result.returncode == 0, result.stderr
+    assert "? ma must be a number" in result.stderr  # a typo is explained, not fatal
+    (path,) = tmp_path.glob("MAN01_*.sqlite")
+    with open_session(path) as s:
+        settings = [e for e in s.events("stim.settings") if isinstance(e, StimSettingsEvent)]
+        notes = [e.text for e in s.events("marker") if isinstance(e, MarkerEvent)]
+        assert len(s.stream("unit.ch1")[0]) == 2
+    assert [(e.settings.channel, e.settings.intensity_ma, e.settings.output_on, e.origin)
+            for e in settings] == [(1, 5.0, True, "manual"), (1, 7.5, True, "manual"),
+                                   (2, 0.0, True, "manual")]
+    assert notes == ["patient reports dull ache, right side"]
+    assert settings[0].t_ns < settings[1].t_ns
+
+
+def test_sigterm_closes_the_file_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(MANUAL)
+    proc = subprocess.Popen([sys.executable, "-m", "needlelab.cli", "record", str(config),
+                             "--out", str(tmp_path), "--no-console"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("recording to")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "saved" in out
+    (path,) = tmp_path.glob("MAN01_*.sqlite")
+    verify = needlelab("verify", str(path), "--json")
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0 and report["ok"] and report["closed_cleanly"]
+
+
+def test_verify_on_garbage_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"\x00\x01garbage" * 1000)
+    result = needlelab("verify", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "not a readable SQLite file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_devices_lists_serial_ports() -> None:
+    result = needlelab("devices")
+    assert result.returncode == 0
+    assert all(line.startswith("serial: ") for line in result.stdout.splitlines())
+
+
+def test_bad_config_and_bad_arguments_are_clear(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(MANUAL.replace('"MAN01"', '"../x"'))
+    result = needlelab("record", str(config))
+    assert result.returncode == 2 and "session.patient_id" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = needlelab("demo", "--duration", "-3")
+    assert result.returncode == 2 and "must be > 0" in result.stderr
