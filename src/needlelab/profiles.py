@@ -104,13 +104,20 @@ class FieldRule(_Strict):
             return str(raw)
         number = float(raw) * self.scale + self.offset
         if self.type == "int":
-            return int(round(number))
+            return round(number)
         # 373 * 0.1 is 37.300000000000004: round away the scaling error, not the resolution.
         return round(number, 9) if self.scale != 1.0 else number
 
 
-SETTINGS_FIELDS = ("channel", "frequency_hz", "pulse_width_us", "intensity_ma", "waveform", "mode",
-                   "output_on")
+SETTINGS_FIELDS = (
+    "channel",
+    "frequency_hz",
+    "pulse_width_us",
+    "intensity_ma",
+    "waveform",
+    "mode",
+    "output_on",
+)
 
 
 class Message(_Strict):
@@ -155,8 +162,9 @@ class Message(_Strict):
             missing = [f for f in SETTINGS_FIELDS if f not in self.fields]
             if missing:
                 raise ValueError(f"a settings message needs rules for {missing}")
-        if self.layout is not None and len(struct.unpack(self.layout, bytes(
-                struct.calcsize(self.layout)))) != len(self.fields):
+        if self.layout is not None and len(
+            struct.unpack(self.layout, bytes(struct.calcsize(self.layout)))
+        ) != len(self.fields):
             raise ValueError("layout and fields must have the same number of values")
         return self
 
@@ -184,8 +192,9 @@ class StimulatorProfile(_Strict):
                 try:
                     bytes.fromhex(q.send.replace("{channel:02x}", "01"))
                 except ValueError:
-                    raise ValueError(f"query {q.name!r}: 'send' must be hex for frame "
-                                     "framing") from None
+                    raise ValueError(
+                        f"query {q.name!r}: 'send' must be hex for frame framing"
+                    ) from None
         return self
 
 

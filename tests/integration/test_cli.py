@@ -24,8 +24,13 @@ channels = 2
 
 
 def needlelab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "needlelab.cli", *args], capture_output=True,
-                          text=True, timeout=120, **kw)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "needlelab.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def test_demo_records_verifies_and_reports(tmp_path: Path) -> None:
@@ -46,12 +51,14 @@ def test_demo_records_verifies_and_reports(tmp_path: Path) -> None:
 def test_record_takes_manual_settings_and_notes_from_the_console(tmp_path: Path) -> None:
     config = tmp_path / "manual.toml"
     config.write_text(MANUAL)
-    commands = ("stim ch=1 freq=2 pw=250 ma=5 on\n"
-                "stim ma=7.5\n"
-                "stim ch=2 ma=lots\n"
-                "mark patient reports dull ache, right side\n"
-                "stim ch=2 freq=100 on\n"
-                "stop\n")
+    commands = (
+        "stim ch=1 freq=2 pw=250 ma=5 on\n"
+        "stim ma=7.5\n"
+        "stim ch=2 ma=lots\n"
+        "mark patient reports dull ache, right side\n"
+        "stim ch=2 freq=100 on\n"
+        "stop\n"
+    )
     result = needlelab("record", str(config), "--out", str(tmp_path), input=commands)
     assert result.returncode == 0, result.stderr
     assert "? ma must be a number" in result.stderr  # a typo is explained, not fatal
@@ -60,9 +67,10 @@ def test_record_takes_manual_settings_and_notes_from_the_console(tmp_path: Path)
         settings = [e for e in s.events("stim.settings") if isinstance(e, StimSettingsEvent)]
         notes = [e.text for e in s.events("marker") if isinstance(e, MarkerEvent)]
         assert len(s.stream("unit.ch1")[0]) == 2
-    assert [(e.settings.channel, e.settings.intensity_ma, e.settings.output_on, e.origin)
-            for e in settings] == [(1, 5.0, True, "manual"), (1, 7.5, True, "manual"),
-                                   (2, 0.0, True, "manual")]
+    assert [
+        (e.settings.channel, e.settings.intensity_ma, e.settings.output_on, e.origin)
+        for e in settings
+    ] == [(1, 5.0, True, "manual"), (1, 7.5, True, "manual"), (2, 0.0, True, "manual")]
     assert notes == ["patient reports dull ache, right side"]
     assert settings[0].t_ns < settings[1].t_ns
 
@@ -70,9 +78,21 @@ def test_record_takes_manual_settings_and_notes_from_the_console(tmp_path: Path)
 def test_sigterm_closes_the_file_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(MANUAL)
-    proc = subprocess.Popen([sys.executable, "-m", "needlelab.cli", "record", str(config),
-                             "--out", str(tmp_path), "--no-console"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "needlelab.cli",
+            "record",
+            str(config),
+            "--out",
+            str(tmp_path),
+            "--no-console",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     assert proc.stderr.readline().startswith("recording to")
     time.sleep(0.5)

@@ -31,8 +31,17 @@ poll_interval_ms = 20
 
 
 def record_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "needlelab.cli", "record", str(config), "--out", str(out),
-            "--no-console", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "needlelab.cli",
+        "record",
+        str(config),
+        "--out",
+        str(out),
+        "--no-console",
+        *extra,
+    ]
 
 
 def test_sigkill_loses_at_most_a_tenth_of_a_second(tmp_path: Path) -> None:
@@ -50,8 +59,12 @@ def test_sigkill_loses_at_most_a_tenth_of_a_second(tmp_path: Path) -> None:
     try:
         for run in range(10):
             out = tmp_path / f"run{run}"
-            proc = subprocess.Popen(record_cmd(config, out), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                record_cmd(config, out),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             assert proc.stderr is not None
             assert proc.stderr.readline().startswith("recording to"), "recorder did not start"
             time.sleep(rng.uniform(0.6, 1.6))
@@ -82,15 +95,23 @@ def test_sigkill_loses_at_most_a_tenth_of_a_second(tmp_path: Path) -> None:
 def test_disk_full_stops_with_a_clear_message_and_keeps_data(tmp_path: Path) -> None:
     """RLIMIT_FSIZE makes the disk 'full' for the recorder: a message, no traceback, data kept."""
     config = tmp_path / "full.toml"
-    config.write_text(CONFIG.replace('port = "{port}"', "").replace(
-        "poll_interval_ms = 20", "poll_interval_ms = 20\n[devices.simulator]\ntransport = 'pty'"))
+    config.write_text(
+        CONFIG.replace('port = "{port}"', "").replace(
+            "poll_interval_ms = 20", "poll_interval_ms = 20\n[devices.simulator]\ntransport = 'pty'"
+        )
+    )
     limit = 512 * 1024
 
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = subprocess.run(record_cmd(config, tmp_path / "out", "--duration", "30"),
-                            preexec_fn=small_files, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        record_cmd(config, tmp_path / "out", "--duration", "30"),
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "recording stopped" in result.stderr and "Free disk space" in result.stderr
@@ -106,10 +127,17 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path, where: str) -
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the folder should be")
     config = tmp_path / "c.toml"
-    config.write_text(CONFIG.replace('port = "{port}"', "").replace(
-        "poll_interval_ms = 20", "[devices.simulator]\ntransport = 'pty'"))
-    result = subprocess.run(record_cmd(config, blocker / "sub", "--duration", "1"),
-                            capture_output=True, text=True, timeout=60)
+    config.write_text(
+        CONFIG.replace('port = "{port}"', "").replace(
+            "poll_interval_ms = 20", "[devices.simulator]\ntransport = 'pty'"
+        )
+    )
+    result = subprocess.run(
+        record_cmd(config, blocker / "sub", "--duration", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "cannot start recording" in result.stderr and "--out" in result.stderr

@@ -32,9 +32,22 @@ PROFILES = ["needlelab-stim-ascii", "needlelab-stim-frame"]
 def start_sim_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str, Path]:
     log = tmp_path / "sim-log.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "needlelab.cli", "sim", "stim", "--log", str(log),
-         "--workdir", str(tmp_path), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "needlelab.cli",
+            "sim",
+            "stim",
+            "--log",
+            str(log),
+            "--workdir",
+            str(tmp_path),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     assert url, proc.stderr.read() if proc.stderr else "no url"
@@ -67,18 +80,43 @@ def dedupe_runs(readings: list[tuple[int, StimSettings]]) -> list[tuple[int, Sti
 def test_simulator_process_to_session_file(tmp_path: Path, transport: str, profile: str) -> None:
     """Simulator process → pty/TCP → driver → hub → writer → file → reader: exact sequence."""
     where = ["--pty"] if transport == "pty" else ["--tcp", "0"]
-    proc, url, log = start_sim_process(tmp_path, "--profile", profile, "--channels", "1,2",
-                                       "--pattern", "random", "--seed", "5", *where)
+    proc, url, log = start_sim_process(
+        tmp_path,
+        "--profile",
+        profile,
+        "--channels",
+        "1,2",
+        "--pattern",
+        "random",
+        "--seed",
+        "5",
+        *where,
+    )
     assert url.startswith("socket://127.0.0.1:") if transport == "tcp" else Path(url).exists()
     clock = SessionClock()
     hub = Hub(clock)
     path = tmp_path / "session.sqlite"
-    writer = SessionWriter(path, hub, SessionMeta(
-        session_id="t", patient_id="T1", anchor_monotonic_ns=clock.anchor_monotonic_ns,
-        anchor_wall_ns=clock.anchor_wall_ns, config_json="{}", software_version="test"))
+    writer = SessionWriter(
+        path,
+        hub,
+        SessionMeta(
+            session_id="t",
+            patient_id="T1",
+            anchor_monotonic_ns=clock.anchor_monotonic_ns,
+            anchor_wall_ns=clock.anchor_wall_ns,
+            config_json="{}",
+            software_version="test",
+        ),
+    )
     writer.start()
-    config = StimSerialConfig(kind="stim_serial", name="stim", profile=profile, port=url,
-                              channels=[1, 2], poll_interval_ms=50)
+    config = StimSerialConfig(
+        kind="stim_serial",
+        name="stim",
+        profile=profile,
+        port=url,
+        channels=[1, 2],
+        poll_interval_ms=50,
+    )
     driver = StimulatorDriver(config, hub)
     driver.start()
     try:
@@ -96,11 +134,12 @@ def test_simulator_process_to_session_file(tmp_path: Path, transport: str, profi
     assert driver.stats.malformed == 0
     for ch in (1, 2):
         mine = [m for m in sent if m["message"] != "identity" and m["fields"]["channel"] == ch]
-        runs = dedupe_runs([(m["t_mono_ns"], StimSettings.model_validate(m["fields"]))
-                            for m in mine])
+        runs = dedupe_runs(
+            [(m["t_mono_ns"], StimSettings.model_validate(m["fields"])) for m in mine]
+        )
         recorded = [e for e in events if e.settings.channel == ch]
         # Messages the unit sent before the driver opened the port are not the driver's to see.
-        expected = runs[len(runs) - len(recorded):]
+        expected = runs[len(runs) - len(recorded) :]
         assert [e.settings for e in recorded] == [settings for _, settings in expected]
         assert len(recorded) >= 3
         assert counts[ch] >= len(mine) - 5
@@ -122,8 +161,11 @@ def test_garbage_and_truncated_lines_are_counted_exactly(
         sim.inject(FaultSpec(kind="truncate", at_s=0, count=5))
         time.sleep(0.05)
     assert sim.injected_malformed == 20 * (500 + 5)
-    wait_until(lambda: driver.stats.malformed == sim.injected_malformed, timeout_s=20,
-               what="all garbage decoded")
+    wait_until(
+        lambda: driver.stats.malformed == sim.injected_malformed,
+        timeout_s=20,
+        what="all garbage decoded",
+    )
     sim.inject(FaultSpec(kind="stall", at_s=0, duration_s=30))  # the unit falls silent
     time.sleep(0.3)
     valid = [m for m in sim.sent_log() if m.message in ("status", "change")]
@@ -137,8 +179,9 @@ def test_stall_and_disconnect_record_gaps_and_reconnect(
     profile: str, sim_stim: Callable[..., Any], stim_driver: Callable[..., Any]
 ) -> None:
     sim = sim_stim(profile, channels=[1])
-    driver, hub = stim_driver(sim, poll_interval_ms=50, stall_timeout_s=0.5,
-                              reconnect_min_s=0.05, reconnect_max_s=0.5)
+    driver, hub = stim_driver(
+        sim, poll_interval_ms=50, stall_timeout_s=0.5, reconnect_min_s=0.05, reconnect_max_s=0.5
+    )
     events: list[Any] = []
     hub.subscribe(events.append)
     wait_until(lambda: driver.stats.samples > 5, what="first samples")
@@ -146,8 +189,7 @@ def test_stall_and_disconnect_record_gaps_and_reconnect(
     wait_until(lambda: any(isinstance(e, GapEvent) for e in events), timeout_s=6, what="gap 1")
     before = driver.stats.samples
     sim.inject(FaultSpec(kind="disconnect", at_s=0, duration_s=1.0))
-    wait_until(lambda: sum(isinstance(e, GapEvent) for e in events) == 2, timeout_s=8,
-               what="gap 2")
+    wait_until(lambda: sum(isinstance(e, GapEvent) for e in events) == 2, timeout_s=8, what="gap 2")
     wait_until(lambda: driver.stats.samples > before + 5, what="data after reconnect")
     gaps = [e for e in events if isinstance(e, GapEvent)]
     assert "no data" in gaps[0].reason and 1.0 < (gaps[0].end_ns - gaps[0].start_ns) / 1e9 < 4
@@ -163,13 +205,15 @@ def test_driver_only_ever_writes_read_only_queries(
     profile: str, sim_stim: Callable[..., Any], stim_driver: Callable[..., Any]
 ) -> None:
     sim = sim_stim(profile, channels=[1, 2], pattern="random", seed=9)
-    driver, _hub = stim_driver(sim, poll_interval_ms=20, stall_timeout_s=0.5,
-                               reconnect_min_s=0.05)
+    driver, _hub = stim_driver(sim, poll_interval_ms=20, stall_timeout_s=0.5, reconnect_min_s=0.05)
     wait_until(lambda: driver.stats.samples > 20, what="samples")
     sim.inject(FaultSpec(kind="garbage", at_s=0, count=2000))
     sim.inject(FaultSpec(kind="disconnect", at_s=0, duration_s=0.3))
-    wait_until(lambda: driver.stats.reconnects >= 1 and driver.stats.samples > 60, timeout_s=8,
-               what="reconnect")
+    wait_until(
+        lambda: driver.stats.reconnects >= 1 and driver.stats.samples > 60,
+        timeout_s=8,
+        what="reconnect",
+    )
     with pytest.raises(ReadOnlyViolation):
         driver._send(b"OUT 1\n" if profile.endswith("ascii") else b"\xf0\x20\x01\x0f")
     time.sleep(0.2)
@@ -191,8 +235,11 @@ def test_byte_exact_session_against_a_scripted_device() -> None:
     script = [
         (b"*IDN?\n", b"NEEDLELAB,BRIDGE,SN9,1.2\n"),
         (b"STAT? 1\n", b"STAT CH1 F=2.0 PW=250 I=3.50 W=BI M=CONT OUT=1\n"),
-        (b"STAT? 1\n", b"CHG CH1 F=2.0 PW=250 I=4.00 W=BI M=CONT OUT=1\n"
-                       b"STAT CH1 F=2.0 PW=250 I=4.00 W=BI M=CONT OUT=1\n"),
+        (
+            b"STAT? 1\n",
+            b"CHG CH1 F=2.0 PW=250 I=4.00 W=BI M=CONT OUT=1\n"
+            b"STAT CH1 F=2.0 PW=250 I=4.00 W=BI M=CONT OUT=1\n",
+        ),
     ]
     seen: list[bytes] = []
 
@@ -212,8 +259,13 @@ def test_byte_exact_session_against_a_scripted_device() -> None:
     hub = Hub(SessionClock())
     events: list[Any] = []
     hub.subscribe(events.append)
-    config = StimSerialConfig(kind="stim_serial", name="stim", profile="needlelab-stim-ascii",
-                              port=f"socket://127.0.0.1:{port}", poll_interval_ms=100)
+    config = StimSerialConfig(
+        kind="stim_serial",
+        name="stim",
+        profile="needlelab-stim-ascii",
+        port=f"socket://127.0.0.1:{port}",
+        poll_interval_ms=100,
+    )
     driver = StimulatorDriver(config, hub)
     driver.start()
     thread.join(5)
@@ -227,7 +279,8 @@ def test_byte_exact_session_against_a_scripted_device() -> None:
 
 
 def test_bad_port_is_a_reconnect_not_a_crash(stim_driver: Callable[..., Any]) -> None:
-    driver, _hub = stim_driver(f"/nonexistent/tty-{os.getpid()}",
-                               profile="needlelab-stim-ascii", reconnect_min_s=0.05)
+    driver, _hub = stim_driver(
+        f"/nonexistent/tty-{os.getpid()}", profile="needlelab-stim-ascii", reconnect_min_s=0.05
+    )
     wait_until(lambda: driver.stats.reason.startswith("connect failed"), what="failure")
     assert driver.state.value == "reconnecting"

@@ -26,9 +26,13 @@ def test_ci_runs_the_readme_commands() -> None:
     extract = re.search(r"readme_block\(\) \{.*?\n\s+(awk .*?README\.md)\n", script, re.S)
     assert extract, "CI must read its commands from the README"
     for n, block in enumerate(readme_blocks()[:2], start=1):
-        out = subprocess.run(["bash", "-c", f"readme_block() {{ {extract.group(1)}; }}; "
-                              f"readme_block {n}"], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            ["bash", "-c", f"readme_block() {{ {extract.group(1)}; }}; readme_block {n}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert out.stdout.strip() == block
 
 

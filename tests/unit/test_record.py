@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 import time
@@ -29,19 +28,36 @@ from needlelab.record import (
 )
 from needlelab.streams import Chunk, StreamKind, StreamSpec
 
-EMG = StreamSpec("emg.raw", "EMG", ("L3", "R3"), ("uV", "uV"), StreamKind.REGULAR, 1000.0,
-                 dtype="int16", device="emg")
+EMG = StreamSpec(
+    "emg.raw",
+    "EMG",
+    ("L3", "R3"),
+    ("uV", "uV"),
+    StreamKind.REGULAR,
+    1000.0,
+    dtype="int16",
+    device="emg",
+)
 STIM = StreamSpec("stim.ch1", "Stim", ("ma",), ("mA",), StreamKind.IRREGULAR, device="stim")
 
 
 def make_writer(tmp_path: Path, interval_s: float = 0.05) -> tuple[Hub, SessionWriter]:
     clock = SessionClock()
     hub = Hub(clock)
-    meta = SessionMeta(session_id="abc", patient_id="P7", anchor_monotonic_ns=clock.anchor_monotonic_ns,
-                       anchor_wall_ns=clock.anchor_wall_ns, config_json='{"devices": []}',
-                       software_version="test")
-    writer = SessionWriter(tmp_path / "rec" / session_file_name("P7", clock.anchor_wall_ns), hub,
-                           meta, commit_interval_s=interval_s)
+    meta = SessionMeta(
+        session_id="abc",
+        patient_id="P7",
+        anchor_monotonic_ns=clock.anchor_monotonic_ns,
+        anchor_wall_ns=clock.anchor_wall_ns,
+        config_json='{"devices": []}',
+        software_version="test",
+    )
+    writer = SessionWriter(
+        tmp_path / "rec" / session_file_name("P7", clock.anchor_wall_ns),
+        hub,
+        meta,
+        commit_interval_s=interval_s,
+    )
     return hub, writer
 
 
@@ -53,8 +69,15 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     blocks = [rng.integers(-2000, 2000, (50, 2), dtype=np.int16) for _ in range(20)]
     for i, block in enumerate(blocks):
-        hub.push(Chunk(EMG.name, block, t_host_ns=(i + 1) * 50_000_000 + 3_000_000,
-                       first_index=i * 50, device_counter=i))
+        hub.push(
+            Chunk(
+                EMG.name,
+                block,
+                t_host_ns=(i + 1) * 50_000_000 + 3_000_000,
+                first_index=i * 50,
+                device_counter=i,
+            )
+        )
     stim_t = np.array([10, 20, 30], dtype=np.int64)
     hub.push(Chunk(STIM.name, np.array([[1.0], [2.5], [4.0]], np.float32), 31, 0, stim_t))
     settings = StimSettings(frequency_hz=2, pulse_width_us=250, intensity_ma=4, output_on=True)
@@ -116,8 +139,9 @@ def test_readers_see_data_within_a_commit_interval_while_recording(tmp_path: Pat
     try:
         lags = []
         for i in range(10):
-            hub.push(Chunk(STIM.name, np.array([[float(i)]], np.float32), i, i,
-                           np.array([i], np.int64)))
+            hub.push(
+                Chunk(STIM.name, np.array([[float(i)]], np.float32), i, i, np.array([i], np.int64))
+            )
             pushed = time.monotonic()
             while True:
                 with open_session(writer.path) as s:
@@ -132,11 +156,13 @@ def test_readers_see_data_within_a_commit_interval_while_recording(tmp_path: Pat
 
 
 def test_unknown_event_kinds_from_newer_versions_are_kept(tmp_path: Path) -> None:
-    hub, writer = make_writer(tmp_path)
+    _hub, writer = make_writer(tmp_path)
     writer.start()
     writer.stop()
     conn = sqlite3.connect(writer.path)
-    conn.execute("""INSERT INTO events VALUES (99, 5, 'tpd.trial', 'clinician', '{"distance_mm": 40}')""")
+    conn.execute(
+        """INSERT INTO events VALUES (99, 5, 'tpd.trial', 'clinician', '{"distance_mm": 40}')"""
+    )
     conn.commit()
     conn.close()
     with open_session(writer.path) as s:

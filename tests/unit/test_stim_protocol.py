@@ -22,8 +22,15 @@ def crc16_bitwise(data: bytes) -> int:
 
 ASCII = StimProtocol(load_stim_profile("needlelab-stim-ascii"))
 FRAME = StimProtocol(load_stim_profile("needlelab-stim-frame"))
-SETTINGS = StimSettings(channel=2, frequency_hz=2.0, pulse_width_us=250, intensity_ma=12.5,
-                        waveform="biphasic", mode="continuous", output_on=True)
+SETTINGS = StimSettings(
+    channel=2,
+    frequency_hz=2.0,
+    pulse_width_us=250,
+    intensity_ma=12.5,
+    waveform="biphasic",
+    mode="continuous",
+    output_on=True,
+)
 
 
 def query(protocol: StimProtocol, name: str) -> object:
@@ -42,19 +49,29 @@ def test_ascii_queries_on_the_wire() -> None:
 
 
 def test_ascii_replies_decode_exactly() -> None:
-    wire = (b"NEEDLELAB,SIMSTIM,SN7,2.1\r\n"
-            b"STAT CH2 F=2.0 PW=250 I=12.50 W=BI M=CONT OUT=1\n"
-            b"CHG CH1 F=100.0 PW=400 I=0.00 W=MONO M=BRST OUT=0\n")
+    wire = (
+        b"NEEDLELAB,SIMSTIM,SN7,2.1\r\n"
+        b"STAT CH2 F=2.0 PW=250 I=12.50 W=BI M=CONT OUT=1\n"
+        b"CHG CH1 F=100.0 PW=400 I=0.00 W=MONO M=BRST OUT=0\n"
+    )
     messages, malformed = ASCII.decode(wire)
     assert malformed == 0
     assert [m.message for m in messages] == ["identity", "status", "change"]
     assert messages[0].fields == {"model": "SIMSTIM", "serial": "SN7", "firmware": "2.1"}
     assert messages[1].settings() == SETTINGS
     assert messages[2].settings() == StimSettings(
-        channel=1, frequency_hz=100.0, pulse_width_us=400, intensity_ma=0.0,
-        waveform="monophasic", mode="burst", output_on=False)
-    assert ASCII.encode_message("change", SETTINGS.model_dump()) == \
-        b"CHG CH2 F=2.0 PW=250 I=12.50 W=BI M=CONT OUT=1\n"
+        channel=1,
+        frequency_hz=100.0,
+        pulse_width_us=400,
+        intensity_ma=0.0,
+        waveform="monophasic",
+        mode="burst",
+        output_on=False,
+    )
+    assert (
+        ASCII.encode_message("change", SETTINGS.model_dump())
+        == b"CHG CH2 F=2.0 PW=250 I=12.50 W=BI M=CONT OUT=1\n"
+    )
 
 
 def test_ascii_split_across_reads_and_malformed_lines() -> None:
@@ -62,9 +79,15 @@ def test_ascii_split_across_reads_and_malformed_lines() -> None:
     line = b"STAT CH2 F=2.0 PW=250 I=12.50 W=BI M=CONT OUT=1\n"
     got, bad = protocol.decode(line[:10])
     assert (got, bad) == ([], 0)
-    got, bad = protocol.decode(line[10:] + b"STAT CH2 F=2.0 PW=25\n" + b"\xff\xfe\n"
-                               + b"STAT CH2 F=2.0 PW=250 I=999.00 W=BI M=CONT OUT=1\n"
-                               + b"x" * 500 + b"\n" + line)
+    got, bad = protocol.decode(
+        line[10:]
+        + b"STAT CH2 F=2.0 PW=25\n"
+        + b"\xff\xfe\n"
+        + b"STAT CH2 F=2.0 PW=250 I=999.00 W=BI M=CONT OUT=1\n"
+        + b"x" * 500
+        + b"\n"
+        + line
+    )
     assert [m.settings() for m in got] == [SETTINGS, SETTINGS]
     assert bad == 4  # truncated, binary junk, out-of-range intensity, over-long line
 
@@ -74,7 +97,8 @@ def test_frame_queries_on_the_wire() -> None:
     assert FRAME.encode_query(query(FRAME, "identify")) == bytes.fromhex("f0 01 f1 d1 0f")  # type: ignore[arg-type]
     crc = crc16_bitwise(b"\x10\x02")
     assert FRAME.encode_query(query(FRAME, "status"), 2) == (  # type: ignore[arg-type]
-        b"\xf0\x10\x02" + crc.to_bytes(2, "big") + b"\x0f")
+        b"\xf0\x10\x02" + crc.to_bytes(2, "big") + b"\x0f"
+    )
 
 
 def test_frame_status_decodes_exactly() -> None:
@@ -89,12 +113,14 @@ def test_frame_status_decodes_exactly() -> None:
 
 
 def test_frame_stuffing_vectors() -> None:
-    codec = FrameCodec(FrameFraming(type="frame", start=0xF0, stop=0x0F, escape=0x81,
-                                    escape_xor=0x55))
+    codec = FrameCodec(
+        FrameFraming(type="frame", start=0xF0, stop=0x0F, escape=0x81, escape_xor=0x55)
+    )
     payload = bytes([0x12, 0xF0, 0x0F, 0x81, 0x00])
     crc = crc16_bitwise(payload).to_bytes(2, "big")
-    stuffed_crc = b"".join(bytes([0x81, b ^ 0x55]) if b in (0xF0, 0x0F, 0x81) else bytes([b])
-                           for b in crc)
+    stuffed_crc = b"".join(
+        bytes([0x81, b ^ 0x55]) if b in (0xF0, 0x0F, 0x81) else bytes([b]) for b in crc
+    )
     expected = b"\xf0\x12\x81\xa5\x81\x5a\x81\xd4\x00" + stuffed_crc + b"\x0f"
     assert codec.encode(payload) == expected
     assert codec.feed(expected) == ([payload], 0)

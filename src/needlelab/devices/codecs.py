@@ -130,8 +130,7 @@ class FrameCodec:
         return payloads, malformed
 
     def _unstuff(self, body: bytes) -> bytes | None:
-        if body.endswith(bytes([self.f.escape])) and not body.endswith(
-                bytes([self.f.escape]) * 2):
+        if body.endswith(bytes([self.f.escape])) and not body.endswith(bytes([self.f.escape]) * 2):
             return None
         x = self.f.escape_xor
         raw = self._unstuff_re.sub(lambda m: bytes([m[1][0] ^ x]), body)
@@ -160,7 +159,8 @@ class StimProtocol:
         self.profile = profile
         framing = profile.transport.framing
         self.codec: LineCodec | FrameCodec = (
-            LineCodec(framing) if isinstance(framing, LineFraming) else FrameCodec(framing))
+            LineCodec(framing) if isinstance(framing, LineFraming) else FrameCodec(framing)
+        )
         self.is_line = isinstance(framing, LineFraming)
         self.encoding = framing.encoding if isinstance(framing, LineFraming) else "ascii"
         self._line_res = [(m, re.compile(m.match)) for m in profile.messages if m.match]

@@ -42,12 +42,13 @@ class StimulatorDriver(Device):
         self.profile = load_stim_profile(config.profile)
         self.protocol = StimProtocol(self.profile)
         self.channels = list(config.channels)
-        self.recorder = StimSettingsRecorder(self, self.channels,
-                                             self.profile.transport.latency_ns)
+        self.recorder = StimSettingsRecorder(self, self.channels, self.profile.transport.latency_ns)
         self.identity: dict[str, Any] = {}
         self._allowed_writes = frozenset(
-            self.protocol.encode_query(q, ch) for q in self.profile.queries
-            for ch in (self.channels if q.per_channel else [self.channels[0]]))
+            self.protocol.encode_query(q, ch)
+            for q in self.profile.queries
+            for ch in (self.channels if q.per_channel else [self.channels[0]])
+        )
         self._port: Any = None
         self._next_poll: dict[str, float] = {}
         self.bytes_written = 0
@@ -59,8 +60,10 @@ class StimulatorDriver(Device):
     def _send(self, data: bytes) -> None:
         """Write bytes that must be one of the profile's read-only queries, or nothing at all."""
         if data not in self._allowed_writes:
-            raise ReadOnlyViolation(f"{self.name}: refusing to send {data!r}: not a read-only "
-                                    f"query of profile {self.profile.profile}")
+            raise ReadOnlyViolation(
+                f"{self.name}: refusing to send {data!r}: not a read-only "
+                f"query of profile {self.profile.profile}"
+            )
         if self._port is None:
             raise DeviceError("port not open")
         self._port.write(data)
@@ -78,8 +81,14 @@ class StimulatorDriver(Device):
         t = self.profile.transport
         try:
             self._port = serial.serial_for_url(
-                url, baudrate=t.baudrate, bytesize=t.bytesize, parity=t.parity,
-                stopbits=t.stopbits, timeout=0.05, write_timeout=1.0)
+                url,
+                baudrate=t.baudrate,
+                bytesize=t.bytesize,
+                parity=t.parity,
+                stopbits=t.stopbits,
+                timeout=0.05,
+                write_timeout=1.0,
+            )
         except ValueError as exc:  # pyserial's answer to a malformed URL
             raise DeviceError(f"bad port {url!r}: {exc}") from None
         self.protocol.codec.reset()

@@ -117,8 +117,8 @@ def format_verify(r: dict[str, Any]) -> str:
     else:
         last_sample = r["last_sample_t_s"]
         lines.append(
-            f"  NOT closed cleanly (killed, crashed or stopped by a write error): the last commit was at "
-            f"t={r['last_commit_t_s']:.3f} s"
+            "  NOT closed cleanly (killed, crashed or stopped by a write error): the last commit "
+            f"was at t={r['last_commit_t_s']:.3f} s"
             + (f", the last sample at t={last_sample:.3f} s" if last_sample is not None else "")
             + "; anything after the last commit was lost (at most one commit interval)"
         )

@@ -12,8 +12,10 @@ from typing import Any
 
 from needlelab.config import ConfigError, FaultSpec
 
-FAULT_HELP = ("KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
-              "stall / disconnect (ARG seconds); repeatable")
+FAULT_HELP = (
+    "KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
+    "stall / disconnect (ARG seconds); repeatable"
+)
 
 
 def parse_fault(text: str) -> FaultSpec:
@@ -29,7 +31,8 @@ def parse_fault(text: str) -> FaultSpec:
     fields: dict[str, Any] = {"kind": kind, "at_s": at_s}
     if arg is not None:
         fields["duration_s" if kind in ("stall", "disconnect") else "count"] = (
-            arg if kind in ("stall", "disconnect") else int(arg))
+            arg if kind in ("stall", "disconnect") else int(arg)
+        )
     try:
         return FaultSpec.model_validate(fields)
     except ValueError as exc:
@@ -57,24 +60,32 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
-    sim = StimSimulatorConfig(transport="tcp" if args.tcp is not None else "pty",
-                              pattern=args.pattern, seed=args.seed, faults=args.fault)
+    sim = StimSimulatorConfig(
+        transport="tcp" if args.tcp is not None else "pty",
+        pattern=args.pattern,
+        seed=args.seed,
+        faults=args.fault,
+    )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="needlelab-sim-"))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115
     try:
-        server = SimulatedStim(profile, sim, args.channels, workdir, tcp_port=args.tcp or 0,
-                               log_file=log)
+        server = SimulatedStim(
+            profile, sim, args.channels, workdir, tcp_port=args.tcp or 0, log_file=log
+        )
         try:
             server.start()
         except OSError as exc:
             print(f"needlelab: cannot serve: {exc}", file=sys.stderr)
             return 1
         print(server.url, flush=True)
-        print(f"simulated {profile.profile} (channels {args.channels}); Ctrl-C to stop",
-              file=sys.stderr, flush=True)
+        print(
+            f"simulated {profile.profile} (channels {args.channels}); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
         stop.wait()
         server.stop()
     finally:
@@ -91,8 +102,9 @@ def add_sim_parser(subparsers: Any) -> None:
     p.add_argument("--profile", default="needlelab-stim-ascii", help="driver profile name")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
-    where.add_argument("--tcp", type=int, metavar="PORT",
-                       help="serve on 127.0.0.1:PORT (0 = any free port)")
+    where.add_argument(
+        "--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0 = any free port)"
+    )
     p.add_argument("--pattern", choices=["clinical", "random"], default="clinical")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_channels, default=[1], help="e.g. 1,2")

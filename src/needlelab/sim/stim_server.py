@@ -52,8 +52,16 @@ class StimUnitModel:
     def __init__(self, channels: list[int], pattern: str, seed: int) -> None:
         self.rng = random.Random(seed)
         self.pattern = pattern
-        self.settings = {ch: StimSettings(channel=ch, frequency_hz=2.0, pulse_width_us=250.0,
-                                          intensity_ma=0.0, output_on=False) for ch in channels}
+        self.settings = {
+            ch: StimSettings(
+                channel=ch,
+                frequency_hz=2.0,
+                pulse_width_us=250.0,
+                intensity_ma=0.0,
+                output_on=False,
+            )
+            for ch in channels
+        }
         self._state = dict.fromkeys(channels, "off")
         self._target = dict.fromkeys(channels, 0.0)
         self._next = {ch: 0.3 + 0.4 * i for i, ch in enumerate(channels)}
@@ -66,8 +74,9 @@ class StimUnitModel:
             if t_s < due:
                 continue
             old = self.settings[ch]
-            new, wait_s = (self._clinical(ch, old, t_s) if self.pattern == "clinical"
-                           else self._random(old))
+            new, wait_s = (
+                self._clinical(ch, old, t_s) if self.pattern == "clinical" else self._random(old)
+            )
             self._next[ch] = t_s + wait_s
             if new != old:
                 self.settings[ch] = new
@@ -79,11 +88,16 @@ class StimUnitModel:
         if state == "off":
             self._state[ch] = "ramp"
             self._target[ch] = rng.choice([6.0, 8.0, 10.0, 12.5, 15.0, 18.0, 22.5])
-            return s.model_copy(update={
-                "frequency_hz": rng.choice([2.0, 2.0, 2.0, 4.0, 100.0]),
-                "pulse_width_us": float(rng.choice([100, 150, 200, 250, 300, 400])),
-                "waveform": "biphasic", "mode": rng.choice(["continuous", "continuous", "burst"]),
-                "output_on": True, "intensity_ma": 0.5}), 0.3
+            return s.model_copy(
+                update={
+                    "frequency_hz": rng.choice([2.0, 2.0, 2.0, 4.0, 100.0]),
+                    "pulse_width_us": float(rng.choice([100, 150, 200, 250, 300, 400])),
+                    "waveform": "biphasic",
+                    "mode": rng.choice(["continuous", "continuous", "burst"]),
+                    "output_on": True,
+                    "intensity_ma": 0.5,
+                }
+            ), 0.3
         if state == "ramp":
             level = min(s.intensity_ma + 0.5, self._target[ch])
             if level >= self._target[ch]:
@@ -95,14 +109,16 @@ class StimUnitModel:
                 self._state[ch] = "down"
                 return s, 0.2
             if rng.random() < 0.25:  # "dense-disperse": switch low/high frequency
-                return s.model_copy(update={
-                    "frequency_hz": 100.0 if s.frequency_hz < 50 else 2.0}), 1.0
+                return s.model_copy(
+                    update={"frequency_hz": 100.0 if s.frequency_hz < 50 else 2.0}
+                ), 1.0
             return s, 1.0
         level = max(s.intensity_ma - 1.0, 0.0)
         if level == 0.0:
             self._state[ch] = "off"
-            return s.model_copy(update={"intensity_ma": 0.0, "output_on": False}), \
-                rng.uniform(1.0, 3.0)
+            return s.model_copy(update={"intensity_ma": 0.0, "output_on": False}), rng.uniform(
+                1.0, 3.0
+            )
         return s.model_copy(update={"intensity_ma": level}), 0.2
 
     def _random(self, s: StimSettings) -> tuple[StimSettings, float]:
@@ -276,17 +292,27 @@ class SimulatedStim:
     schedule; `inject()` applies one now.
     """
 
-    def __init__(self, profile: StimulatorProfile, sim: StimSimulatorConfig, channels: list[int],
-                 workdir: Path, name: str = "stim", tcp_port: int = 0,
-                 log_file: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        profile: StimulatorProfile,
+        sim: StimSimulatorConfig,
+        channels: list[int],
+        workdir: Path,
+        name: str = "stim",
+        tcp_port: int = 0,
+        log_file: TextIO | None = None,
+    ) -> None:
         self.profile = profile
         self.sim = sim
         self.channels = list(channels)
         self.protocol = StimProtocol(profile)  # device side: decodes queries, encodes messages
         self.model = StimUnitModel(self.channels, sim.pattern, sim.seed)
         self.rng = random.Random(sim.seed + 1)
-        self.link: _Link = (_PtyLink(Path(workdir) / f"{name}.tty") if sim.transport == "pty"
-                            else _TcpLink(tcp_port))
+        self.link: _Link = (
+            _PtyLink(Path(workdir) / f"{name}.tty")
+            if sim.transport == "pty"
+            else _TcpLink(tcp_port)
+        )
         self.log_file = log_file
         self._received = bytearray()
         self._sent: list[SentMessage] = []
@@ -330,8 +356,12 @@ class SimulatedStim:
     def __enter__(self) -> SimulatedStim:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def inject(self, fault: FaultSpec) -> None:
@@ -392,8 +422,16 @@ class SimulatedStim:
             query, channel = match
             self.queries_answered += 1
             if query.name == "identify":
-                self._send("identity", {"model": "SIMSTIM", "serial": 1 if self._frame else "1",
-                                        "firmware": "1.0", "fw_major": 1, "fw_minor": 0})
+                self._send(
+                    "identity",
+                    {
+                        "model": "SIMSTIM",
+                        "serial": 1 if self._frame else "1",
+                        "firmware": "1.0",
+                        "fw_major": 1,
+                        "fw_minor": 0,
+                    },
+                )
             else:
                 self._send("status", self._settings_fields(self.model.settings[channel]))
 
@@ -413,8 +451,10 @@ class SimulatedStim:
         with self._lock:
             self._sent.append(entry)
         if self.log_file is not None:
-            self.log_file.write(json.dumps({"t_mono_ns": entry.t_mono_ns, "message": message,
-                                            "fields": fields}) + "\n")
+            self.log_file.write(
+                json.dumps({"t_mono_ns": entry.t_mono_ns, "message": message, "fields": fields})
+                + "\n"
+            )
             self.log_file.flush()
 
     # -- faults ----------------------------------------------------------------------------------
@@ -448,7 +488,8 @@ class SimulatedStim:
             for _ in range(fault.count):
                 ch = self.rng.choice(self.channels)
                 whole = self.protocol.encode_message(
-                    "status", self._settings_fields(self.model.settings[ch]))
+                    "status", self._settings_fields(self.model.settings[ch])
+                )
                 cut = whole[: max(2, len(whole) // 2)]
                 # A line must still end, or it would swallow the next good line.
                 pieces.append(cut if self._frame else cut + self.protocol.codec.encode(b""))
@@ -483,9 +524,15 @@ class SimulatedStim:
         self.injected_malformed += len(pieces)
 
 
-def start_simulated_stim(profile: str, sim: StimSimulatorConfig, workdir: Path,
-                         channels: list[int] | None = None, name: str = "stim") -> SimulatedStim:
+def start_simulated_stim(
+    profile: str,
+    sim: StimSimulatorConfig,
+    workdir: Path,
+    channels: list[int] | None = None,
+    name: str = "stim",
+) -> SimulatedStim:
     """Start a simulated unit for a profile, in-process on its own thread; `.url` to connect."""
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SimulatedStim(load_stim_profile(profile), sim, channels or [1], workdir,
-                         name=name).start()
+    return SimulatedStim(
+        load_stim_profile(profile), sim, channels or [1], workdir, name=name
+    ).start()

@@ -31,13 +31,24 @@ def sim_stim(tmp_path: Path) -> Iterator[Callable[..., SimulatedStim]]:
 
     started: list[SimulatedStim] = []
 
-    def make(profile: str | Path = "needlelab-stim-ascii", transport: str = "pty",
-             channels: list[int] | None = None, pattern: str = "clinical", seed: int = 0,
-             faults: list[FaultSpec] | None = None) -> SimulatedStim:
+    def make(
+        profile: str | Path = "needlelab-stim-ascii",
+        transport: str = "pty",
+        channels: list[int] | None = None,
+        pattern: str = "clinical",
+        seed: int = 0,
+        faults: list[FaultSpec] | None = None,
+    ) -> SimulatedStim:
         sim_config = StimSimulatorConfig.model_validate(
-            {"transport": transport, "pattern": pattern, "seed": seed, "faults": faults or []})
-        sim = SimulatedStim(load_stim_profile(profile), sim_config, channels or [1], tmp_path,
-                            name=f"sim{len(started)}")
+            {"transport": transport, "pattern": pattern, "seed": seed, "faults": faults or []}
+        )
+        sim = SimulatedStim(
+            load_stim_profile(profile),
+            sim_config,
+            channels or [1],
+            tmp_path,
+            name=f"sim{len(started)}",
+        )
         started.append(sim.start())
         return sim
 
@@ -49,7 +60,8 @@ def sim_stim(tmp_path: Path) -> Iterator[Callable[..., SimulatedStim]]:
 @pytest.fixture
 def stim_driver() -> Iterator[Callable[..., tuple[StimulatorDriver, Hub]]]:
     """Factory: `stim_driver(sim_or_url, profile=..., channels=[1], **config)` starts a real
-    `StimulatorDriver` on a fresh hub, connected to a simulator (or any URL). Stopped at teardown."""
+    `StimulatorDriver` on a fresh hub, connected to a simulator (or any URL); stopped at
+    teardown."""
     from needlelab.clock import SessionClock
     from needlelab.config import StimSerialConfig
     from needlelab.devices.stim_serial import StimulatorDriver
@@ -57,15 +69,26 @@ def stim_driver() -> Iterator[Callable[..., tuple[StimulatorDriver, Hub]]]:
 
     started: list[StimulatorDriver] = []
 
-    def make(target: Any, profile: str | Path | None = None, channels: list[int] | None = None,
-             **config: Any) -> tuple[StimulatorDriver, Hub]:
+    def make(
+        target: Any,
+        profile: str | Path | None = None,
+        channels: list[int] | None = None,
+        **config: Any,
+    ) -> tuple[StimulatorDriver, Hub]:
         url = target if isinstance(target, str) else target.url
         if profile is None:
             profile = target.profile.profile
         hub = Hub(SessionClock())
-        cfg = StimSerialConfig.model_validate({
-            "kind": "stim_serial", "name": config.pop("name", "stim"), "profile": str(profile),
-            "port": url, "channels": channels or getattr(target, "channels", [1]), **config})
+        cfg = StimSerialConfig.model_validate(
+            {
+                "kind": "stim_serial",
+                "name": config.pop("name", "stim"),
+                "profile": str(profile),
+                "port": url,
+                "channels": channels or getattr(target, "channels", [1]),
+                **config,
+            }
+        )
         driver = StimulatorDriver(cfg, hub)
         driver.start()
         started.append(driver)

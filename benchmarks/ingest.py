@@ -1,0 +1,119 @@
+"""Ingest throughput: hub → SessionWriter → committed SQLite (fsync on), against a plain writer.
+
+Load: 16 channels × 2 kHz float32 in 50 ms blocks (100 samples a block), pushed as fast as
+possible. A "sample" is one 16-channel frame. The peer is what one writes without needlelab:
+`sqlite3` `executemany` with one row per sample frame, WAL + synchronous=FULL, a commit per
+block. Both write to the same disk; the figure is samples committed per second.
+
+    python benchmarks/ingest.py [--seconds 60] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from needlelab.clock import SessionClock
+from needlelab.hub import Hub
+from needlelab.record import SessionMeta, SessionWriter, open_session
+from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+CHANNELS, RATE_HZ, BLOCK = 16, 2000, 100
+
+
+def needlelab_writer(folder: Path, seconds: float) -> tuple[float, int]:
+    clock = SessionClock()
+    hub = Hub(clock)
+    meta = SessionMeta(
+        session_id="bench",
+        patient_id="BENCH",
+        config_json="{}",
+        anchor_monotonic_ns=clock.anchor_monotonic_ns,
+        anchor_wall_ns=clock.anchor_wall_ns,
+        software_version="bench",
+    )
+    writer = SessionWriter(folder / "needlelab.sqlite", hub, meta)
+    writer.start()
+    spec = StreamSpec(
+        "emg.raw",
+        "EMG",
+        tuple(f"ch{i}" for i in range(CHANNELS)),
+        ("uV",) * CHANNELS,
+        StreamKind.REGULAR,
+        RATE_HZ,
+        device="emg",
+    )
+    hub.add_stream(spec)
+    block = np.random.default_rng(0).standard_normal((BLOCK, CHANNELS)).astype(np.float32)
+    n_blocks = int(seconds * RATE_HZ / BLOCK)
+    period_ns = BLOCK * 1_000_000_000 // RATE_HZ
+    start = time.perf_counter()
+    for i in range(n_blocks):
+        hub.push(Chunk(spec.name, block, (i + 1) * period_ns, i * BLOCK))
+    writer.stop(timeout_s=600)  # returns when everything is committed
+    elapsed = time.perf_counter() - start
+    with open_session(writer.path) as s:
+        stored = sum(b.n for b in s.blocks(spec.name))
+    assert stored == n_blocks * BLOCK, "samples missing"
+    return elapsed, stored
+
+
+def plain_executemany(folder: Path, seconds: float) -> tuple[float, int]:
+    conn = sqlite3.connect(folder / "plain.sqlite", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    cols = ", ".join(f"c{i} REAL" for i in range(CHANNELS))
+    conn.execute(f"CREATE TABLE emg (t_ns INTEGER, {cols})")
+    insert = f"INSERT INTO emg VALUES (?{', ?' * CHANNELS})"
+    block = np.random.default_rng(0).standard_normal((BLOCK, CHANNELS)).astype(np.float32)
+    n_blocks = int(seconds * RATE_HZ / BLOCK)
+    start = time.perf_counter()
+    for i in range(n_blocks):
+        t0 = i * BLOCK * 500_000
+        rows = [(t0 + k * 500_000, *map(float, block[k])) for k in range(BLOCK)]
+        conn.execute("BEGIN")
+        conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    stored = conn.execute("SELECT count(*) FROM emg").fetchone()[0]
+    conn.close()
+    return elapsed, stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="seconds of data to write")
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        ours = needlelab_writer(folder, args.seconds)
+        peer = plain_executemany(folder, args.seconds)
+    rate_ours, rate_peer = ours[1] / ours[0], peer[1] / peer[0]
+    print(
+        f"ingest: {CHANNELS} ch x {RATE_HZ} Hz float32, {BLOCK}-sample blocks, "
+        f"{args.seconds:g} s of data, fsync on every commit"
+    )
+    print(f"{'writer':<34} {'samples':>10} {'seconds':>8} {'samples/s':>12} {'x real time':>11}")
+    for name, (elapsed, n) in (
+        ("needlelab hub -> SessionWriter", ours),
+        ("plain executemany (row/sample)", peer),
+    ):
+        print(
+            f"{name:<34} {n:>10} {elapsed:>8.2f} {n / elapsed:>12,.0f} "
+            f"{n / elapsed / RATE_HZ:>11.0f}"
+        )
+    goal = "met" if rate_ours >= 1e6 else "NOT met"
+    print(
+        f"ratio needlelab / plain: {rate_ours / rate_peer:.1f}x; goal >= 1,000,000 samples/s: "
+        f"{goal}"
+    )
+
+
+if __name__ == "__main__":
+    main()
