@@ -12,6 +12,8 @@ from pathlib import Path
 from needlelab.events import MarkerEvent, StimSettingsEvent
 from needlelab.record import open_session
 
+from .test_record_faults import record_cmd
+
 MANUAL = """
 [session]
 patient_id = "MAN01"
@@ -79,16 +81,7 @@ def test_sigterm_closes_the_file_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(MANUAL)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "needlelab.cli",
-            "record",
-            str(config),
-            "--out",
-            str(tmp_path),
-            "--no-console",
-        ],
+        record_cmd(config, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

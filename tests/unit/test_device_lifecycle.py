@@ -20,6 +20,7 @@ from needlelab.devices.base import Device, DeviceState
 from needlelab.events import DeviceStateEvent, GapEvent
 from needlelab.hub import Hub
 from needlelab.streams import StreamKind, StreamSpec
+from needlelab.testing.plugin import wait_until
 
 RATE_HZ = 100.0
 
@@ -143,15 +144,6 @@ def make(server: LineServer, **overrides: float) -> tuple[Hub, LineDevice, list[
     return hub, LineDevice(config, hub, server.port), events
 
 
-def wait_for(predicate: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
 def states(events: list[object]) -> list[str]:
     return [e.state for e in events if isinstance(e, DeviceStateEvent)]
 
@@ -160,15 +152,15 @@ def test_stall_is_detected_then_recovered_with_a_gap(server: LineServer) -> None
     hub, dev, events = make(server)
     dev.start()
     try:
-        wait_for(lambda: dev.stats.samples > 10)
+        wait_until(lambda: dev.stats.samples > 10)
         server.silent.set()
         silent_at = hub.clock.now_ns()
-        wait_for(lambda: dev.state is DeviceState.STALLED or "stalled" in states(events), 3.0)
+        wait_until(lambda: dev.state is DeviceState.STALLED or "stalled" in states(events), 3.0)
         detected = hub.clock.now_ns() - silent_at
         assert detected < 2.0e9  # the watchdog sees a stall within 2 s (timeout here 0.5 s)
         time.sleep(0.3)
         server.silent.clear()
-        wait_for(lambda: any(isinstance(e, GapEvent) for e in events))
+        wait_until(lambda: any(isinstance(e, GapEvent) for e in events))
     finally:
         dev.stop()
     gaps = [e for e in events if isinstance(e, GapEvent)]
@@ -188,14 +180,14 @@ def test_link_loss_reconnects_with_backoff(server: LineServer) -> None:
     _hub, dev, events = make(server, stall=5.0)
     dev.start()
     try:
-        wait_for(lambda: dev.stats.samples > 5)
+        wait_until(lambda: dev.stats.samples > 5)
         server.accepting.clear()  # refuse reconnects for a while: backoff must grow
         server.drop.set()
-        wait_for(lambda: dev.state is DeviceState.RECONNECTING)
+        wait_until(lambda: dev.state is DeviceState.RECONNECTING)
         time.sleep(0.8)
         before = dev.stats.samples
         server.accepting.set()
-        wait_for(lambda: dev.stats.samples > before + 5)
+        wait_until(lambda: dev.stats.samples > before + 5)
     finally:
         dev.stop()
     gaps = [e for e in events if isinstance(e, GapEvent)]
@@ -208,11 +200,11 @@ def test_malformed_input_is_counted_never_fatal(server: LineServer) -> None:
     _hub, dev, _events = make(server)
     dev.start()
     try:
-        wait_for(lambda: dev.stats.samples > 3)
+        wait_until(lambda: dev.stats.samples > 3)
         server.garbage.extend([b"\x00\xffjunk\n", b"12abc\n", b"\n"])
-        wait_for(lambda: dev.stats.malformed == 3)
+        wait_until(lambda: dev.stats.malformed == 3)
         before = dev.stats.samples
-        wait_for(lambda: dev.stats.samples > before + 3)
+        wait_until(lambda: dev.stats.samples > before + 3)
     finally:
         dev.stop()
     assert dev.stats.malformed == 3
@@ -222,9 +214,9 @@ def test_malformed_input_is_counted_never_fatal(server: LineServer) -> None:
 def test_outage_open_at_stop_is_closed_with_a_gap(server: LineServer) -> None:
     hub, dev, events = make(server, stall=0.3)
     dev.start()
-    wait_for(lambda: dev.stats.samples > 3)
+    wait_until(lambda: dev.stats.samples > 3)
     server.silent.set()
-    wait_for(lambda: "stalled" in states(events))
+    wait_until(lambda: "stalled" in states(events))
     dev.stop()
     gaps = [e for e in events if isinstance(e, GapEvent)]
     assert len(gaps) == 1

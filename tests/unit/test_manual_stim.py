@@ -13,15 +13,7 @@ from needlelab.console import CommandError, parse_stim_args
 from needlelab.devices.stim_manual import ManualStimulator
 from needlelab.events import StimSettingsEvent
 from needlelab.hub import Hub
-
-
-def wait_for(predicate: object, timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.005)
-    raise AssertionError("condition not met in time")
+from needlelab.testing.plugin import wait_until
 
 
 def test_entries_become_samples_and_change_events() -> None:
@@ -36,7 +28,7 @@ def test_entries_become_samples_and_change_events() -> None:
         t_after = hub.clock.now_ns()
         stim.set(1, intensity_ma=5.0, output_on=True)  # same again: a sample, no change event
         stim.set(2, frequency_hz=100.0)
-        wait_for(lambda: stim.stats.samples == 3)
+        wait_until(lambda: stim.stats.samples == 3)
         with pytest.raises(ValidationError):
             stim.set(1, intensity_ma=-3)
         with pytest.raises(ValueError, match="channels"):
