@@ -1,0 +1,144 @@
+"""A bumble GATT peripheral for simulated BLE sensors: advertise, serve, notify, drop the link."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bumble import gatt
+from bumble.controller import Controller
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Connection, Device
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport.common import AsyncPipeSink
+
+HCI_CONNECTION_TIMEOUT = 0x08  # the reason a real link loss reports
+
+_addresses = itertools.count(1)
+
+
+@dataclass
+class CharacteristicSpec:
+    """One characteristic: UUID, properties (bleak-style names) and initial value."""
+
+    uuid: str
+    properties: tuple[str, ...]
+    value: bytes = b""
+
+
+@dataclass
+class ServiceSpec:
+    """One primary service and its characteristics."""
+
+    uuid: str
+    characteristics: list[CharacteristicSpec] = field(default_factory=list)
+
+
+_PROPS = {
+    "read": gatt.Characteristic.Properties.READ,
+    "write": gatt.Characteristic.Properties.WRITE,
+    "write-without-response": gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+    "notify": gatt.Characteristic.Properties.NOTIFY,
+    "indicate": gatt.Characteristic.Properties.INDICATE,
+}
+
+
+class GattPeripheral:
+    """A simulated BLE peripheral on a bumble `LocalLink` (runs in the caller's event loop).
+
+    Writes to its characteristics are kept in `written` (uuid -> list of values) so tests can
+    check exactly what a driver sent.
+    """
+
+    def __init__(self, link: LocalLink, name: str, services: list[ServiceSpec]) -> None:
+        self.name = name
+        self.link = link
+        self.address = Address(f"F0:00:00:00:{next(_addresses) & 0xFF:02X}:02")
+        controller = Controller(f"periph-{name}", link=link)
+        self.device = Device(address=self.address, host=Host(controller, AsyncPipeSink(controller)))
+        self.device.name = name
+        self.characteristics: dict[str, gatt.Characteristic[bytes]] = {}
+        self.written: dict[str, list[bytes]] = {}
+        self._values: dict[str, bytes] = {}
+        self.service_uuids = [s.uuid for s in services]
+        for service in services:
+            chars = []
+            for spec in service.characteristics:
+                props = gatt.Characteristic.Properties(0)
+                for p in spec.properties:
+                    props |= _PROPS[p]
+                char: gatt.Characteristic[bytes] = gatt.Characteristic(
+                    spec.uuid,
+                    props,
+                    gatt.Characteristic.READABLE | gatt.Characteristic.WRITEABLE,
+                    gatt.CharacteristicValue(
+                        read=self._reader(spec.uuid), write=self._writer(spec.uuid)
+                    ),
+                )
+                self.characteristics[spec.uuid.lower()] = char
+                self.written[spec.uuid.lower()] = []
+                self._values[spec.uuid.lower()] = spec.value
+                chars.append(char)
+            self.device.add_service(gatt.Service(service.uuid, chars))
+
+    def _reader(self, uuid: str) -> Callable[[Connection], bytes]:
+        return lambda _connection: self._values[uuid.lower()]
+
+    def _writer(self, uuid: str) -> Callable[[Connection, bytes], None]:
+        def write(_connection: Connection, value: bytes) -> None:
+            self.written[uuid.lower()].append(bytes(value))
+            self._values[uuid.lower()] = bytes(value)
+
+        return write
+
+    async def start(self) -> None:
+        """Power on and advertise (name + service UUIDs); re-advertises after a disconnect."""
+        await self.device.power_on()
+        await self.advertise()
+
+    async def advertise(self) -> None:
+        """Start connectable advertising."""
+        uuids16 = [UUID(u) for u in self.service_uuids if len(u.replace("-", "")) == 4]
+        uuids128 = [UUID(u) for u in self.service_uuids if len(u.replace("-", "")) == 32]
+        entries: list[tuple[int, bytes]] = [
+            (AdvertisingData.FLAGS, bytes([0x06])),
+            (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
+        ]
+        if uuids16:
+            entries.append(
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+                    b"".join(bytes(u) for u in uuids16),
+                )
+            )
+        if uuids128:
+            entries.append(
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                    b"".join(bytes(u) for u in uuids128),
+                )
+            )
+        await self.device.start_advertising(
+            advertising_data=bytes(AdvertisingData(entries)), auto_restart=True
+        )
+
+    def set_value(self, uuid: str, value: bytes) -> None:
+        """Set what a read returns."""
+        self._values[uuid.lower()] = value
+
+    async def notify(self, uuid: str, value: bytes) -> None:
+        """Notify (or indicate) every subscriber of a characteristic."""
+        self._values[uuid.lower()] = value
+        await self.device.notify_subscribers(self.characteristics[uuid.lower()], value)
+
+    async def drop_link(self, reason: int = HCI_CONNECTION_TIMEOUT) -> None:
+        """Disconnect every central with an HCI reason (0x08: connection timeout, a link loss)."""
+        for connection in list(self.device.connections.values()):
+            await connection.disconnect(reason=reason)
+
+    async def stop(self) -> None:
+        """Stop advertising and power off."""
+        await self.device.power_off()
