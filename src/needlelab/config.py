@@ -89,7 +89,43 @@ class StimManualConfig(DeviceBase):
     channels: int = Field(1, ge=1, le=4)
 
 
-DeviceConfig = Annotated[StimSerialConfig | StimManualConfig, Field(discriminator="kind")]
+class EmgSimulatorConfig(_Strict):
+    """Serve a simulated BLE EMG sensor in-process (a bumble peripheral on a local link)."""
+
+    seed: int = 0
+    drift_ppm: float = Field(0.0, ge=-1000, le=1000)  # the sensor crystal's rate error
+    jitter_ms: float = Field(0.0, ge=0, le=100)  # one-sided arrival jitter
+    connection_interval_ms: float = Field(15.0, ge=7.5, le=100)
+    loss: float = Field(0.0, ge=0, le=0.5)  # probability a notification is lost
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+
+class EmgBleConfig(DeviceBase):
+    """A surface-EMG sensor over Bluetooth LE, read with bleak."""
+
+    kind: Literal["emg_ble"]
+    profile: str = Field(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
+    address: str | None = None  # the device address (or, on macOS, its UUID)
+    advertised_name: str | None = Field(None, min_length=1, max_length=64)
+    backend: Literal["native", "bumble"] = "native"
+    bumble_transport: str | None = None  # "local:NAME", "tcp-client:127.0.0.1:PORT", "unix:PATH"
+    muscle: str = Field("", max_length=64)  # e.g. "L3 multifidus right": names the channels
+    connect_timeout_s: float = Field(10.0, ge=1, le=120)
+    simulator: EmgSimulatorConfig | None = None
+
+    @model_validator(mode="after")
+    def _findable(self) -> EmgBleConfig:
+        if self.simulator is None:
+            if self.address is None and self.advertised_name is None:
+                raise ValueError("give 'address' or 'advertised_name' (or a [simulator])")
+            if self.backend == "bumble" and self.bumble_transport is None:
+                raise ValueError("backend 'bumble' needs 'bumble_transport'")
+        return self
+
+
+DeviceConfig = Annotated[
+    StimSerialConfig | StimManualConfig | EmgBleConfig, Field(discriminator="kind")
+]
 """Any device config, discriminated on `kind`."""
 
 
@@ -114,7 +150,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"stim_serial", "stim_manual"} or "[" in str(part):
+        elif part in {"stim_serial", "stim_manual", "emg_ble"} or "[" in str(part):
             continue  # pydantic puts the union tag in the path; the user never wrote it
         else:
             path += f".{part}" if path else str(part)

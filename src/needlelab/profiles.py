@@ -12,12 +12,14 @@ import re
 import struct
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from needlelab.config import ConfigError, format_validation_error
 from needlelab.resources import drivers_dir
+
+ProfileT = TypeVar("ProfileT", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -210,8 +212,8 @@ def find_profile(name_or_path: str | Path) -> Path:
     raise ConfigError([f"{name_or_path}: no such driver profile; shipped profiles: {known}"])
 
 
-def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
-    """Load and validate a stimulator profile by shipped name or path; ConfigError on problems."""
+def load_profile(name_or_path: str | Path, model: type[ProfileT]) -> ProfileT:
+    """Load and validate a profile by shipped name or path; ConfigError on problems."""
     path = find_profile(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -220,6 +222,49 @@ def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     try:
-        return StimulatorProfile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
+
+
+def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
+    """Load a stimulator profile by shipped name or path."""
+    return load_profile(name_or_path, StimulatorProfile)
+
+
+class EmgGatt(_Strict):
+    """Where an EMG sensor's data live in its GATT table."""
+
+    service: str
+    data: list[str] = Field(min_length=1, max_length=8)  # notify characteristics, in turn order
+    battery: str | None = None  # a readable characteristic with one byte of percent
+    start_write: str | None = None  # characteristic that starts streaming (Myo set-mode)
+    start_payload: str | None = None  # hex bytes written there on connect
+
+
+class EmgFrame(_Strict):
+    """How notifications become samples."""
+
+    format: Literal["needlelab-ref", "myo-raw", "ascii-value"]
+    channels: int = Field(ge=1, le=64)
+    rate_hz: float = Field(gt=0, le=20_000)
+    samples_per_frame: int = Field(1, ge=1, le=255)
+    scale_uv: float = Field(1.0, gt=0)  # µV per count
+    counter_bits: Literal[0, 8, 16, 32] = 0  # 0: the device has no sequence counter
+    device_clock_bits: Literal[0, 32] = 0  # µs device clock in each frame (0: none)
+
+
+class EmgProfile(_Strict):
+    """A BLE surface-EMG sensor: GATT layout and frame format."""
+
+    profile: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    device_type: Literal["emg"]
+    description: str = ""
+    latency_ns: int = Field(0, ge=0)  # the floor of host arrival latency
+    gatt: EmgGatt
+    frame: EmgFrame
+
+
+def load_emg_profile(name_or_path: str | Path) -> EmgProfile:
+    """Load an EMG sensor profile by shipped name or path."""
+    return load_profile(name_or_path, EmgProfile)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from needlelab import __version__
 from needlelab.clock import SessionClock
-from needlelab.config import SessionConfig, StimSerialConfig, config_json
+from needlelab.config import EmgBleConfig, SessionConfig, StimSerialConfig, config_json
 from needlelab.devices import Device, create_device
 from needlelab.devices.stim_manual import ManualStimulator
 from needlelab.events import MarkerEvent, RecordingEvent
@@ -29,6 +29,22 @@ log = logging.getLogger(__name__)
 
 class _Stoppable(Protocol):
     def stop(self) -> None: ...
+
+
+class _BleSimulator:
+    """A simulated BLE sensor running on the shared BLE loop, stopped with the session."""
+
+    def __init__(self, ble: Any, sensor: Any, link: str) -> None:
+        self.ble, self.sensor, self.link = ble, sensor, link
+
+    def stop(self) -> None:
+        from needlelab.ble.bumble_backend import forget_local_link
+
+        try:
+            self.ble.run(self.sensor.stop(), timeout_s=5)
+        finally:
+            self.ble.release()
+            forget_local_link(self.link)
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,26 @@ class Session:
             # model_copy skips validation on purpose: the config stays "simulated" in the file,
             # only the live driver learns the simulator's address.
             return device_config.model_copy(update={"port": sim.url})
+        if isinstance(device_config, EmgBleConfig) and device_config.simulator is not None:
+            from needlelab.ble.loop import BleLoop
+            from needlelab.profiles import load_emg_profile
+            from needlelab.sim.emg_sensor import SimulatedEmgSensor
+
+            link = f"{self.session_id}-{device_config.name}"
+            advertised = f"SimEMG-{device_config.name}"
+            ble = BleLoop.acquire()
+            sensor = SimulatedEmgSensor(
+                load_emg_profile(device_config.profile), device_config.simulator, link, advertised
+            )
+            ble.run(sensor.start(), timeout_s=10)
+            self._simulators.append(_BleSimulator(ble, sensor, link))
+            return device_config.model_copy(
+                update={
+                    "backend": "bumble",
+                    "bumble_transport": f"local:{link}",
+                    "advertised_name": advertised,
+                }
+            )
         return device_config
 
     def _on_writer_error(self, error: RecordingError) -> None:

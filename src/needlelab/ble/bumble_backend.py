@@ -1,9 +1,9 @@
 """A bleak backend on Google's bumble stack: bleak's own front ends reach bumble peripherals.
 
 `BleakScanner(..., backend=BumbleScanner, bumble_transport=T)` and
-`BleakClient(addr, backend=BumbleClient, bumble_transport=T)` work unchanged, where T is either a
-`bumble.link.LocalLink` (peripherals in the same process: tests) or a bumble transport spec such
-as `tcp-client:127.0.0.1:PORT` or `unix:/path/sock` (peripherals served by `needlelab sim` in
+`BleakClient(addr, backend=BumbleClient, bumble_transport=T)` work unchanged, where T is a
+`bumble.link.LocalLink` or `"local:NAME"` (peripherals in the same process), or a bumble
+transport spec such as `tcp-client:127.0.0.1:PORT` or `unix:/path/sock` (peripherals served in
 another process). Drivers cannot tell this from the platform backend, so the simulated path runs
 the same driver code as hardware. bleak's backend API is not stable: bleak is pinned to one major
 version and `tests/unit/test_ble_interface_guard.py` fails if the interface moves.
@@ -105,10 +105,28 @@ class BumbleCentral:
                     await central._transport.close()
 
 
+_local_links: dict[str, LocalLink] = {}
+
+
+def local_link(name: str) -> LocalLink:
+    """The in-process link called `name` (created on first use); configs say `local:NAME`."""
+    link = _local_links.get(name)
+    if link is None:
+        link = _local_links[name] = LocalLink()  # type: ignore[no-untyped-call]  # bumble: untyped
+    return link
+
+
+def forget_local_link(name: str) -> None:
+    """Drop a named in-process link (when its simulators are gone)."""
+    _local_links.pop(name, None)
+
+
 def _transport_from(kwargs: dict[str, Any]) -> Transport:
     spec = kwargs.pop("bumble_transport", None)
     if spec is None:
         raise BleakError("the bumble backend needs bumble_transport= (a LocalLink or a spec)")
+    if isinstance(spec, str) and spec.startswith("local:"):
+        return local_link(spec.removeprefix("local:"))
     if not isinstance(spec, LocalLink | str):
         raise BleakError(f"bumble_transport must be a LocalLink or a transport spec, not {spec!r}")
     return spec

@@ -143,9 +143,14 @@ class Device(ABC):
         values: np.ndarray,
         t_host_ns: int,
         t_ns: np.ndarray | None = None,
+        first_index: int | None = None,
         **raw: int | None,
     ) -> None:
-        """Wrap decoded values in a chunk for `spec` with the next sample index and push it."""
+        """Wrap decoded values in a chunk for `spec` and push it.
+
+        `first_index` defaults to the stream's next index; a driver that knows better (from a
+        device counter) passes it, and a jump records a known loss.
+        """
         if spec.kind is StreamKind.IRREGULAR and t_ns is None:
             t_ns = np.full(values.shape[0], t_host_ns - spec.latency_ns, dtype=np.int64)
         self._emit_chunk(
@@ -153,7 +158,7 @@ class Device(ABC):
                 spec.name,
                 values,
                 t_host_ns,
-                self._next_index(spec.name),
+                self._next_index(spec.name) if first_index is None else first_index,
                 t_ns,
                 raw.get("device_counter"),
                 raw.get("device_t_us"),
@@ -209,14 +214,16 @@ class Device(ABC):
             self._outage_start_ns = last if last is not None else self.hub.clock.now_ns()
             self._outage_reason = reason
 
-    def _close_outage(self, end_ns: int) -> None:
+    def _close_outage(self, end_ns: int, known_lost: dict[str, int] | None = None) -> None:
+        """Record the gap of each stream; `known_lost` gives exact counts (device counters)."""
         start = self._outage_start_ns
         if start is None:
             return
         self._outage_start_ns = None
+        known_lost = known_lost or {}
         for spec in self.streams():
-            lost: int | None = None
-            if spec.kind is StreamKind.REGULAR:
+            lost: int | None = known_lost.get(spec.name)
+            if lost is None and spec.kind is StreamKind.REGULAR:
                 # Samples that would have arrived strictly between the last and the next delivery.
                 lost = max(0, round((end_ns - start) * spec.nominal_rate_hz / 1e9) - 1)
             self.stats.gaps += 1
@@ -226,6 +233,7 @@ class Device(ABC):
                     start_ns=start,
                     end_ns=end_ns,
                     samples_lost=lost,
+                    inferred=spec.name not in known_lost,
                     reason=self._outage_reason,
                 )
             )

@@ -18,6 +18,7 @@ DEVICE_CLASSES: dict[str, tuple[str, str, str | None]] = {
     # kind: (module, class, extra that provides its dependencies)
     "stim_serial": ("needlelab.devices.stim_serial", "StimulatorDriver", None),
     "stim_manual": ("needlelab.devices.stim_manual", "ManualStimulator", None),
+    "emg_ble": ("needlelab.devices.ble_sensor", "EmgBleSensor", None),
 }
 
 

@@ -121,8 +121,12 @@ class GattPeripheral:
                     b"".join(bytes(u) for u in uuids128),
                 )
             )
+        # A fast advertising interval (20-30 ms) so scans and reconnects find it at once.
         await self.device.start_advertising(
-            advertising_data=bytes(AdvertisingData(entries)), auto_restart=True
+            advertising_data=bytes(AdvertisingData(entries)),
+            auto_restart=True,
+            advertising_interval_min=20,
+            advertising_interval_max=30,
         )
 
     def set_value(self, uuid: str, value: bytes) -> None:

@@ -1,0 +1,220 @@
+"""`EmgBleSensor`: surface EMG from a Bluetooth LE sensor through bleak, per a driver profile."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import Any
+
+import numpy as np
+from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakError
+
+from needlelab.ble.loop import BleLoop
+from needlelab.config import EmgBleConfig
+from needlelab.devices.base import Device, DeviceError
+from needlelab.devices.emg_codecs import EmgDecoder, unwrap
+from needlelab.events import GapEvent
+from needlelab.hub import Hub
+from needlelab.profiles import load_emg_profile
+from needlelab.streams import StreamKind, StreamSpec
+
+log = logging.getLogger(__name__)
+
+_LINK_LOST = None  # inbox marker: bleak reported a disconnect
+MAX_BATCH = 2000
+
+
+class EmgBleSensor(Device):
+    """A BLE EMG sensor: connects with bleak on the shared BLE loop, decodes notifications.
+
+    Notifications are stamped with their host arrival time on the BLE loop thread and queued;
+    `_service` decodes them in batches (vectorised) and records one block per notification, with
+    the device's counter and clock when the profile has them. A jump in the counter is a known
+    loss: the sample index jumps with it and a `gap` event is recorded. A bleak disconnect, or
+    silence past the stall timeout, goes through the base class: reconnect with backoff.
+    """
+
+    RECOVERABLE = (DeviceError, OSError, BleakError, TimeoutError)
+
+    def __init__(self, config: EmgBleConfig, hub: Hub) -> None:
+        super().__init__(config, hub)
+        self.emg_config = config
+        self.profile = load_emg_profile(config.profile)
+        frame = self.profile.frame
+        where = f"{config.muscle} " if config.muscle else ""
+        self.spec = StreamSpec(
+            name=f"{config.name}.emg",
+            type="EMG",
+            channels=tuple(f"EMG {where}{i + 1}" for i in range(frame.channels)),
+            units=("uV",) * frame.channels,
+            kind=StreamKind.REGULAR,
+            nominal_rate_hz=frame.rate_hz,
+            dtype="float32",
+            device=config.name,
+            latency_ns=self.profile.latency_ns,
+        )
+        self.decoder = EmgDecoder(frame)
+        self._inbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._loop: BleLoop | None = None
+        self._client: BleakClient | None = None
+        self._counter: int | None = None  # last unwrapped counter
+        self._counter0: int | None = None
+        self._clock_us: int | None = None
+        self._next_free_index = 0  # for profiles without a counter
+
+    def streams(self) -> list[StreamSpec]:
+        return [self.spec]
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        super().stop(timeout_s)
+        if self._loop is not None:
+            self._loop.release()
+            self._loop = None
+
+    # -- BLE side (runs on the BLE loop) -----------------------------------------------------------
+    def _backend_kwargs(self) -> dict[str, Any]:
+        if self.emg_config.backend == "bumble":
+            from needlelab.ble.bumble_backend import BumbleClient, BumbleScanner
+
+            return {
+                "bumble_transport": self.emg_config.bumble_transport,
+                "scanner": BumbleScanner,
+                "client": BumbleClient,
+            }
+        return {}
+
+    async def _open(self) -> None:
+        kw = self._backend_kwargs()
+        scanner_backend, client_backend = kw.pop("scanner", None), kw.pop("client", None)
+        timeout = self.emg_config.connect_timeout_s
+        target: Any = self.emg_config.address
+        if target is None:
+            name = self.emg_config.advertised_name
+            target = await BleakScanner.find_device_by_name(
+                name or "", timeout=timeout, backend=scanner_backend, **kw
+            )
+            if target is None:
+                raise DeviceError(f"no BLE device advertising as {name!r} found in {timeout:g} s")
+        client = BleakClient(
+            target,
+            disconnected_callback=lambda _c: self._inbox.put(_LINK_LOST),
+            timeout=timeout,
+            backend=client_backend,
+            **kw,
+        )
+        await client.connect()
+        self._client = client
+        gatt = self.profile.gatt
+        if gatt.start_write and gatt.start_payload:
+            await client.write_gatt_char(
+                gatt.start_write, bytes.fromhex(gatt.start_payload), response=True
+            )
+        if gatt.battery and client.services.get_characteristic(gatt.battery) is not None:
+            battery = await client.read_gatt_char(gatt.battery)
+            self.stats.battery_pct = float(battery[0]) if battery else None
+        for uuid in gatt.data:
+            await client.start_notify(uuid, self._on_notify)
+
+    def _on_notify(self, _char: Any, data: bytearray) -> None:
+        self._inbox.put((self.hub.clock.now_ns(), bytes(data)))
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.disconnect()
+            except BleakError as exc:
+                log.debug("%s: disconnect: %s", self.name, exc)
+
+    # -- hooks (device thread) ---------------------------------------------------------------------
+    def _connect(self) -> None:
+        if self._loop is None:
+            self._loop = BleLoop.acquire()
+        while True:  # notifications or a disconnect from a previous link are stale
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        self._loop.run(self._open(), timeout_s=self.emg_config.connect_timeout_s + 5)
+
+    def _disconnect(self) -> None:
+        if self._loop is not None and self._client is not None:
+            try:
+                self._loop.run(self._close(), timeout_s=5)
+            except (TimeoutError, BleakError, OSError) as exc:
+                log.debug("%s: close: %s", self.name, exc)
+
+    def _service(self, timeout_s: float) -> None:
+        try:
+            first = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return
+        items = [first]
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        lost_link = _LINK_LOST in items
+        if lost_link:
+            items = items[: items.index(_LINK_LOST)]
+        good = [item for item in items if item is not None]
+        if good:
+            self._record(good)
+        if lost_link:
+            raise DeviceError("link lost (the sensor disconnected)")
+
+    def _record(self, items: list[tuple[int, bytes]]) -> None:
+        batch = self.decoder.decode([payload for _, payload in items])
+        if batch.malformed:
+            self._count_malformed(batch.malformed, detail=f"{batch.malformed} bad notifications")
+        if not len(batch.good):
+            return
+        frame = self.profile.frame
+        spf = frame.samples_per_frame
+        arrivals = np.array([items[i][0] for i in batch.good], dtype=np.int64)
+        if frame.counter_bits:
+            counters = unwrap(batch.counter, frame.counter_bits, self._counter)
+            self._counter = int(counters[-1])
+            if self._counter0 is None:
+                self._counter0 = int(counters[0])
+            first_indices = (counters - self._counter0) * spf
+        else:
+            first_indices = self._next_free_index + np.arange(len(batch.good)) * spf
+        clock_us = None
+        if frame.device_clock_bits:
+            clock_us = unwrap(batch.device_t_us, frame.device_clock_bits, self._clock_us)
+            self._clock_us = int(clock_us[-1])
+        expected = self._next_index(self.spec.name)
+        for k in range(len(batch.good)):
+            first = int(first_indices[k])
+            if first > expected and expected > 0:
+                if self._outage_start_ns is not None:  # after a reconnect: one exact gap
+                    self._close_outage(int(arrivals[k]), {self.spec.name: first - expected})
+                else:
+                    self._record_loss(expected, first, int(arrivals[k]))
+            self._emit_samples(
+                self.spec,
+                batch.values[k * spf : (k + 1) * spf],
+                int(arrivals[k]),
+                device_counter=None if not frame.counter_bits else int(counters[k]),
+                device_t_us=None if clock_us is None else int(clock_us[k]),
+                first_index=first,
+            )
+            expected = first + spf
+        self._next_free_index = expected
+
+    def _record_loss(self, expected: int, got: int, arrival_ns: int) -> None:
+        period_ns = 1e9 / self.profile.frame.rate_hz
+        self.stats.gaps += 1
+        self._emit_event(
+            GapEvent(
+                stream=self.spec.name,
+                start_ns=int(arrival_ns - (got - expected) * period_ns),
+                end_ns=arrival_ns,
+                samples_lost=got - expected,
+                inferred=False,
+                reason="lost notifications (sequence counter jumped)",
+            )
+        )
