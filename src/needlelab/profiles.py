@@ -249,7 +249,8 @@ class EmgFrame(_Strict):
     channels: int = Field(ge=1, le=64)
     rate_hz: float = Field(gt=0, le=20_000)
     samples_per_frame: int = Field(1, ge=1, le=255)
-    scale_uv: float = Field(1.0, gt=0)  # µV per count
+    scale_uv: float = Field(1.0, gt=0)  # µV per count (or `unit` per count)
+    unit: str = Field("uV", pattern=r"^(uV|mV|au)$")  # "au": uncalibrated device units
     counter_bits: Literal[0, 8, 16, 32] = 0  # 0: the device has no sequence counter
     device_clock_bits: Literal[0, 32] = 0  # µs device clock in each frame (0: none)
 

@@ -47,7 +47,7 @@ class EmgBleSensor(Device):
             name=f"{config.name}.emg",
             type="EMG",
             channels=tuple(f"EMG {where}{i + 1}" for i in range(frame.channels)),
-            units=("uV",) * frame.channels,
+            units=(frame.unit,) * frame.channels,
             kind=StreamKind.REGULAR,
             nominal_rate_hz=frame.rate_hz,
             dtype="float32",
