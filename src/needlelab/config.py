@@ -100,31 +100,60 @@ class EmgSimulatorConfig(_Strict):
     faults: list[FaultSpec] = Field(default_factory=list)
 
 
-class EmgBleConfig(DeviceBase):
-    """A surface-EMG sensor over Bluetooth LE, read with bleak."""
+class BleDeviceConfig(DeviceBase):
+    """Fields every Bluetooth LE device has: how to find it and which bleak backend to use."""
 
-    kind: Literal["emg_ble"]
     profile: str = Field(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
     address: str | None = None  # the device address (or, on macOS, its UUID)
     advertised_name: str | None = Field(None, min_length=1, max_length=64)
     backend: Literal["native", "bumble"] = "native"
     bumble_transport: str | None = None  # "local:NAME", "tcp-client:127.0.0.1:PORT", "unix:PATH"
-    muscle: str = Field("", max_length=64)  # e.g. "L3 multifidus right": names the channels
     connect_timeout_s: float = Field(10.0, ge=1, le=120)
-    simulator: EmgSimulatorConfig | None = None
 
-    @model_validator(mode="after")
-    def _findable(self) -> EmgBleConfig:
-        if self.simulator is None:
+    def _check_findable(self, simulated: bool) -> None:
+        if not simulated:
             if self.address is None and self.advertised_name is None:
                 raise ValueError("give 'address' or 'advertised_name' (or a [simulator])")
             if self.backend == "bumble" and self.bumble_transport is None:
                 raise ValueError("backend 'bumble' needs 'bumble_transport'")
+
+
+class EmgBleConfig(BleDeviceConfig):
+    """A surface-EMG sensor over Bluetooth LE, read with bleak."""
+
+    kind: Literal["emg_ble"]
+    muscle: str = Field("", max_length=64)  # e.g. "L3 multifidus right": names the channels
+    simulator: EmgSimulatorConfig | None = None
+
+    @model_validator(mode="after")
+    def _findable(self) -> EmgBleConfig:
+        self._check_findable(self.simulator is not None)
+        return self
+
+
+class CaliperSimulatorConfig(_Strict):
+    """Serve a simulated BLE caliper in-process: a TPD session's distances and button presses."""
+
+    seed: int = 0
+    press_every_s: float = Field(1.5, gt=0.05, le=60)
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+
+class CaliperBleConfig(BleDeviceConfig):
+    """A digital caliper over Bluetooth LE (two-point discrimination distances)."""
+
+    kind: Literal["caliper_ble"]
+    simulator: CaliperSimulatorConfig | None = None
+
+    @model_validator(mode="after")
+    def _findable(self) -> CaliperBleConfig:
+        self._check_findable(self.simulator is not None)
         return self
 
 
 DeviceConfig = Annotated[
-    StimSerialConfig | StimManualConfig | EmgBleConfig, Field(discriminator="kind")
+    StimSerialConfig | StimManualConfig | EmgBleConfig | CaliperBleConfig,
+    Field(discriminator="kind"),
 ]
 """Any device config, discriminated on `kind`."""
 
@@ -150,7 +179,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"stim_serial", "stim_manual", "emg_ble"} or "[" in str(part):
+        elif part in {"stim_serial", "stim_manual", "emg_ble", "caliper_ble"} or "[" in str(part):
             continue  # pydantic puts the union tag in the path; the user never wrote it
         else:
             path += f".{part}" if path else str(part)

@@ -232,8 +232,8 @@ def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
     return load_profile(name_or_path, StimulatorProfile)
 
 
-class EmgGatt(_Strict):
-    """Where an EMG sensor's data live in its GATT table."""
+class BleGatt(_Strict):
+    """Where a BLE sensor's data live in its GATT table."""
 
     service: str
     data: list[str] = Field(min_length=1, max_length=8)  # notify characteristics, in turn order
@@ -262,10 +262,33 @@ class EmgProfile(_Strict):
     device_type: Literal["emg"]
     description: str = ""
     latency_ns: int = Field(0, ge=0)  # the floor of host arrival latency
-    gatt: EmgGatt
+    gatt: BleGatt
     frame: EmgFrame
 
 
 def load_emg_profile(name_or_path: str | Path) -> EmgProfile:
     """Load an EMG sensor profile by shipped name or path."""
     return load_profile(name_or_path, EmgProfile)
+
+
+class CaliperFrame(_Strict):
+    """How caliper notifications become readings."""
+
+    format: Literal["sylvac-simple", "needlelab-caliper"]
+    scale_mm: float = Field(gt=0)  # millimetres per count
+
+
+class CaliperProfile(_Strict):
+    """A BLE digital caliper: GATT layout and reading format."""
+
+    profile: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    device_type: Literal["caliper"]
+    description: str = ""
+    latency_ns: int = Field(0, ge=0)
+    gatt: BleGatt
+    frame: CaliperFrame
+
+
+def load_caliper_profile(name_or_path: str | Path) -> CaliperProfile:
+    """Load a caliper profile by shipped name or path."""
+    return load_profile(name_or_path, CaliperProfile)

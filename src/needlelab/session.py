@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 from needlelab import __version__
 from needlelab.clock import SessionClock
-from needlelab.config import EmgBleConfig, SessionConfig, StimSerialConfig, config_json
+from needlelab.config import (
+    CaliperBleConfig,
+    EmgBleConfig,
+    SessionConfig,
+    StimSerialConfig,
+    config_json,
+)
 from needlelab.devices import Device, create_device
 from needlelab.devices.stim_manual import ManualStimulator
 from needlelab.events import MarkerEvent, RecordingEvent
@@ -29,6 +35,25 @@ log = logging.getLogger(__name__)
 
 class _Stoppable(Protocol):
     def stop(self) -> None: ...
+
+
+def _ble_simulator(config: EmgBleConfig | CaliperBleConfig, link: str, advertised: str) -> Any:
+    """The simulated BLE device for a device config with a [simulator] table."""
+    if isinstance(config, EmgBleConfig):
+        from needlelab.profiles import load_emg_profile
+        from needlelab.sim.emg_sensor import SimulatedEmgSensor
+
+        assert config.simulator is not None
+        return SimulatedEmgSensor(
+            load_emg_profile(config.profile), config.simulator, link, advertised
+        )
+    from needlelab.profiles import load_caliper_profile
+    from needlelab.sim.caliper import SimulatedCaliper
+
+    assert config.simulator is not None
+    return SimulatedCaliper(
+        load_caliper_profile(config.profile), config.simulator, link, advertised
+    )
 
 
 class _BleSimulator:
@@ -128,18 +153,20 @@ class Session:
             # model_copy skips validation on purpose: the config stays "simulated" in the file,
             # only the live driver learns the simulator's address.
             return device_config.model_copy(update={"port": sim.url})
-        if isinstance(device_config, EmgBleConfig) and device_config.simulator is not None:
+        if isinstance(device_config, EmgBleConfig | CaliperBleConfig) and (
+            device_config.simulator is not None
+        ):
             from needlelab.ble.loop import BleLoop
-            from needlelab.profiles import load_emg_profile
-            from needlelab.sim.emg_sensor import SimulatedEmgSensor
 
             link = f"{self.session_id}-{device_config.name}"
-            advertised = f"SimEMG-{device_config.name}"
+            advertised = f"Sim-{device_config.name}"
             ble = BleLoop.acquire()
-            sensor = SimulatedEmgSensor(
-                load_emg_profile(device_config.profile), device_config.simulator, link, advertised
-            )
-            ble.run(sensor.start(), timeout_s=10)
+            sensor = _ble_simulator(device_config, link, advertised)
+            try:
+                ble.run(sensor.start(), timeout_s=10)
+            except BaseException:
+                ble.release()
+                raise
             self._simulators.append(_BleSimulator(ble, sensor, link))
             return device_config.model_copy(
                 update={

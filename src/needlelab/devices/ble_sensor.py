@@ -1,9 +1,10 @@
-"""`EmgBleSensor`: surface EMG from a Bluetooth LE sensor through bleak, per a driver profile."""
+"""Bluetooth LE sensors through bleak: the shared plumbing, surface EMG and the caliper."""
 
 from __future__ import annotations
 
 import logging
 import queue
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,12 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
 from needlelab.ble.loop import BleLoop
-from needlelab.config import EmgBleConfig
+from needlelab.config import BleDeviceConfig, CaliperBleConfig, EmgBleConfig
 from needlelab.devices.base import Device, DeviceError
 from needlelab.devices.emg_codecs import EmgDecoder, unwrap
 from needlelab.events import GapEvent
 from needlelab.hub import Hub
-from needlelab.profiles import load_emg_profile
+from needlelab.profiles import BleGatt, load_caliper_profile, load_emg_profile
 from needlelab.streams import StreamKind, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -25,46 +26,23 @@ _LINK_LOST = None  # inbox marker: bleak reported a disconnect
 MAX_BATCH = 2000
 
 
-class EmgBleSensor(Device):
-    """A BLE EMG sensor: connects with bleak on the shared BLE loop, decodes notifications.
+class BleSensor(Device):
+    """A BLE sensor read with bleak on the shared BLE loop; subclasses decode notifications.
 
     Notifications are stamped with their host arrival time on the BLE loop thread and queued;
-    `_service` decodes them in batches (vectorised) and records one block per notification, with
-    the device's counter and clock when the profile has them. A jump in the counter is a known
-    loss: the sample index jumps with it and a `gap` event is recorded. A bleak disconnect, or
-    silence past the stall timeout, goes through the base class: reconnect with backoff.
+    `_service` hands them to `_record` in batches. A bleak disconnect, or silence past the stall
+    timeout, goes through the base class: reconnect with backoff, gap events.
     """
 
     RECOVERABLE = (DeviceError, OSError, BleakError, TimeoutError)
 
-    def __init__(self, config: EmgBleConfig, hub: Hub) -> None:
+    def __init__(self, config: BleDeviceConfig, hub: Hub, gatt: BleGatt) -> None:
         super().__init__(config, hub)
-        self.emg_config = config
-        self.profile = load_emg_profile(config.profile)
-        frame = self.profile.frame
-        where = f"{config.muscle} " if config.muscle else ""
-        self.spec = StreamSpec(
-            name=f"{config.name}.emg",
-            type="EMG",
-            channels=tuple(f"EMG {where}{i + 1}" for i in range(frame.channels)),
-            units=(frame.unit,) * frame.channels,
-            kind=StreamKind.REGULAR,
-            nominal_rate_hz=frame.rate_hz,
-            dtype="float32",
-            device=config.name,
-            latency_ns=self.profile.latency_ns,
-        )
-        self.decoder = EmgDecoder(frame)
+        self.ble_config = config
+        self.gatt = gatt
         self._inbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
-        self._counter: int | None = None  # last unwrapped counter
-        self._counter0: int | None = None
-        self._clock_us: int | None = None
-        self._next_free_index = 0  # for profiles without a counter
-
-    def streams(self) -> list[StreamSpec]:
-        return [self.spec]
 
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)
@@ -72,13 +50,17 @@ class EmgBleSensor(Device):
             self._loop.release()
             self._loop = None
 
+    @abstractmethod
+    def _record(self, items: list[tuple[int, bytes]]) -> None:
+        """Decode and record a batch of (arrival ns, notification) in arrival order."""
+
     # -- BLE side (runs on the BLE loop) -----------------------------------------------------------
     def _backend_kwargs(self) -> dict[str, Any]:
-        if self.emg_config.backend == "bumble":
+        if self.ble_config.backend == "bumble":
             from needlelab.ble.bumble_backend import BumbleClient, BumbleScanner
 
             return {
-                "bumble_transport": self.emg_config.bumble_transport,
+                "bumble_transport": self.ble_config.bumble_transport,
                 "scanner": BumbleScanner,
                 "client": BumbleClient,
             }
@@ -87,10 +69,10 @@ class EmgBleSensor(Device):
     async def _open(self) -> None:
         kw = self._backend_kwargs()
         scanner_backend, client_backend = kw.pop("scanner", None), kw.pop("client", None)
-        timeout = self.emg_config.connect_timeout_s
-        target: Any = self.emg_config.address
+        timeout = self.ble_config.connect_timeout_s
+        target: Any = self.ble_config.address
         if target is None:
-            name = self.emg_config.advertised_name
+            name = self.ble_config.advertised_name
             target = await BleakScanner.find_device_by_name(
                 name or "", timeout=timeout, backend=scanner_backend, **kw
             )
@@ -105,7 +87,7 @@ class EmgBleSensor(Device):
         )
         await client.connect()
         self._client = client
-        gatt = self.profile.gatt
+        gatt = self.gatt
         if gatt.start_write and gatt.start_payload:
             await client.write_gatt_char(
                 gatt.start_write, bytes.fromhex(gatt.start_payload), response=True
@@ -136,7 +118,7 @@ class EmgBleSensor(Device):
                 self._inbox.get_nowait()
             except queue.Empty:
                 break
-        self._loop.run(self._open(), timeout_s=self.emg_config.connect_timeout_s + 5)
+        self._loop.run(self._open(), timeout_s=self.ble_config.connect_timeout_s + 5)
 
     def _disconnect(self) -> None:
         if self._loop is not None and self._client is not None:
@@ -164,6 +146,41 @@ class EmgBleSensor(Device):
             self._record(good)
         if lost_link:
             raise DeviceError("link lost (the sensor disconnected)")
+
+
+class EmgBleSensor(BleSensor):
+    """A BLE surface-EMG sensor: notifications decoded in batches (vectorised with numpy).
+
+    One block is recorded per notification, with the device's counter and clock when the
+    profile has them. A jump in the counter is a known loss: the sample index jumps with it and
+    a `gap` event is recorded.
+    """
+
+    def __init__(self, config: EmgBleConfig, hub: Hub) -> None:
+        profile = load_emg_profile(config.profile)
+        super().__init__(config, hub, profile.gatt)
+        self.profile = profile
+        frame = self.profile.frame
+        where = f"{config.muscle} " if config.muscle else ""
+        self.spec = StreamSpec(
+            name=f"{config.name}.emg",
+            type="EMG",
+            channels=tuple(f"EMG {where}{i + 1}" for i in range(frame.channels)),
+            units=(frame.unit,) * frame.channels,
+            kind=StreamKind.REGULAR,
+            nominal_rate_hz=frame.rate_hz,
+            dtype="float32",
+            device=config.name,
+            latency_ns=self.profile.latency_ns,
+        )
+        self.decoder = EmgDecoder(frame)
+        self._counter: int | None = None  # last unwrapped counter
+        self._counter0: int | None = None
+        self._clock_us: int | None = None
+        self._next_free_index = 0  # for profiles without a counter
+
+    def streams(self) -> list[StreamSpec]:
+        return [self.spec]
 
     def _record(self, items: list[tuple[int, bytes]]) -> None:
         batch = self.decoder.decode([payload for _, payload in items])
@@ -218,3 +235,66 @@ class EmgBleSensor(Device):
                 reason="lost notifications (sequence counter jumped)",
             )
         )
+
+
+CALIPER_REF_DTYPE = np.dtype([("seq", "<u2"), ("distance_um", "<i4"), ("flags", "u1")])
+"""The needlelab reference caliper frame: seq u16, distance µm int32, flags (bit 0: button)."""
+
+
+def decode_caliper(
+    fmt: str, scale_mm: float, payloads: list[bytes]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Caliper notifications → (good indices, (n, 2) [distance_mm, button], malformed count)."""
+    size = 4 if fmt == "sylvac-simple" else CALIPER_REF_DTYPE.itemsize
+    good = np.array([i for i, p in enumerate(payloads) if len(p) == size], dtype=np.intp)
+    joined = b"".join(payloads[i] for i in good)
+    out = np.zeros((len(good), 2), dtype=np.float32)
+    if fmt == "sylvac-simple":
+        # sint32 in units of 1e-7 m (Characteristic Presentation Format 10 f9 01 27 ...); a
+        # notification is a reading the user sent with the data button.
+        out[:, 0] = np.frombuffer(joined, dtype="<i4") * scale_mm
+        out[:, 1] = 1.0
+    else:
+        arr = np.frombuffer(joined, dtype=CALIPER_REF_DTYPE)
+        out[:, 0] = arr["distance_um"] * scale_mm
+        out[:, 1] = arr["flags"] & 1
+    return good, out, len(payloads) - len(good)
+
+
+class CaliperBleSensor(BleSensor):
+    """A BLE digital caliper: every reading a sample of `<name>.distance` (mm, button flag).
+
+    Calipers speak when moved or when their button is pressed, so silence is not a stall; a
+    lost link is still seen (bleak's disconnect callback) and reconnected.
+    """
+
+    WATCHDOG = False
+
+    def __init__(self, config: CaliperBleConfig, hub: Hub) -> None:
+        profile = load_caliper_profile(config.profile)
+        super().__init__(config, hub, profile.gatt)
+        self.profile = profile
+        self.spec = StreamSpec(
+            name=f"{config.name}.distance",
+            type="Caliper",
+            channels=("distance_mm", "button"),
+            units=("mm", "bool"),
+            kind=StreamKind.IRREGULAR,
+            dtype="float32",
+            device=config.name,
+            latency_ns=profile.latency_ns,
+        )
+
+    def streams(self) -> list[StreamSpec]:
+        return [self.spec]
+
+    def _record(self, items: list[tuple[int, bytes]]) -> None:
+        good, readings, malformed = decode_caliper(
+            self.profile.frame.format, self.profile.frame.scale_mm, [p for _, p in items]
+        )
+        if malformed:
+            self._count_malformed(malformed, detail=f"{malformed} bad caliper notifications")
+        if not len(good):
+            return
+        arrivals = np.array([items[i][0] for i in good], dtype=np.int64)
+        self._emit_samples(self.spec, readings, int(arrivals[-1]), arrivals - self.spec.latency_ns)

@@ -19,6 +19,7 @@ DEVICE_CLASSES: dict[str, tuple[str, str, str | None]] = {
     "stim_serial": ("needlelab.devices.stim_serial", "StimulatorDriver", None),
     "stim_manual": ("needlelab.devices.stim_manual", "ManualStimulator", None),
     "emg_ble": ("needlelab.devices.ble_sensor", "EmgBleSensor", None),
+    "caliper_ble": ("needlelab.devices.ble_sensor", "CaliperBleSensor", None),
 }
 
 

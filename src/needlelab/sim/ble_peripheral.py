@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
+
+from needlelab.profiles import BleGatt
 
 HCI_CONNECTION_TIMEOUT = 0x08  # the reason a real link loss reports
 
@@ -146,3 +150,48 @@ class GattPeripheral:
     async def stop(self) -> None:
         """Stop advertising and power off."""
         await self.device.power_off()
+
+
+class SimulatedBleDevice:
+    """Base of the simulated BLE sensors: a `GattPeripheral` from a profile's GATT layout, on
+    the in-process link `local:<link_name>`, with one streaming task (`_stream`).
+
+    Construct anywhere; `start()` and `stop()` run on the BLE loop (bumble needs a running loop).
+    """
+
+    def __init__(self, gatt: BleGatt, link_name: str, advertised_name: str) -> None:
+        self.link_name = link_name
+        self.advertised_name = advertised_name
+        chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
+        if gatt.start_write:
+            chars.append(CharacteristicSpec(gatt.start_write, ("write",)))
+        self._services = [ServiceSpec(gatt.service, chars)]
+        if gatt.battery:
+            self._services.append(
+                ServiceSpec("180f", [CharacteristicSpec(gatt.battery, ("read", "notify"), b"\x5a")])
+            )
+        self.data_uuid = gatt.data[0]
+        self.peripheral: GattPeripheral | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Power on, advertise and start the streaming task."""
+        from needlelab.ble.bumble_backend import local_link
+
+        self.peripheral = GattPeripheral(
+            local_link(self.link_name), self.advertised_name, self._services
+        )
+        await self.peripheral.start()
+        self._task = asyncio.get_running_loop().create_task(self._stream(self.peripheral))
+
+    async def stop(self) -> None:
+        """Stop streaming and power off."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.peripheral is not None:
+            await self.peripheral.stop()
+
+    async def _stream(self, peripheral: GattPeripheral) -> None:
+        raise NotImplementedError

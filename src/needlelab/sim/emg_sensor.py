@@ -9,19 +9,17 @@ activation bursts. Faults: `disconnect` drops the link with HCI reason 0x08 and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 
 import numpy as np
 
-from needlelab.ble.bumble_backend import local_link
 from needlelab.config import EmgSimulatorConfig, FaultSpec
 from needlelab.devices.emg_codecs import encode_ref_frames
 from needlelab.profiles import EmgProfile
-from needlelab.sim.ble_peripheral import CharacteristicSpec, GattPeripheral, ServiceSpec
+from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
 
 
-class SimulatedEmgSensor:
+class SimulatedEmgSensor(SimulatedBleDevice):
     """A reference-profile EMG sensor on the in-process link `local:<link_name>`."""
 
     def __init__(
@@ -29,42 +27,15 @@ class SimulatedEmgSensor:
     ) -> None:
         if profile.frame.format != "needlelab-ref":
             raise ValueError(f"the EMG simulator speaks needlelab-ref, not {profile.frame.format}")
+        super().__init__(profile.gatt, link_name, advertised_name)
         self.profile = profile
         self.sim = sim
-        self.link_name = link_name
-        gatt = profile.gatt
-        chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
-        services = [ServiceSpec(gatt.service, chars)]
-        if gatt.battery:
-            services.append(
-                ServiceSpec("180f", [CharacteristicSpec(gatt.battery, ("read", "notify"), b"\x5a")])
-            )
-        self._services, self._advertised = services, advertised_name
-        self.peripheral: GattPeripheral | None = None  # made in start(): bumble needs the loop
         self.rng = np.random.default_rng(sim.seed)
         self.jitter_rng = random.Random(sim.seed + 1)
         self.frames_made = 0
         self.frames_sent = 0
-        self._task: asyncio.Task[None] | None = None
         self._silent_until = 0.0
         self._lp = np.zeros(profile.frame.channels)
-
-    async def start(self) -> None:
-        """Power on, advertise and start streaming (call on the BLE loop)."""
-        self.peripheral = GattPeripheral(
-            local_link(self.link_name), self._advertised, self._services
-        )
-        await self.peripheral.start()
-        self._task = asyncio.get_running_loop().create_task(self._stream())
-
-    async def stop(self) -> None:
-        """Stop streaming and power off."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.peripheral is not None:
-            await self.peripheral.stop()
 
     def _signal(self, n: int) -> np.ndarray:
         """n samples × channels of EMG in µV: band-limited noise, bursts of activation."""
@@ -81,8 +52,7 @@ class SimulatedEmgSensor:
         active = ((t % 4.0) > 2.5)[:, None]
         return out + active * self.rng.standard_normal((n, frame.channels)) * 150.0
 
-    async def _stream(self) -> None:
-        assert self.peripheral is not None
+    async def _stream(self, peripheral: GattPeripheral) -> None:
         loop = asyncio.get_running_loop()
         frame = self.profile.frame
         spf = frame.samples_per_frame
@@ -95,7 +65,7 @@ class SimulatedEmgSensor:
             now = loop.time()
             while faults and now - t0 >= faults[0][0]:
                 _, fault = faults.pop(0)
-                await self._apply(fault, now)
+                await self._apply(peripheral, fault, now)
                 if fault.every_s:
                     faults.append(
                         (
@@ -117,24 +87,22 @@ class SimulatedEmgSensor:
             )
             self.frames_made = due
             frames = encode_ref_frames(frame, seq, t_us, counts)
-            if now < self._silent_until or not self.peripheral.device.connections:
+            if now < self._silent_until or not peripheral.device.connections:
                 continue
             if self.sim.jitter_ms:  # one-sided: a burst is never early
                 await asyncio.sleep(self.jitter_rng.uniform(0, self.sim.jitter_ms) / 1000)
             for payload in frames:
                 if self.sim.loss and self.jitter_rng.random() < self.sim.loss:
                     continue
-                await self.peripheral.notify(self.profile.gatt.data[0], payload)
+                await peripheral.notify(self.data_uuid, payload)
                 self.frames_sent += 1
 
-    async def _apply(self, fault: FaultSpec, now: float) -> None:
-        assert self.peripheral is not None
+    async def _apply(self, peripheral: GattPeripheral, fault: FaultSpec, now: float) -> None:
         if fault.kind == "stall":
             self._silent_until = now + fault.duration_s
         elif fault.kind == "disconnect":
-            await self.peripheral.device.stop_advertising()
-            await self.peripheral.drop_link()
-            peripheral = self.peripheral
+            await peripheral.device.stop_advertising()
+            await peripheral.drop_link()
             asyncio.get_running_loop().call_later(
                 fault.duration_s, lambda: asyncio.ensure_future(peripheral.advertise())
             )
