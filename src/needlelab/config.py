@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -157,6 +157,12 @@ DeviceConfig = Annotated[
 ]
 """Any device config, discriminated on `kind`."""
 
+DEVICE_KINDS = frozenset(
+    get_args(model.model_fields["kind"].annotation)[0]
+    for model in get_args(get_args(DeviceConfig)[0])
+)
+"""Every `kind` a device config may have."""
+
 
 class SessionConfig(_Strict):
     """A whole session: who, where, and which devices."""
@@ -179,7 +185,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"stim_serial", "stim_manual", "emg_ble", "caliper_ble"} or "[" in str(part):
+        elif part in DEVICE_KINDS or "[" in str(part):
             continue  # pydantic puts the union tag in the path; the user never wrote it
         else:
             path += f".{part}" if path else str(part)

@@ -1,14 +1,18 @@
 """Driver profiles: TOML files that describe a device model's wire protocol.
 
-A stimulator profile says how bytes are framed (text lines or binary frames), which read-only
-queries the driver may send and when, and how each reply or unsolicited message becomes typed
-settings. The driver code is generic; the profile carries the device's facts. Profiles live in
-the top-level `drivers/` folder (shipped inside the wheel).
+A stimulator profile (`StimulatorProfile`) says how bytes are framed (text lines or binary
+frames), which read-only queries the driver may send and when, and how each reply or unsolicited
+message becomes typed settings (a regex with named groups for lines, a message id and a `struct`
+layout for frames; per-field scale, offset, enum map or constant). The driver code is generic;
+the profile carries the device's facts. Profiles live in the top-level `drivers/` folder of a
+source tree, and in `needlelab/_drivers/` inside an installed wheel; drivers/README.md documents
+the format.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import struct
 import tomllib
 from pathlib import Path
@@ -48,9 +52,19 @@ class FrameFraming(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> FrameFraming:
-        if len({self.start, self.stop, self.escape}) != 3:
+        specials = {self.start, self.stop, self.escape}
+        if len(specials) != 3:
             raise ValueError("start, stop and escape bytes must differ")
+        # An escaped byte must not itself be special, or stuffing would put a raw start/stop
+        # byte inside a frame.
+        clash = sorted(hex(b) for b in specials if b ^ self.escape_xor in specials)
+        if clash:
+            raise ValueError(f"escape_xor turns {clash} into a start, stop or escape byte")
         return self
+
+    def worst_case_bytes(self, payload_bytes: int) -> int:
+        """The longest a frame with this payload can be on the wire (every byte stuffed)."""
+        return 2 + 2 * (payload_bytes + 2)
 
 
 class Transport(_Strict):
@@ -78,30 +92,77 @@ class Query(_Strict):
     every_ms: int | None = Field(None, ge=20, le=600_000)
     per_channel: bool = False
 
+    @field_validator("send")
+    @classmethod
+    def _only_channel_placeholder(cls, value: str) -> str:
+        try:
+            value.format(channel=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"the only placeholder allowed is {{channel}} (or {{channel:02x}}): {exc!r}"
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _poll_has_period(self) -> Query:
         if self.when == "poll" and self.every_ms is None:
             raise ValueError("a poll query needs every_ms")
         return self
 
+    def text(self, channel: int = 1) -> str:
+        """`send` with the channel filled in (text for lines, hex for frames)."""
+        return self.send.format(channel=channel)
+
 
 class FieldRule(_Strict):
-    """How one raw field becomes a typed value: `value * scale + offset`, or a lookup."""
+    """How one raw field becomes a typed value: `value * scale + offset`, a lookup, or a constant.
 
-    type: Literal["int", "float", "str", "bool", "enum"] = "float"
+    `const` is for what a device does not report (a single-channel unit's channel number, a
+    fixed waveform): the field is not on the wire and always takes `value`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    type: Literal["int", "float", "str", "bool", "enum", "const"] = "float"
     scale: float = 1.0
     offset: float = 0.0
     map: dict[str, str] = Field(default_factory=dict)  # enum: raw text/number -> name
-    true: list[str] = Field(default_factory=lambda: ["1", "ON", "on", "true"])
+    true: list[str] = Field(default_factory=lambda: ["1", "ON", "on", "true"], min_length=1)
+    false: list[str] = Field(default_factory=lambda: ["0", "OFF", "off", "false"], min_length=1)
+    value: str | int | float | bool | None = None  # const only
 
-    def convert(self, raw: str | bytes | int | float) -> Any:
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldRule:
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.type == "enum" and not self.map:
+            raise ValueError("an enum field needs a 'map' of raw values to names")
+        if (self.type == "const") != (self.value is not None):
+            raise ValueError("'value' is for (and required by) type 'const'")
+        return self
+
+    @property
+    def on_wire(self) -> bool:
+        """Whether the field is read from the message (every type but `const`)."""
+        return self.type != "const"
+
+    def convert(self, raw: str | bytes | int | float | None) -> Any:
         """Convert a raw field; raises ValueError/KeyError on a value the rule cannot take."""
+        if self.type == "const":
+            return self.value
+        if raw is None:
+            raise ValueError("missing field")
         if isinstance(raw, bytes):  # fixed-size text in a binary layout, NUL-padded
             raw = raw.rstrip(b"\0").decode("ascii")
         if self.type == "enum":
             return self.map[str(raw)]
         if self.type == "bool":
-            return str(raw) in self.true
+            text = str(raw)
+            if text in self.true:
+                return True
+            if text in self.false:
+                return False
+            raise ValueError(f"{text!r} is neither true {self.true} nor false {self.false}")
         if self.type == "str":
             return str(raw)
         number = float(raw) * self.scale + self.offset
@@ -158,16 +219,38 @@ class Message(_Strict):
                 raise ValueError(f"not a valid struct layout: {exc}") from None
         return value
 
+    @property
+    def wire_fields(self) -> list[str]:
+        """The fields carried by the message, in order (all but the `const` ones)."""
+        return [name for name, rule in self.fields.items() if rule.on_wire]
+
     @model_validator(mode="after")
     def _fields_cover_settings(self) -> Message:
         if self.kind == "settings":
             missing = [f for f in SETTINGS_FIELDS if f not in self.fields]
             if missing:
                 raise ValueError(f"a settings message needs rules for {missing}")
+        wire = self.wire_fields
         if self.layout is not None and len(
             struct.unpack(self.layout, bytes(struct.calcsize(self.layout)))
-        ) != len(self.fields):
-            raise ValueError("layout and fields must have the same number of values")
+        ) != len(wire):
+            raise ValueError(
+                f"layout {self.layout!r} and the non-const fields {wire} must have the same "
+                "number of values"
+            )
+        if self.match is not None:
+            groups = re.compile(self.match).groupindex
+            missing = [f for f in wire if f not in groups]
+            if missing:
+                raise ValueError(f"'match' has no named group for fields {missing}")
+        if self.format is not None:
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(self.format) if f}
+            except ValueError as exc:
+                raise ValueError(f"'format' is not a valid format string: {exc}") from None
+            unknown = sorted(names - set(wire))
+            if unknown:
+                raise ValueError(f"'format' names {unknown}, which are not non-const fields")
         return self
 
 
@@ -183,28 +266,59 @@ class StimulatorProfile(_Strict):
 
     @model_validator(mode="after")
     def _messages_fit_framing(self) -> StimulatorProfile:
-        line = self.transport.framing.type == "line"
-        for m in self.messages:
-            if line and m.match is None:
-                raise ValueError(f"message {m.name!r}: line framing needs 'match'")
-            if not line and (m.id is None or m.layout is None):
-                raise ValueError(f"message {m.name!r}: frame framing needs 'id' and 'layout'")
-        if not line:
+        framing = self.transport.framing
+        for kind, names in (
+            ("query", [q.name for q in self.queries]),
+            ("message", [m.name for m in self.messages]),
+        ):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{kind} names must be unique; used twice: {twice}")
+        if isinstance(framing, LineFraming):
+            for m in self.messages:
+                if m.match is None:
+                    raise ValueError(f"message {m.name!r}: line framing needs 'match'")
             for q in self.queries:
-                try:
-                    bytes.fromhex(q.send.replace("{channel:02x}", "01"))
-                except ValueError:
+                wire = q.text(16).encode(framing.encoding, errors="replace")
+                if framing.line_ending.encode() in wire or len(wire) > framing.max_line_bytes:
                     raise ValueError(
-                        f"query {q.name!r}: 'send' must be hex for frame framing"
-                    ) from None
+                        f"query {q.name!r}: 'send' must be one line of at most "
+                        f"{framing.max_line_bytes} bytes"
+                    )
+            return self
+        ids = [m.id for m in self.messages]
+        twice_ids = sorted({hex(i) for i in ids if i is not None and ids.count(i) > 1})
+        if twice_ids:
+            raise ValueError(f"message ids must be unique; used twice: {twice_ids}")
+        for m in self.messages:
+            if m.id is None or m.layout is None:
+                raise ValueError(f"message {m.name!r}: frame framing needs 'id' and 'layout'")
+            worst = framing.worst_case_bytes(1 + struct.calcsize(m.layout))
+            if worst > framing.max_packet_bytes:
+                raise ValueError(
+                    f"message {m.name!r}: up to {worst} bytes on the wire, more than "
+                    f"max_packet_bytes {framing.max_packet_bytes}"
+                )
+        for q in self.queries:
+            try:
+                payload = bytes.fromhex(q.text(1))
+            except ValueError:
+                raise ValueError(
+                    f"query {q.name!r}: 'send' must be hex (e.g. \"10{{channel:02x}}\") "
+                    "for frame framing"
+                ) from None
+            if not payload or framing.worst_case_bytes(len(payload)) > framing.max_packet_bytes:
+                raise ValueError(f"query {q.name!r}: empty, or longer than max_packet_bytes")
         return self
 
 
 def find_profile(name_or_path: str | Path) -> Path:
     """The file of a shipped profile name, or the given path if it is a file."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return path
+    if path.suffix == ".toml":
+        if path.is_file():
+            return path
+        raise ConfigError([f"{path}: no such profile file"])
     shipped = drivers_dir() / f"{name_or_path}.toml"
     if shipped.is_file():
         return shipped
@@ -224,7 +338,13 @@ def load_profile(name_or_path: str | Path, model: type[ProfileT]) -> ProfileT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
+        # pydantic puts the framing's union tag in the field path ("framing.line.max_line_bytes");
+        # the author wrote "framing.max_line_bytes".
+        lines = [
+            re.sub(r"\.framing\.(line|frame)\b", ".framing", line)
+            for line in format_validation_error(str(path), exc)
+        ]
+        raise ConfigError(lines) from None
 
 
 def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:

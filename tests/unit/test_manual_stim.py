@@ -77,3 +77,25 @@ def test_console_stim_arguments(words: list[str], expected: object) -> None:
 def test_console_stim_arguments_rejected(words: list[str]) -> None:
     with pytest.raises(CommandError):
         parse_stim_args(words)
+
+
+def test_quick_successive_entries_build_on_each_other() -> None:
+    """Two entries typed faster than the device thread records: the second keeps the first's.
+
+    Regression: `set()` used to start from the last *recorded* settings, so a second entry made
+    before the first was processed silently reverted the first one's fields.
+    """
+    hub = Hub(SessionClock())
+    stim = ManualStimulator(StimManualConfig(kind="stim_manual", name="manual"), hub)
+    # Not started: nothing is processed between the calls, the worst case of the race.
+    stim.set(1, intensity_ma=7.5)
+    second = stim.set(1, output_on=True)
+    assert (second.intensity_ma, second.output_on) == (7.5, True)
+    assert stim.current(1) == second
+    stim.start()
+    try:
+        wait_until(lambda: stim.stats.samples == 2)
+    finally:
+        stim.stop()
+    _t, v = hub.ring("manual.ch1").latest()
+    assert v[:, 2].tolist() == [7.5, 7.5] and v[:, 3].tolist() == [0.0, 1.0]

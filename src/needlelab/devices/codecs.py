@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from needlelab.events import StimSettings
-from needlelab.profiles import FrameFraming, LineFraming, Message, Query, StimulatorProfile
+from needlelab.profiles import (
+    FieldRule,
+    FrameFraming,
+    LineFraming,
+    Message,
+    Query,
+    StimulatorProfile,
+)
 
 
 def crc16_ccitt_false(data: bytes) -> int:
@@ -68,19 +75,27 @@ class LineCodec:
 class FrameCodec:
     """Binary frames: `start | stuffed(payload + CRC16 big-endian) | stop`.
 
-    Bytes equal to start, stop or escape inside a frame are sent as `escape, byte ^ escape_xor`.
-    A frame with a bad CRC, a dangling escape, or no payload is malformed; so is each run of
-    bytes outside frames, and a frame cut short by the next start byte.
+    Bytes equal to start, stop or escape inside a frame are sent as `escape, byte ^ escape_xor`,
+    so a raw start or stop byte only ever marks a frame boundary and the decoder can resync on
+    the next start byte. What counts as one malformed message (each counted once):
+    - a run of bytes outside frames (between a stop byte, or the beginning, and the next start);
+    - a frame cut short by the next start byte;
+    - a frame with a bad CRC, a dangling escape, fewer than 3 bytes, or longer than
+      `max_packet_bytes` on the wire (including one still open when it grows past that: the rest
+      of it, up to the next start byte, is skipped without another count).
     """
 
     def __init__(self, framing: FrameFraming) -> None:
         self.f = framing
+        self.max_bytes = framing.max_packet_bytes
         self._start = bytes([framing.start])
         self._stop = bytes([framing.stop])
+        self._escape = bytes([framing.escape])
         specials = re.escape(bytes([framing.start, framing.stop, framing.escape]))
         self._stuff_re = re.compile(b"[" + specials + b"]")
-        self._unstuff_re = re.compile(re.escape(bytes([framing.escape])) + b"(.)", re.S)
+        self._unstuff_re = re.compile(re.escape(self._escape) + b"(.)", re.S)
         self._buf = b""
+        self._skipping = False  # inside an over-long frame already counted: drop to next start
 
     def encode(self, payload: bytes) -> bytes:
         """One message on the wire (payload = message id + data)."""
@@ -91,7 +106,7 @@ class FrameCodec:
 
     def reset(self) -> None:
         """Forget a partial frame (after a reconnect)."""
-        self._buf = b""
+        self._buf, self._skipping = b"", False
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """Add bytes; returns (payloads of valid frames, malformed count)."""
@@ -102,24 +117,31 @@ class FrameCodec:
         while True:
             start = buf.find(self._start, pos)
             if start < 0:
-                if pos < len(buf):
+                if pos < len(buf) and not self._skipping:
                     malformed += 1  # a run of bytes outside any frame
+                    # Keep counting the run as one, even if it continues in the next read.
+                    self._skipping = True
                 buf, pos = b"", 0
                 break
-            if start > pos:
+            if start > pos and not self._skipping:
                 malformed += 1
-            stop = buf.find(self._stop, start + 1)
-            nxt = buf.find(self._start, start + 1)
-            if 0 <= nxt < stop or (stop < 0 and nxt >= 0):
+            self._skipping = False
+            # Only look as far as the longest legal frame: finds stay cheap on garbage.
+            window_end = start + self.max_bytes
+            stop = buf.find(self._stop, start + 1, window_end)
+            nxt = buf.find(self._start, start + 1, window_end)
+            if nxt >= 0 and (stop < 0 or nxt < stop):
                 malformed += 1  # cut short: a new frame starts before this one stopped
                 pos = nxt
                 continue
             if stop < 0:
-                buf, pos = buf[start:], 0
-                if len(buf) > 2 * self.f.max_packet_bytes:
-                    malformed += 1
-                    buf = b""
-                break
+                if len(buf) - start < self.max_bytes:
+                    buf, pos = buf[start:], 0  # incomplete: wait for more bytes
+                    break
+                malformed += 1  # over-long: count once, skip the rest up to the next start
+                self._skipping = True
+                pos = start + self.max_bytes
+                continue
             payload = self._unstuff(buf[start + 1 : stop])
             if payload is None:
                 malformed += 1
@@ -130,7 +152,8 @@ class FrameCodec:
         return payloads, malformed
 
     def _unstuff(self, body: bytes) -> bytes | None:
-        if body.endswith(bytes([self.f.escape])) and not body.endswith(bytes([self.f.escape]) * 2):
+        # A frame ending in an escape that is not itself escaped has lost its last byte.
+        if (len(body) - len(body.rstrip(self._escape))) % 2:
             return None
         x = self.f.escape_xor
         raw = self._unstuff_re.sub(lambda m: bytes([m[1][0] ^ x]), body)
@@ -169,9 +192,10 @@ class StimProtocol:
     # -- host side -------------------------------------------------------------------------------
     def encode_query(self, query: Query, channel: int = 1) -> bytes:
         """The exact bytes of a query on the wire."""
-        if self.is_line:
-            return self.codec.encode(query.send.format(channel=channel).encode(self.encoding))
-        return self.codec.encode(bytes.fromhex(query.send.format(channel=channel)))
+        text = query.text(channel)
+        return self.codec.encode(
+            text.encode(self.encoding) if self.is_line else bytes.fromhex(text)
+        )
 
     def decode(self, data: bytes) -> tuple[list[Decoded], int]:
         """Feed bytes; returns (decoded messages, malformed count)."""
@@ -204,15 +228,16 @@ class StimProtocol:
             values = struct.unpack(message.layout, payload[1:])
         except struct.error:
             return None
-        return self._convert(message, dict(zip(message.fields, values, strict=True)))
+        return self._convert(message, dict(zip(message.wire_fields, values, strict=True)))
 
     @staticmethod
     def _convert(message: Message, raw: dict[str, Any]) -> Decoded | None:
         try:
-            fields = {name: rule.convert(raw[name]) for name, rule in message.fields.items()}
+            fields = {name: rule.convert(raw.get(name)) for name, rule in message.fields.items()}
             if message.kind == "settings":
                 StimSettings.model_validate(fields)  # out-of-range values are malformed
-        except (KeyError, ValueError, ValidationError):
+        # OverflowError: round(inf) from a profile whose regex admits "inf" or a float layout.
+        except (KeyError, ValueError, TypeError, OverflowError, ValidationError):
             return None
         return Decoded(message.name, message.kind, fields)
 
@@ -229,22 +254,26 @@ class StimProtocol:
         """A device message on the wire from typed fields (inverse of the profile's rules)."""
         message = next(m for m in self.profile.messages if m.name == name)
         # Binary layouts hold integers (scaled units); text formats take the number as it is.
-        raw = {k: _invert(rule, fields[k], not self.is_line) for k, rule in message.fields.items()}
+        wire = message.wire_fields
+        raw = {k: _invert(message.fields[k], fields[k], not self.is_line) for k in wire}
         if self.is_line:
-            assert message.format is not None, f"message {name} has no format for simulators"
+            if message.format is None:
+                raise ValueError(f"message {name!r} has no 'format': a simulator cannot send it")
             return self.codec.encode(message.format.format(**raw).encode(self.encoding))
-        assert message.id is not None and message.layout is not None
-        data = struct.pack(message.layout, *(raw[k] for k in message.fields))
+        assert message.id is not None and message.layout is not None  # checked by the profile
+        data = struct.pack(message.layout, *(raw[k] for k in wire))
         return self.codec.encode(bytes([message.id]) + data)
 
 
-def _invert(rule: Any, value: Any, integer: bool) -> Any:
+def _invert(rule: FieldRule, value: Any, integer: bool) -> Any:
+    """The raw wire value of a typed field (the inverse of `FieldRule.convert`)."""
     if rule.type == "enum":
         inverse = {v: k for k, v in rule.map.items()}
         key = inverse[value]
         return int(key) if key.lstrip("-").isdigit() else key
     if rule.type == "bool":
-        return 1 if value else 0
+        text = rule.true[0] if value else rule.false[0]
+        return int(text) if integer else text
     if rule.type == "str":
         return value.encode() if integer else value
     raw = (float(value) - rule.offset) / rule.scale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Any
 
 from needlelab.config import StimManualConfig
@@ -33,15 +34,21 @@ class ManualStimulator(Device):
         self.channels = list(range(1, config.channels + 1))
         self._recorder = StimSettingsRecorder(self, self.channels)
         self._pending: queue.SimpleQueue[tuple[StimSettings, int]] = queue.SimpleQueue()
+        # The last *entered* settings per channel. Entries build on these, not on what the device
+        # thread has recorded so far, so a second entry typed before the first is processed
+        # cannot revert it.
+        self._entered: dict[int, StimSettings] = {}
+        self._entry_lock = threading.Lock()
 
     def streams(self) -> list[StreamSpec]:
         return list(self._recorder.specs.values())
 
     def current(self, channel: int = 1) -> StimSettings:
         """The last entered settings of a channel (defaults before the first entry)."""
-        return self._recorder.current.get(
-            channel, DEFAULT_SETTINGS.model_copy(update={"channel": channel})
-        )
+        with self._entry_lock:
+            return self._entered.get(
+                channel, DEFAULT_SETTINGS.model_copy(update={"channel": channel})
+            )
 
     def set(self, channel: int = 1, **changes: Any) -> StimSettings:
         """Enter new settings for a channel; unspecified fields keep their last value.
@@ -51,11 +58,13 @@ class ManualStimulator(Device):
         """
         if channel not in self.channels:
             raise ValueError(f"{self.name} has channels {self.channels}, not {channel}")
-        t_ns = self.hub.clock.now_ns()
-        base = self.current(channel).model_dump()
-        base.update(changes, channel=channel)
-        settings = StimSettings.model_validate(base)
-        self._pending.put((settings, t_ns))
+        with self._entry_lock:  # two entry points (console, GUI) may type at once
+            t_ns = self.hub.clock.now_ns()
+            base = self._entered.get(channel, DEFAULT_SETTINGS).model_dump()
+            base.update(changes, channel=channel)
+            settings = StimSettings.model_validate(base)
+            self._entered[channel] = settings
+            self._pending.put((settings, t_ns))
         return settings
 
     def _connect(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -132,11 +133,14 @@ class StimulatorDriver(Device):
         if port is None:
             return
         # pyserial's socket:// close() skips socket.close() when shutdown() fails, which it does
-        # once the peer has gone: keep the socket to close it ourselves.
+        # once the peer has gone, and spy://...?file=X never closes X: close both ourselves.
         sock = getattr(port, "_socket", None)
+        spy_output = getattr(getattr(port, "formatter", None), "output", None)
         try:
             port.close()
         except (OSError, serial.SerialException) as exc:
             log.debug("closing %s: %s", self.name, exc)
         if sock is not None:
             sock.close()
+        if spy_output is not None and spy_output not in (sys.stderr, sys.stdout):
+            spy_output.close()

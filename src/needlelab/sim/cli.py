@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
@@ -10,7 +11,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from needlelab.config import ConfigError, FaultSpec
+from pydantic import ValidationError
+
+from needlelab.config import ConfigError, FaultSpec, format_validation_error
 
 FAULT_HELP = (
     "KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
@@ -35,8 +38,9 @@ def parse_fault(text: str) -> FaultSpec:
         )
     try:
         return FaultSpec.model_validate(fields)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad fault {text!r}: {exc}") from None
+    except ValidationError as exc:
+        lines = format_validation_error(f"bad fault {text!r}", exc)
+        raise argparse.ArgumentTypeError("; ".join(lines)) from None
 
 
 def _channels(text: str) -> list[int]:
@@ -50,7 +54,7 @@ def _channels(text: str) -> list[int]:
 
 
 def cmd_sim_stim(args: argparse.Namespace) -> int:
-    """Serve a simulated stimulator until SIGINT/SIGTERM."""
+    """Serve a simulated stimulator until SIGINT/SIGTERM; the URL is the first stdout line."""
     from needlelab.config import StimSimulatorConfig
     from needlelab.profiles import load_stim_profile
     from needlelab.sim.stim_server import SimulatedStim
@@ -66,31 +70,43 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
         seed=args.seed,
         faults=args.fault,
     )
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="needlelab-sim-"))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as resources:
+        if args.workdir is not None:
+            workdir = Path(args.workdir)
+        else:  # the pty link lives here; removed on exit
+            workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="nl-sim-")))
+        log = resources.enter_context(open(args.log, "w", encoding="utf-8")) if args.log else None
+        received = resources.enter_context(open(args.received, "wb")) if args.received else None
         server = SimulatedStim(
-            profile, sim, args.channels, workdir, tcp_port=args.tcp or 0, log_file=log
+            profile,
+            sim,
+            args.channels,
+            workdir,
+            tcp_port=args.tcp or 0,
+            log_file=log,
+            received_file=received,
+            profile_source=args.profile,
         )
         try:
             server.start()
         except OSError as exc:
             print(f"needlelab: cannot serve: {exc}", file=sys.stderr)
             return 1
-        print(server.url, flush=True)
-        print(
-            f"simulated {profile.profile} (channels {args.channels}); Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
-        )
-        stop.wait()
-        server.stop()
-    finally:
-        if log is not None:
-            log.close()
+        try:
+            print(server.url, flush=True)
+            print(
+                f"simulated {profile.profile} (channels {args.channels}); Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+            # A timed wait, so the signal handler runs promptly on every platform.
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
     return 0
 
 
@@ -109,6 +125,11 @@ def add_sim_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_channels, default=[1], help="e.g. 1,2")
     p.add_argument("--fault", type=parse_fault, action="append", default=[], help=FAULT_HELP)
-    p.add_argument("--log", type=Path, help="write every sent message as JSON lines")
+    p.add_argument(
+        "--log", type=Path, help="write every sent message as JSON lines (monotonic ns, fields)"
+    )
+    p.add_argument(
+        "--received", type=Path, help="write every byte received from the driver (raw binary)"
+    )
     p.add_argument("--workdir", type=Path, help="where the pty link is made (default: a temp dir)")
     p.set_defaults(func=cmd_sim_stim)

@@ -20,15 +20,16 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from needlelab.config import FaultSpec, StimSimulatorConfig
 from needlelab.devices.codecs import StimProtocol
 from needlelab.events import StimSettings
-from needlelab.profiles import FrameFraming, StimulatorProfile, load_stim_profile
+from needlelab.profiles import FieldRule, LineFraming, Message, StimulatorProfile, load_stim_profile
+from needlelab.sim.faults import FaultSchedule, garbage_pieces, truncated
 
-GARBAGE_PIECE_BYTES = 100
 MAX_PENDING_BYTES = 8 << 20  # what a unit buffers for a link nobody reads; beyond it, drop
+STOP_FLUSH_S = 0.5  # how long stop() waits for queued bytes to leave (every logged byte is sent)
 
 
 @dataclass(frozen=True)
@@ -159,11 +160,13 @@ class _Link:
     def close(self) -> None:
         raise NotImplementedError
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Queue bytes for the wire; False (and dropped) if the queue is full."""
         if len(self.pending) + len(data) > MAX_PENDING_BYTES:
             self.dropped += len(data)
-            return
+            return False
         self.pending += data
+        return True
 
     def flush(self) -> None:
         while self.pending and self.is_connected():
@@ -301,8 +304,12 @@ class SimulatedStim:
         name: str = "stim",
         tcp_port: int = 0,
         log_file: TextIO | None = None,
+        received_file: BinaryIO | None = None,
+        profile_source: str | Path | None = None,
     ) -> None:
         self.profile = profile
+        # The name or path the profile was loaded from: what a driver's config must name.
+        self.profile_source = str(profile_source) if profile_source else profile.profile
         self.sim = sim
         self.channels = list(channels)
         self.protocol = StimProtocol(profile)  # device side: decodes queries, encodes messages
@@ -314,16 +321,20 @@ class SimulatedStim:
             else _TcpLink(tcp_port)
         )
         self.log_file = log_file
+        self.received_file = received_file
         self._received = bytearray()
         self._sent: list[SentMessage] = []
         self._changes: list[tuple[int, StimSettings]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._schedule = [(f.at_s, f) for f in sim.faults]
-        self._now_faults: list[FaultSpec] = []
+        self.faults = FaultSchedule(sim.faults)
         self._stalled_until = 0.0
         self._down_until = 0.0
+        self._replies: dict[str, Message] = {}
+        self._change: str | None = None
+        self._identity: dict[str, Any] = {}
+        self._plan_replies()
         self.injected_malformed = 0  # messages the driver must count as malformed
         self.queries_answered = 0
         self._t0 = 0.0
@@ -346,15 +357,21 @@ class SimulatedStim:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the link."""
+        """Stop serving and close the link, after the bytes already queued have gone out."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        # Every message in the sent log must have reached the wire: tests compare the two.
+        deadline = time.monotonic() + STOP_FLUSH_S
+        while self.link.pending and self.link.is_connected() and time.monotonic() < deadline:
+            self.link.flush()
+            if self.link.pending:
+                time.sleep(0.005)
         self.link.close()
 
     def __enter__(self) -> SimulatedStim:
-        return self
+        return self if self._thread is not None else self.start()
 
     def __exit__(
         self,
@@ -365,9 +382,8 @@ class SimulatedStim:
         self.stop()
 
     def inject(self, fault: FaultSpec) -> None:
-        """Apply a fault now (its `at_s`/`every_s` are ignored)."""
-        with self._lock:
-            self._now_faults.append(fault)
+        """Apply a fault now (its `at_s`/`every_s` are ignored); callable from any thread."""
+        self.faults.inject(fault)
 
     def received_bytes(self) -> bytes:
         """Every byte the unit has received from the driver."""
@@ -391,12 +407,17 @@ class SimulatedStim:
             t_s = now - self._t0
             self._apply_due_faults(now, t_s)
             if self._down_until and now >= self._down_until:
-                self._down_until = 0.0
-                self.link.open()
+                try:
+                    self.link.open()
+                    self._down_until = 0.0
+                except OSError:  # e.g. the TCP port was taken meanwhile: try again shortly
+                    self.link.close()
+                    self._down_until = now + 0.1
             for settings in self.model.step(t_s):
                 with self._lock:
                     self._changes.append((time.monotonic_ns(), settings))
-                self._send("change", self._settings_fields(settings))
+                if self._change is not None:
+                    self._send(self._change, self._settings_fields(settings))
             self.link.flush()
             fds = self.link.fds()
             if not fds:
@@ -412,6 +433,9 @@ class SimulatedStim:
     def _on_bytes(self, data: bytes) -> None:
         with self._lock:
             self._received += data
+        if self.received_file is not None:
+            self.received_file.write(data)
+            self.received_file.flush()
         payloads, _ = self.protocol.codec.feed(data)
         if time.monotonic() < self._stalled_until:
             return  # stalled: hears everything, says nothing
@@ -421,23 +445,44 @@ class SimulatedStim:
                 continue
             query, channel = match
             self.queries_answered += 1
-            if query.name == "identify":
-                self._send(
-                    "identity",
-                    {
-                        "model": "SIMSTIM",
-                        "serial": 1 if self._frame else "1",
-                        "firmware": "1.0",
-                        "fw_major": 1,
-                        "fw_minor": 0,
-                    },
-                )
+            reply = self._replies[query.name]
+            if reply.kind == "identity":
+                self._send(reply.name, self._identity)
             else:
-                self._send("status", self._settings_fields(self.model.settings[channel]))
+                self._send(reply.name, self._settings_fields(self.model.settings[channel]))
 
-    @property
-    def _frame(self) -> bool:
-        return isinstance(self.profile.transport.framing, FrameFraming)
+    def _plan_replies(self) -> None:
+        """Which message answers each query, and what the unit sends on a change.
+
+        Query X is answered by message X if the profile has one; otherwise a per-channel query
+        by the first settings message, and a query for the whole unit by the identity message.
+        Changes go out as message "change", if the profile has it (else the unit only answers).
+        """
+        messages = {m.name: m for m in self.profile.messages}
+        settings = [m for m in self.profile.messages if m.kind == "settings"]
+        identity = [m for m in self.profile.messages if m.kind == "identity"]
+        for query in self.profile.queries:
+            if query.name in messages:
+                reply = messages[query.name]
+            elif query.per_channel or not identity:
+                reply = settings[0]
+            else:
+                reply = identity[0]
+            self._replies[query.name] = reply
+        change = messages.get("change")
+        self._change = change.name if change is not None and change.kind == "settings" else None
+        used = [*self._replies.values(), *([change] if self._change and change else [])]
+        if isinstance(self.profile.transport.framing, LineFraming):
+            for message in used:
+                if message.format is None:
+                    raise ValueError(
+                        f"profile {self.profile.profile}: message {message.name!r} has no "
+                        "'format', so the simulator cannot send it"
+                    )
+        self._identity = {
+            name: _example_value(rule)
+            for name, rule in (identity[0].fields.items() if identity else [])
+        }
 
     @staticmethod
     def _settings_fields(s: StimSettings) -> dict[str, Any]:
@@ -446,7 +491,8 @@ class SimulatedStim:
     def _send(self, message: str, fields: dict[str, Any]) -> None:
         if not self.link.is_connected() or time.monotonic() < self._stalled_until:
             return
-        self.link.send(self.protocol.encode_message(message, fields))
+        if not self.link.send(self.protocol.encode_message(message, fields)):
+            return  # nobody reads the link: like a real unit, the message is lost, not logged
         entry = SentMessage(time.monotonic_ns(), message, fields)
         with self._lock:
             self._sent.append(entry)
@@ -459,22 +505,11 @@ class SimulatedStim:
 
     # -- faults ----------------------------------------------------------------------------------
     def _apply_due_faults(self, now: float, t_s: float) -> None:
-        with self._lock:
-            due = self._now_faults
-            self._now_faults = []
-        keep = []
-        for at_s, fault in self._schedule:
-            if t_s >= at_s:
-                due.append(fault)
-                if fault.every_s is not None:
-                    keep.append((at_s + fault.every_s, fault))
-            else:
-                keep.append((at_s, fault))
-        self._schedule = keep
-        for fault in due:
+        for fault in self.faults.due(t_s):
             self._apply(fault, now)
 
     def _apply(self, fault: FaultSpec, now: float) -> None:
+        framing = self.profile.transport.framing
         if fault.kind == "stall":
             self._stalled_until = now + fault.duration_s
         elif fault.kind == "disconnect":
@@ -482,7 +517,7 @@ class SimulatedStim:
                 self.link.close()
             self._down_until = now + max(fault.duration_s, 0.01)
         elif fault.kind == "garbage":
-            self._send_raw_malformed(self._garbage(fault.count))
+            self._send_raw_malformed(garbage_pieces(framing, fault.count, self.rng))
         elif fault.kind == "truncate":
             pieces = []
             for _ in range(fault.count):
@@ -490,42 +525,30 @@ class SimulatedStim:
                 whole = self.protocol.encode_message(
                     "status", self._settings_fields(self.model.settings[ch])
                 )
-                cut = whole[: max(2, len(whole) // 2)]
-                # A line must still end, or it would swallow the next good line.
-                pieces.append(cut if self._frame else cut + self.protocol.codec.encode(b""))
+                pieces.append(truncated(whole, framing))
             self._send_raw_malformed(pieces)
-
-    def _garbage(self, n_bytes: int) -> list[bytes]:
-        """Garbage as pieces, each exactly one malformed message for the driver."""
-        pieces = []
-        framing = self.profile.transport.framing
-        if isinstance(framing, FrameFraming):
-            banned = {framing.start, framing.stop}
-        else:
-            banned = set(framing.line_ending.encode()) | {0x0D}
-        # Banned bytes would end a piece early; map them to 'A' so each piece stays one message.
-        table = bytes(0x41 if b in banned else b for b in range(256))
-        left = n_bytes
-        while left > 0:
-            size = min(GARBAGE_PIECE_BYTES, left)
-            body = self.rng.randbytes(size).translate(table)
-            if isinstance(framing, FrameFraming):
-                pieces.append(bytes([framing.start]) + body + bytes([framing.stop]))
-            else:
-                pieces.append(body + framing.line_ending.encode())
-            left -= size
-        return pieces
 
     def _send_raw_malformed(self, pieces: list[bytes]) -> None:
         if not self.link.is_connected() or time.monotonic() < self._stalled_until:
             return
-        for piece in pieces:
-            self.link.send(piece)
-        self.injected_malformed += len(pieces)
+        self.injected_malformed += sum(self.link.send(piece) for piece in pieces)
+
+
+def _example_value(rule: FieldRule) -> Any:
+    """A plausible value for an identity field: the unit calls itself SIMSTIM, version 1."""
+    if rule.type == "const":
+        return rule.value
+    if rule.type == "enum":
+        return next(iter(rule.map.values()))
+    if rule.type == "bool":
+        return True
+    if rule.type == "str":
+        return "SIMSTIM"
+    return 1
 
 
 def start_simulated_stim(
-    profile: str,
+    profile: str | Path,
     sim: StimSimulatorConfig,
     workdir: Path,
     channels: list[int] | None = None,
@@ -534,5 +557,5 @@ def start_simulated_stim(
     """Start a simulated unit for a profile, in-process on its own thread; `.url` to connect."""
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SimulatedStim(
-        load_stim_profile(profile), sim, channels or [1], workdir, name=name
+        load_stim_profile(profile), sim, channels or [1], workdir, name=name, profile_source=profile
     ).start()

@@ -48,6 +48,7 @@ def sim_stim(tmp_path: Path) -> Iterator[Callable[..., SimulatedStim]]:
             channels or [1],
             tmp_path,
             name=f"sim{len(started)}",
+            profile_source=profile,
         )
         started.append(sim.start())
         return sim
@@ -77,7 +78,9 @@ def stim_driver() -> Iterator[Callable[..., tuple[StimulatorDriver, Hub]]]:
     ) -> tuple[StimulatorDriver, Hub]:
         url = target if isinstance(target, str) else target.url
         if profile is None:
-            profile = target.profile.profile
+            if isinstance(target, str):
+                raise TypeError("stim_driver(url) needs profile=...; a simulator knows its own")
+            profile = target.profile_source
         hub = Hub(SessionClock())
         cfg = StimSerialConfig.model_validate(
             {

@@ -1,0 +1,108 @@
+"""Fault injection for simulators: when faults are due, and bad bytes whose count is known.
+
+A simulator asks its `FaultSchedule` each turn which faults are due (the config's timed faults
+plus any a test injected just now) and applies them. The byte generators here build garbage and
+truncated messages so that each piece is exactly one malformed message for a correct decoder,
+which lets a test compare the driver's malformed count with the number injected.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+
+from needlelab.config import FaultSpec
+from needlelab.profiles import FrameFraming, LineFraming
+
+
+class FaultSchedule:
+    """The faults a simulator must apply, by time since it started; safe to `inject` from tests.
+
+    A fault with `every_s` comes back every `every_s` seconds after `at_s`; if the simulator
+    falls behind, a missed repetition is applied once, not once per missed period.
+    """
+
+    def __init__(self, faults: Sequence[FaultSpec] = ()) -> None:
+        self._timed: list[tuple[float, FaultSpec]] = sorted(
+            ((f.at_s, f) for f in faults), key=lambda item: item[0]
+        )
+        self._now: list[FaultSpec] = []
+        self._lock = threading.Lock()
+
+    def inject(self, fault: FaultSpec) -> None:
+        """Apply a fault at the next turn (its `at_s` and `every_s` are ignored)."""
+        with self._lock:
+            self._now.append(fault)
+
+    def due(self, t_s: float) -> list[FaultSpec]:
+        """The faults to apply now, `t_s` seconds after start, in order."""
+        with self._lock:
+            due, self._now = self._now, []
+        keep: list[tuple[float, FaultSpec]] = []
+        for at_s, fault in self._timed:
+            if t_s < at_s:
+                keep.append((at_s, fault))
+                continue
+            due.append(fault)
+            if fault.every_s is not None:
+                periods = int((t_s - at_s) / fault.every_s) + 1
+                keep.append((at_s + periods * fault.every_s, fault))
+        self._timed = sorted(keep, key=lambda item: item[0])
+        return due
+
+
+GARBAGE_PIECE_BYTES = 100
+
+
+def garbage_piece_bytes(framing: LineFraming | FrameFraming) -> int:
+    """The garbage bytes in one piece: 100, unless a longer piece is needed to be over-long."""
+    if isinstance(framing, FrameFraming):
+        return max(GARBAGE_PIECE_BYTES, framing.max_packet_bytes - 1)
+    if framing.encoding in ("ascii", "utf-8"):
+        return GARBAGE_PIECE_BYTES
+    return max(GARBAGE_PIECE_BYTES, framing.max_line_bytes + 1)
+
+
+def garbage_pieces(
+    framing: LineFraming | FrameFraming, n_bytes: int, rng: random.Random
+) -> list[bytes]:
+    """At least `n_bytes` of random garbage, in pieces that each count as one malformed message.
+
+    Each piece carries `garbage_piece_bytes` random bytes (so there are ceil(n_bytes / that)
+    pieces) and is malformed by construction, whatever its random content:
+    - frame framing: a start byte, the bytes, a stop byte; longer than `max_packet_bytes`;
+    - line framing, ASCII or UTF-8: the bytes and a line ending, the first byte 0xFF, which
+      neither encoding can decode;
+    - line framing, Latin-1 (every byte decodes): longer than `max_line_bytes`.
+    Bytes that would end a piece early (start, stop, the line ending, a carriage return) are
+    replaced by 'A'.
+    """
+    if isinstance(framing, FrameFraming):
+        banned = {framing.start, framing.stop}
+    else:
+        banned = set(framing.line_ending.encode()) | {0x0D}
+    table = bytes(0x41 if b in banned else b for b in range(256))
+    size = garbage_piece_bytes(framing)
+    pieces = []
+    for _ in range(max(1, -(-n_bytes // size))):
+        body = rng.randbytes(size).translate(table)
+        if isinstance(framing, FrameFraming):
+            pieces.append(bytes([framing.start]) + body + bytes([framing.stop]))
+        else:
+            pieces.append(b"\xff" + body[1:] + framing.line_ending.encode())
+    return pieces
+
+
+def truncated(message: bytes, framing: LineFraming | FrameFraming) -> bytes:
+    """The first half of an encoded message, cut so that a decoder sees one malformed message.
+
+    A line keeps its ending (else it would swallow the next good line, and the count would be
+    wrong); a frame loses its stop byte, so the next frame's start byte cuts it short. The half
+    line must not itself be a valid message, which holds for the shipped profiles.
+    """
+    if isinstance(framing, FrameFraming):
+        return message[: max(2, len(message) // 2)]
+    ending = framing.line_ending.encode()
+    body = message.removesuffix(ending)
+    return body[: max(1, len(body) // 2)] + ending
