@@ -108,7 +108,9 @@ def _record(
     duration_s: float | None,
     console: bool,
     script: Any = None,
-) -> tuple[int, Path | None]:
+    separate_simulators: bool = False,
+) -> tuple[int, Any]:
+    """Record a session; the exit status and the (stopped) `Session`, or None if none started."""
     from needlelab.record import RecordingError, ignore_sigxfsz
     from needlelab.session import Session
 
@@ -117,12 +119,12 @@ def _record(
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    session = Session(config, out_dir)
+    session = Session(config, out_dir, separate_simulators=separate_simulators)
     progress = _Progress(session, sys.stderr)
     try:
         try:
             session.start()
-        except (RecordingError, OSError) as exc:
+        except (RecordingError, OSError, RuntimeError) as exc:
             _err(f"cannot start recording: {exc}")
             return EXIT_PROBLEM, None
         print(f"recording to {session.path}", file=sys.stderr, flush=True)
@@ -142,8 +144,8 @@ def _record(
             signal.signal(sig, handler)
     if session.error:
         _err(session.error)
-        return EXIT_PROBLEM, session.path
-    return EXIT_OK, session.path
+        return EXIT_PROBLEM, session
+    return EXIT_OK, session
 
 
 def _verify(path: Path, as_json: bool = False) -> int:
@@ -166,9 +168,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    status, path = _record(config, args.out, args.duration, console=not args.no_console)
-    if path is not None and path.exists():
-        print(f"saved {path}")
+    status, session = _record(config, args.out, args.duration, console=not args.no_console)
+    if session is not None and session.path.exists():
+        print(f"saved {session.path}")
     return status
 
 
@@ -180,17 +182,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(configs_dir() / "demo.toml")
     print(
         f"needlelab {__version__} demo: a {args.duration:g} s simulated session "
-        "(stimulator on a pseudo-terminal through the real serial driver)",
+        "(simulators in a separate process; stimulator through the real serial driver, "
+        "EMG and caliper through bleak)",
         file=sys.stderr,
     )
     if not args.headless and os.environ.get("DISPLAY") is None:
         print("no display: running headless", file=sys.stderr)
-    status, path = _record(config, args.out, args.duration, console=False, script=demo_script)
-    if path is None or not path.exists():
+    status, session = _record(
+        config,
+        args.out,
+        args.duration,
+        console=False,
+        script=demo_script,
+        separate_simulators=True,
+    )
+    if session is None or not session.path.exists():
         return status or EXIT_PROBLEM
     print()
-    verify_status = _verify(path)
+    verify_status = _verify(session.path)
+    _print_sync_check(session)
     return status or verify_status
+
+
+def _print_sync_check(session: Any) -> None:
+    """EMG stimulation artefacts against the simulated stimulator's true pulse times."""
+    from needlelab.config import EmgBleConfig
+    from needlelab.sim.artefacts import artefact_sync_errors, error_summary_ms
+
+    truth = session.simulators.truth() if session.simulators is not None else {}
+    for device in session.config.devices:
+        sim = device.simulator if isinstance(device, EmgBleConfig) else None
+        if sim is None or sim.artefacts_from not in truth:
+            continue
+        errors = artefact_sync_errors(
+            session.path, truth[sim.artefacts_from], f"{device.name}.emg", sim.artefacts_channel
+        )
+        s = error_summary_ms(errors)
+        if not s["n"]:
+            print(f"sync check {device.name}: no stimulation artefacts found")
+            continue
+        print(
+            f"sync check {device.name} vs {sim.artefacts_from} pulses: {s['n']:.0f} artefacts, "
+            f"error median {s['median']:+.3f} ms, |error| p95 {s['p95']:.3f} ms, "
+            f"max {s['max']:.3f} ms"
+        )
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ class EmgSimulatorConfig(_Strict):
     jitter_ms: float = Field(0.0, ge=0, le=100)  # one-sided arrival jitter
     connection_interval_ms: float = Field(15.0, ge=7.5, le=100)
     loss: float = Field(0.0, ge=0, le=0.5)  # probability a notification is lost
+    clock_offset_s: float = Field(0.0, ge=0, le=4000)  # the device clock's reading at start
+    # Stimulation artefacts from a simulated stimulator of the same session: its device name.
+    artefacts_from: str | None = Field(None, pattern=DEVICE_NAME_PATTERN)
+    artefacts_channel: int = Field(1, ge=1, le=16)
     faults: list[FaultSpec] = Field(default_factory=list)
 
 
@@ -109,6 +113,10 @@ class BleDeviceConfig(DeviceBase):
     backend: Literal["native", "bumble"] = "native"
     bumble_transport: str | None = None  # "local:NAME", "tcp-client:127.0.0.1:PORT", "unix:PATH"
     connect_timeout_s: float = Field(10.0, ge=1, le=120)
+    # The link's known fixed latency (radio + host stack), subtracted from arrival times before
+    # the clock fit: a one-sided fit finds the floor of arrival latency, and this is that floor.
+    # Calibrate it once per adapter and device with a stimulation-artefact recording.
+    latency_us: float = Field(0.0, ge=0, le=1_000_000)
 
     def _check_findable(self, simulated: bool) -> None:
         if not simulated:
@@ -177,6 +185,20 @@ class SessionConfig(_Strict):
             if device.name in seen:
                 raise ValueError(f"device name {device.name!r} is used twice; names must be unique")
             seen.add(device.name)
+        simulated_stims = {
+            d.name for d in self.devices if isinstance(d, StimSerialConfig) and d.simulator
+        }
+        for device in self.devices:
+            source = (
+                device.simulator.artefacts_from
+                if isinstance(device, EmgBleConfig) and (device.simulator)
+                else None
+            )
+            if source is not None and source not in simulated_stims:
+                raise ValueError(
+                    f"{device.name}: artefacts_from {source!r} must name a simulated stimulator "
+                    f"of this session (one of: {', '.join(sorted(simulated_stims)) or 'none'})"
+                )
         return self
 
 

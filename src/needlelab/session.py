@@ -13,15 +13,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from needlelab import __version__
 from needlelab.clock import SessionClock
 from needlelab.config import (
-    CaliperBleConfig,
-    EmgBleConfig,
     SessionConfig,
-    StimSerialConfig,
     config_json,
 )
 from needlelab.devices import Device, create_device
@@ -30,46 +27,10 @@ from needlelab.events import MarkerEvent, RecordingEvent
 from needlelab.hub import Hub
 from needlelab.record import RecordingError, SessionMeta, SessionWriter, session_file_name
 
+if TYPE_CHECKING:
+    from needlelab.sim.serve import SimulatorProcess, SimulatorSet
+
 log = logging.getLogger(__name__)
-
-
-class _Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-def _ble_simulator(config: EmgBleConfig | CaliperBleConfig, link: str, advertised: str) -> Any:
-    """The simulated BLE device for a device config with a [simulator] table."""
-    if isinstance(config, EmgBleConfig):
-        from needlelab.profiles import load_emg_profile
-        from needlelab.sim.emg_sensor import SimulatedEmgSensor
-
-        assert config.simulator is not None
-        return SimulatedEmgSensor(
-            load_emg_profile(config.profile), config.simulator, link, advertised
-        )
-    from needlelab.profiles import load_caliper_profile
-    from needlelab.sim.caliper import SimulatedCaliper
-
-    assert config.simulator is not None
-    return SimulatedCaliper(
-        load_caliper_profile(config.profile), config.simulator, link, advertised
-    )
-
-
-class _BleSimulator:
-    """A simulated BLE sensor running on the shared BLE loop, stopped with the session."""
-
-    def __init__(self, ble: Any, sensor: Any, link: str) -> None:
-        self.ble, self.sensor, self.link = ble, sensor, link
-
-    def stop(self) -> None:
-        from needlelab.ble.bumble_backend import forget_local_link
-
-        try:
-            self.ble.run(self.sensor.stop(), timeout_s=5)
-        finally:
-            self.ble.release()
-            forget_local_link(self.link)
 
 
 @dataclass(frozen=True)
@@ -88,10 +49,18 @@ class Session:
     """Everything one recording needs, started and stopped together.
 
     Simulated devices (a `[simulator]` table in the device config) get their simulator started
-    first, in-process, and the real driver is pointed at it: the driver cannot tell.
+    first and the real driver is pointed at it: the driver cannot tell. The simulators run
+    in-process (the default: fast, for tests) or, with `separate_simulators`, in a child process
+    (`needlelab sim session`), which is the path hardware takes: a serial port and a Bluetooth
+    controller outside this process.
     """
 
-    def __init__(self, config: SessionConfig, out_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        out_dir: Path | None = None,
+        separate_simulators: bool = False,
+    ) -> None:
         self.config = config
         self.out_dir = Path(out_dir if out_dir is not None else config.session.out_dir)
         self.clock = SessionClock()
@@ -101,7 +70,8 @@ class Session:
             config.session.patient_id, self.clock.anchor_wall_ns
         )
         self.devices: dict[str, Device] = {}
-        self._simulators: list[_Stoppable] = []
+        self.separate_simulators = separate_simulators
+        self.simulators: SimulatorSet | SimulatorProcess | None = None
         self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
         self._writer: SessionWriter | None = None
         self._stopped = threading.Event()
@@ -128,54 +98,32 @@ class Session:
         self._writer.start()
         self.hub.emit(RecordingEvent(action="start", source="session"))
         try:
+            endpoints = self._start_simulators()
             for device_config in self.config.devices:
-                device = create_device(self._attach_simulator(device_config), self.hub)
+                if device_config.name in endpoints:
+                    # model_copy skips validation on purpose: the config stays "simulated" in
+                    # the file; only the live driver learns the simulator's address.
+                    device_config = device_config.model_copy(update=endpoints[device_config.name])
+                device = create_device(device_config, self.hub)
                 self.devices[device.name] = device
                 device.start()
         except Exception:
             self.stop("start failed")
             raise
 
-    def _attach_simulator(self, device_config: Any) -> Any:
-        if isinstance(device_config, StimSerialConfig) and device_config.simulator is not None:
-            from needlelab.sim.stim_server import start_simulated_stim
+    def _start_simulators(self) -> dict[str, dict[str, Any]]:
+        """Start the simulators of simulated devices; their endpoints by device name."""
+        if not any(getattr(d, "simulator", None) for d in self.config.devices):
+            return {}
+        from needlelab.sim.serve import SimulatorProcess, SimulatorSet
 
-            if self._sim_dir is None:
-                self._sim_dir = tempfile.TemporaryDirectory(prefix="needlelab-sim-")
-            sim = start_simulated_stim(
-                device_config.profile,
-                device_config.simulator,
-                Path(self._sim_dir.name),
-                device_config.channels,
-                device_config.name,
-            )
-            self._simulators.append(sim)
-            # model_copy skips validation on purpose: the config stays "simulated" in the file,
-            # only the live driver learns the simulator's address.
-            return device_config.model_copy(update={"port": sim.url})
-        if isinstance(device_config, EmgBleConfig | CaliperBleConfig) and (
-            device_config.simulator is not None
-        ):
-            from needlelab.ble.loop import BleLoop
-
-            link = f"{self.session_id}-{device_config.name}"
-            advertised = f"Sim-{device_config.name}"
-            ble = BleLoop.acquire()
-            sensor = _ble_simulator(device_config, link, advertised)
-            try:
-                ble.run(sensor.start(), timeout_s=10)
-            except BaseException:
-                ble.release()
-                raise
-            self._simulators.append(_BleSimulator(ble, sensor, link))
-            return device_config.model_copy(
-                update={
-                    "backend": "bumble",
-                    "bumble_transport": f"local:{link}",
-                    "advertised_name": advertised,
-                }
-            )
-        return device_config
+        self._sim_dir = tempfile.TemporaryDirectory(prefix="needlelab-sim-")
+        workdir = Path(self._sim_dir.name)
+        if self.separate_simulators:
+            self.simulators = SimulatorProcess(self.config, workdir)
+        else:
+            self.simulators = SimulatorSet(self.config, workdir, tag=self.session_id)
+        return self.simulators.start()
 
     def _on_writer_error(self, error: RecordingError) -> None:
         self.error = str(error)
@@ -187,10 +135,9 @@ class Session:
             return
         for device in self.devices.values():
             device.stop()
-        for sim in self._simulators:
+        if self.simulators is not None:
             with contextlib.suppress(Exception):
-                sim.stop()
-        self._simulators.clear()
+                self.simulators.stop()
         if self._sim_dir is not None:
             self._sim_dir.cleanup()
             self._sim_dir = None

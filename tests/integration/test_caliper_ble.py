@@ -49,8 +49,9 @@ def test_trial_distances_reach_the_file_exactly(tmp_path: Path, profile: str) ->
         )
         time.sleep(0.1)
     finally:
-        sim = session._simulators[0].sensor  # type: ignore[attr-defined]
         session.stop()
+    assert session.simulators is not None
+    sim = session.simulators.ble_devices["caliper"]  # type: ignore[union-attr]
     with open_session(session.path) as s:
         t_ns, values = s.stream("caliper.distance")
         assert s.streams["caliper.distance"].units == ("mm", "bool")

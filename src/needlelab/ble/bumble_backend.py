@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from typing import Any, ClassVar
 
 from bleak.assigned_numbers import gatt_char_props_to_strs
@@ -66,6 +67,20 @@ class BumbleCentral:
     def __init__(self, device: Device, transport: Any | None) -> None:
         self.device = device
         self._transport = transport  # a bumble Transport to close, or None for a LocalLink
+        self.rx_ns: int | None = None  # when the bytes being processed arrived (monotonic ns)
+        source = getattr(transport, "source", None)
+        if source is not None and hasattr(source, "data_received"):
+            # Stamp bytes as they come off the socket, before bumble's Python stack parses them
+            # (about 0.4 ms per notification here): the analogue of a kernel receive timestamp.
+            # Parsing up to the notification callback is synchronous, so a callback reads the
+            # stamp of the bytes that carried its notification.
+            received = source.data_received
+
+            def stamped(data: bytes) -> None:
+                self.rx_ns = time.monotonic_ns()
+                received(data)
+
+            source.data_received = stamped
 
     @classmethod
     async def get(cls, spec: Transport) -> BumbleCentral:
@@ -208,6 +223,13 @@ class BumbleScanner(BaseBleakScanner):
         self._central = None
 
 
+class StampedBytes(bytearray):
+    """A notification's value, with `rx_ns`: when its bytes reached the host (monotonic ns), or
+    None where the transport gives no receive stamp (an in-process link)."""
+
+    rx_ns: int | None = None
+
+
 class BumbleClient(BaseBleakClient):
     """bleak client backend: a GATT client over a bumble LE connection."""
 
@@ -229,6 +251,7 @@ class BumbleClient(BaseBleakClient):
             else self.address
         )
         self._connection: Connection | None = None
+        self._central: BumbleCentral | None = None
         self._peer: Peer | None = None
         self._name = ""
 
@@ -248,6 +271,7 @@ class BumbleClient(BaseBleakClient):
         if pair:
             log.info("bumble backend: pairing is not simulated; connecting without it")
         central = await BumbleCentral.get(self._transport)
+        self._central = central
         try:
             connection = await central.device.connect(self._peer_address, timeout=self._timeout)
         except (TimeoutError, bumble_core.TimeoutError) as exc:
@@ -356,8 +380,12 @@ class BumbleClient(BaseBleakClient):
         self._require()
         proxy: gatt_client.CharacteristicProxy[Any] = characteristic.obj
 
+        central = self._central
+
         def deliver(value: Any) -> None:
-            callback(bytearray(value))
+            data = StampedBytes(value)
+            data.rx_ns = central.rx_ns if central is not None else None
+            callback(data)
 
         await self._io(proxy.subscribe(deliver, prefer_notify=True))
 

@@ -99,7 +99,11 @@ class BleSensor(Device):
             await client.start_notify(uuid, self._on_notify)
 
     def _on_notify(self, _char: Any, data: bytearray) -> None:
-        self._inbox.put((self.hub.clock.now_ns(), bytes(data)))
+        # A backend that knows when the bytes reached the host (needlelab's bumble backend on a
+        # socket) says so; otherwise now is the arrival time.
+        rx_ns = getattr(data, "rx_ns", None)
+        t_ns = rx_ns - self.hub.clock.anchor_monotonic_ns if rx_ns else self.hub.clock.now_ns()
+        self._inbox.put((t_ns, bytes(data)))
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -171,7 +175,7 @@ class EmgBleSensor(BleSensor):
             nominal_rate_hz=frame.rate_hz,
             dtype="float32",
             device=config.name,
-            latency_ns=self.profile.latency_ns,
+            latency_ns=self.profile.latency_ns + round(config.latency_us * 1000),
         )
         self.decoder = EmgDecoder(frame)
         self._counter: int | None = None  # last unwrapped counter
@@ -282,7 +286,7 @@ class CaliperBleSensor(BleSensor):
             kind=StreamKind.IRREGULAR,
             dtype="float32",
             device=config.name,
-            latency_ns=profile.latency_ns,
+            latency_ns=profile.latency_ns + round(config.latency_us * 1000),
         )
 
     def streams(self) -> list[StreamSpec]:

@@ -60,7 +60,7 @@ def sample_times(spec: StreamSpec, blocks: list[Block]) -> npt.NDArray[np.int64]
         return np.concatenate(
             [b.t_ns if b.t_ns is not None else np.full(b.n, b.t_host_ns, np.int64) for b in blocks]
         )
-    clock = StreamClock(spec.nominal_rate_hz)
+    clock = StreamClock(spec.nominal_rate_hz, min_latency_ns=spec.latency_ns)
     for b in blocks:
         if b.n:
             clock.add(b.first_index + b.n - 1, b.t_host_ns)

@@ -271,7 +271,9 @@ class SessionWriter:
         self._stream_ids[spec.name] = cur.lastrowid
         self._specs[spec.name] = spec
         if spec.kind is StreamKind.REGULAR:
-            self._clocks[spec.name] = StreamClock(spec.nominal_rate_hz)
+            self._clocks[spec.name] = StreamClock(
+                spec.nominal_rate_hz, min_latency_ns=spec.latency_ns
+            )
 
     def _block_row(self, chunk: Chunk) -> tuple[object, ...]:
         spec = self._specs[chunk.stream]

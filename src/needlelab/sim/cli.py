@@ -70,9 +70,7 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
         seed=args.seed,
         faults=args.fault,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     with contextlib.ExitStack() as resources:
         if args.workdir is not None:
             workdir = Path(args.workdir)
@@ -102,16 +100,74 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            # A timed wait, so the signal handler runs promptly on every platform.
-            while not stop.wait(0.5):
-                pass
+            _wait(stop)
         finally:
             server.stop()
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (installed before serving: no window to die in)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait(stop: threading.Event) -> None:
+    # A timed wait, so the signal handler runs promptly on every platform.
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_sim_session(args: argparse.Namespace) -> int:
+    """Serve every simulated device of a session config; endpoints are the first stdout line.
+
+    The line is JSON, {device name: config fields}: what a config for real hardware would say
+    (`port`, or `backend`, `bumble_transport` and `advertised_name`).
+    """
+    import json
+
+    from needlelab.config import load_config, parse_config
+    from needlelab.sim.serve import SimulatorSet, write_truth
+
+    try:
+        if str(args.config) == "-":
+            config = parse_config(json.loads(sys.stdin.read()), "<stdin>")
+        else:
+            config = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"<stdin>: not JSON: {exc}", file=sys.stderr)
+        return 2
+    stop = _stop_on_signals()
+    with contextlib.ExitStack() as resources:
+        if args.workdir is not None:
+            workdir = Path(args.workdir)
+        else:
+            workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="nl-sim-")))
+        sims = SimulatorSet(config, workdir, ble=args.ble, tag="proc")
+        try:
+            endpoints = sims.start()
+        except OSError as exc:
+            print(f"needlelab: cannot serve: {exc}", file=sys.stderr)
+            return 1
+        try:
+            print(json.dumps(endpoints), flush=True)
+            names = ", ".join(endpoints) or "nothing (no device has a [simulator] table)"
+            print(f"serving {names}; Ctrl-C to stop", file=sys.stderr, flush=True)
+            _wait(stop)
+        finally:
+            sims.stop()
+            if args.truth is not None:
+                write_truth(args.truth, sims.truth())
+    return 0
+
+
 def add_sim_parser(subparsers: Any) -> None:
-    """Register `needlelab sim stim` on the top-level subparsers."""
+    """Register `needlelab sim stim` and `needlelab sim session` on the top-level subparsers."""
     sim = subparsers.add_parser("sim", help="serve simulated devices")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="DEVICE")
     p = sim_sub.add_parser("stim", help="a simulated stimulator on a pty or loopback TCP")
@@ -133,3 +189,20 @@ def add_sim_parser(subparsers: Any) -> None:
     )
     p.add_argument("--workdir", type=Path, help="where the pty link is made (default: a temp dir)")
     p.set_defaults(func=cmd_sim_stim)
+
+    p = sim_sub.add_parser(
+        "session", help="every simulated device of a session config, in this process"
+    )
+    p.add_argument("config", type=Path, help="a session config (.toml), or - for JSON on stdin")
+    p.add_argument(
+        "--ble",
+        choices=["unix", "tcp"],
+        default="unix",
+        help="how a central reaches the BLE simulators: a unix socket each in the workdir "
+        "(default) or a loopback TCP port each",
+    )
+    p.add_argument("--workdir", type=Path, help="where ptys and sockets go (default: a temp dir)")
+    p.add_argument(
+        "--truth", type=Path, help="at exit, write the stimulators' settings histories (JSON)"
+    )
+    p.set_defaults(func=cmd_sim_session)

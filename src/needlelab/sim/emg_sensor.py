@@ -1,29 +1,43 @@
 """A simulated BLE EMG sensor: a bumble peripheral that streams reference-profile frames.
 
-It has its own crystal (a drift in ppm), sends its frames in connection-interval bursts with
-one-sided latency jitter and optional notification loss, and its signal is band-limited noise with
-activation bursts. Faults: `disconnect` drops the link with HCI reason 0x08 and re-advertises after
-`duration_s`; `stall` keeps the link but sends nothing for `duration_s`.
+It has its own crystal (a drift in ppm, a start offset of its clock), sends its frames in
+connection-interval bursts with one-sided latency jitter and optional notification loss, and its
+signal is band-limited noise with activation bursts, plus stimulation artefacts at the pulse times
+of a simulated stimulator whose settings history it is given (`needlelab.sim.artefacts`).
+Faults: `disconnect` drops the link with HCI reason 0x08 and re-advertises after `duration_s`;
+`stall` keeps the link but sends nothing for `duration_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from needlelab.config import EmgSimulatorConfig, FaultSpec
 from needlelab.devices.emg_codecs import encode_ref_frames
+from needlelab.events import StimSettings
 from needlelab.profiles import EmgProfile
+from needlelab.sim.artefacts import add_artefacts, pulse_times
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
+from needlelab.sim.faults import FaultSchedule
+
+StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
+"""A simulated stimulator's settings history so far: (monotonic ns, settings) in time order."""
 
 
 class SimulatedEmgSensor(SimulatedBleDevice):
     """A reference-profile EMG sensor on the in-process link `local:<link_name>`."""
 
     def __init__(
-        self, profile: EmgProfile, sim: EmgSimulatorConfig, link_name: str, advertised_name: str
+        self,
+        profile: EmgProfile,
+        sim: EmgSimulatorConfig,
+        link_name: str,
+        advertised_name: str,
+        stim_history: StimHistory | None = None,
     ) -> None:
         if profile.frame.format != "needlelab-ref":
             raise ValueError(f"the EMG simulator speaks needlelab-ref, not {profile.frame.format}")
@@ -36,6 +50,18 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         self.frames_sent = 0
         self._silent_until = 0.0
         self._lp = np.zeros(profile.frame.channels)
+        self.stim_history = stim_history
+        self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self.faults = FaultSchedule(sim.faults)
+        self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
+
+    def inject(self, fault: FaultSpec) -> None:
+        """Apply a fault at the next connection event; callable from any thread."""
+        self.faults.inject(fault)
+
+    def sample_period_ns(self) -> float:
+        """The true host-time period of one sample: nominal, stretched by the crystal's drift."""
+        return 1e9 / self.profile.frame.rate_hz * (1 + self.sim.drift_ppm * 1e-6)
 
     def _signal(self, n: int) -> np.ndarray:
         """n samples × channels of EMG in µV: band-limited noise, bursts of activation."""
@@ -54,34 +80,45 @@ class SimulatedEmgSensor(SimulatedBleDevice):
 
     async def _stream(self, peripheral: GattPeripheral) -> None:
         loop = asyncio.get_running_loop()
+        sender = loop.create_task(self._sender(peripheral))
+        try:
+            await self._produce(peripheral, loop)
+        finally:
+            sender.cancel()
+
+    async def _produce(self, peripheral: GattPeripheral, loop: asyncio.AbstractEventLoop) -> None:
         frame = self.profile.frame
         spf = frame.samples_per_frame
         nominal_frame_s = spf / frame.rate_hz
-        true_frame_s = nominal_frame_s * (1 + self.sim.drift_ppm * 1e-6)
-        faults = sorted(((f.at_s, f) for f in self.sim.faults), key=lambda x: x[0])
-        t0 = loop.time()
+        period_ns = self.sample_period_ns()
+        offset_us = round(self.sim.clock_offset_s * 1e6)
+        t0 = loop.time()  # time.monotonic(): the same clock as the stimulator's history
+        last_send_at = t0
+        self.t0_ns = round(t0 * 1e9)
         while True:
             await asyncio.sleep(self.sim.connection_interval_ms / 1000)
             now = loop.time()
-            while faults and now - t0 >= faults[0][0]:
-                _, fault = faults.pop(0)
+            for fault in self.faults.due(now - t0):
                 await self._apply(peripheral, fault, now)
-                if fault.every_s:
-                    faults.append(
-                        (
-                            fault.at_s
-                            + fault.every_s * (1 + int((now - t0 - fault.at_s) / fault.every_s)),
-                            fault,
-                        )
-                    )
-                    faults.sort(key=lambda x: x[0])
-            due = int((now - t0) / true_frame_s)
+            # Frame k is complete once its last sample, index (k+1)*spf - 1, has been taken.
+            due = int(((now - t0) * 1e9 / period_ns + 1) // spf)
             if due <= self.frames_made:
                 continue
             seq = np.arange(self.frames_made, due, dtype=np.int64)
-            t_us = np.round(seq * nominal_frame_s * 1e6).astype(np.int64)
+            t_us = offset_us + np.round(seq * nominal_frame_s * 1e6).astype(np.int64)
+            signal = self._signal(len(seq) * spf)
+            if self.stim_history is not None:
+                first_ns = self.t0_ns + self.frames_made * spf * period_ns
+                end_ns = self.t0_ns + due * spf * period_ns
+                pulses, levels = pulse_times(
+                    self.stim_history(),
+                    self.sim.artefacts_channel,
+                    int(first_ns - 2 * period_ns),
+                    int(end_ns),
+                )
+                add_artefacts(signal, first_ns, period_ns, pulses, levels)
             counts = (
-                np.clip(np.round(self._signal(len(seq) * spf) / frame.scale_uv), -32768, 32767)
+                np.clip(np.round(signal / frame.scale_uv), -32768, 32767)
                 .astype(np.int16)
                 .reshape(len(seq), spf, -1)
             )
@@ -89,13 +126,28 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             frames = encode_ref_frames(frame, seq, t_us, counts)
             if now < self._silent_until or not peripheral.device.connections:
                 continue
-            if self.sim.jitter_ms:  # one-sided: a burst is never early
-                await asyncio.sleep(self.jitter_rng.uniform(0, self.sim.jitter_ms) / 1000)
-            for payload in frames:
-                if self.sim.loss and self.jitter_rng.random() < self.sim.loss:
-                    continue
+            # One-sided latency: a burst is never early. It is scheduled, not slept for, so the
+            # connection-event cadence stays put, and never before the previous burst (a link
+            # delivers in order).
+            send_at = now + self.jitter_rng.uniform(0, self.sim.jitter_ms) / 1000
+            send_at = max(send_at, last_send_at)
+            last_send_at = send_at
+            loop.call_at(send_at, self._send_burst, peripheral, frames)
+
+    def _send_burst(self, peripheral: GattPeripheral, frames: list[bytes]) -> None:
+        kept = [
+            p for p in frames if not (self.sim.loss and self.jitter_rng.random() < self.sim.loss)
+        ]
+        if kept and peripheral.device.connections:
+            self.frames_sent += len(kept)
+            self._outbox.put_nowait(kept)
+
+    async def _sender(self, peripheral: GattPeripheral) -> None:
+        """Send bursts one after another: a link delivers in order, bursts never interleave."""
+        while True:
+            burst = await self._outbox.get()
+            for payload in burst:
                 await peripheral.notify(self.data_uuid, payload)
-                self.frames_sent += 1
 
     async def _apply(self, peripheral: GattPeripheral, fault: FaultSpec, now: float) -> None:
         if fault.kind == "stall":

@@ -1,0 +1,404 @@
+"""BLE notification → ring buffer latency, in-process, against a bare bleak notify callback.
+
+Load: needlelab's simulated reference EMG sensor (`SimulatedEmgSensor`: 8 channels, 10 samples a
+frame, --rate Hz, one burst of frames every 15 ms connection interval, no jitter, no loss) on a
+bumble in-process link, read by the real driver (`EmgBleSensor` through bleak's `BleakClient`
+with needlelab's bumble backend) on the shared `BleLoop`, as `Session` wires a simulated
+sensor. A `SessionWriter` records to a temporary file meanwhile, as in a recording (its thread
+competes for the GIL); --no-writer leaves it out.
+
+What is measured, per frame, all on `time.monotonic_ns()` (one clock for every thread):
+
+- notify: the simulator's `GattPeripheral.notify` is wrapped to read the clock just before the
+  frame is notified, keyed by its (unwrapped) sequence counter.
+- driver stamp: the host arrival time the driver stamps in its bleak callback (`Chunk.t_host_ns`,
+  session time, converted back with the clock anchor). notify → stamp is the BLE stack's share,
+  read from data the driver stores anyway, so it costs nothing.
+- in ring: the `Hub.push` of the frame's chunk has returned, i.e. `RingBuffer.write` is done and
+  a reader can copy the samples (a `Hub` subclass reads the clock after `push`; one clock read
+  and a list append per frame). This is the headline: notify → in ring.
+- seen by poller: a thread polling `RingBuffer.total` every 1 ms, as a (fast) live reader would;
+  the first poll that shows the frame's samples. An upper bound that includes the poll period,
+  and a check that the ring really holds the samples when the hook says so. The poller's wake-ups
+  compete for the GIL and slow the path it watches, so it gets a run of its own (half as long);
+  the headline run has no poller.
+
+Peer: the same simulated sensor on its own link, a bare `BleakClient.start_notify` callback that
+only reads the clock (no needlelab decode, queue, thread hand-off or ring). The ratio of p99s is
+needlelab's overhead over what bleak itself delivers. The two runs are sequential, not
+concurrent. The first second after the first samples is warm-up and not counted. Each run
+has its own sensor and link; all share one BLE loop.
+
+Goal: p99 notify → in ring <= 5 ms in-process.
+
+    python benchmarks/ble_latency.py [--seconds 10] [--rate 2000] [--no-writer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from bleak import BleakClient, BleakScanner
+
+from needlelab.ble.bumble_backend import BumbleClient, BumbleScanner, forget_local_link
+from needlelab.ble.loop import BleLoop
+from needlelab.clock import SessionClock
+from needlelab.config import EmgBleConfig, EmgSimulatorConfig
+from needlelab.devices.ble_sensor import EmgBleSensor
+from needlelab.hub import Hub
+from needlelab.profiles import EmgProfile, load_emg_profile
+from needlelab.record import SessionMeta, SessionWriter
+from needlelab.resources import drivers_dir
+from needlelab.sim.emg_sensor import SimulatedEmgSensor
+from needlelab.streams import Chunk
+
+CONNECT_TIMEOUT_S = 15.0
+WARMUP_S = 1.0
+POLL_S = 0.001
+RING = "notify -> in ring (Hub.push returned)"
+
+F64 = npt.NDArray[np.float64]
+
+
+class Unwrap16:
+    """Unwraps the u16 frame counter as the driver does (every step taken as forward)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def __call__(self, frame: bytes | bytearray) -> int:
+        raw = frame[0] | frame[1] << 8  # reference frame: seq u16 little-endian first
+        seq = raw if self._last is None else self._last + (raw - self._last) % (1 << 16)
+        self._last = seq
+        return seq
+
+
+class NotifyTimes:
+    """Monotonic time just before each frame is notified, by unwrapped sequence counter."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, int] = {}
+        self._seq = Unwrap16()
+
+    def wrap(self, sensor: SimulatedEmgSensor) -> None:
+        """Time every notification of the sensor's (started) peripheral."""
+        peripheral = sensor.peripheral
+        assert peripheral is not None, "start the simulated sensor first"
+        notify = peripheral.notify
+
+        async def timed_notify(uuid: str, value: bytes) -> None:
+            # Both this and the driver unwrap from the first frame sent (< 2**16), so the keys
+            # agree with the driver's `device_counter`.
+            self.at[self._seq(value)] = time.monotonic_ns()
+            await notify(uuid, value)
+
+        # The streaming task looks `notify` up on every call, so an instance attribute wins.
+        peripheral.notify = timed_notify  # type: ignore[method-assign]
+
+
+class TimedHub(Hub):
+    """A `Hub` that notes when each chunk's `push` (ring write included) has returned."""
+
+    def __init__(self, clock: SessionClock) -> None:
+        super().__init__(clock)
+        # (device counter, monotonic ns after push, driver stamp t_host_ns, ring total after)
+        self.pushed: list[tuple[int, int, int, int]] = []
+
+    def push(self, chunk: Chunk) -> None:
+        super().push(chunk)
+        done = time.monotonic_ns()
+        if chunk.device_counter is not None:
+            total = self.ring(chunk.stream).total
+            self.pushed.append((chunk.device_counter, done, chunk.t_host_ns, total))
+
+
+@dataclass
+class RingPoller:
+    """Polls one ring's sample count every `POLL_S` and notes when it changes."""
+
+    hub: Hub
+    stream: str
+    seen: list[tuple[int, int]] = field(default_factory=list)  # (monotonic ns, total)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ring-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def _run(self) -> None:
+        ring, last = self.hub.ring(self.stream), -1
+        while not self._stop.wait(POLL_S):
+            total = ring.total
+            if total != last:
+                self.seen.append((time.monotonic_ns(), total))
+                last = total
+
+
+def profile_for(rate_hz: float, folder: Path) -> tuple[str, EmgProfile]:
+    """The reference profile (by name) or, for another rate, a copy of its TOML at that rate."""
+    if rate_hz == 2000:
+        return "needlelab-emg-ref", load_emg_profile("needlelab-emg-ref")
+    text = (drivers_dir() / "needlelab-emg-ref.toml").read_text(encoding="utf-8")
+    text, n = re.subn(r"(?m)^rate_hz = .*$", f"rate_hz = {rate_hz:g}", text)
+    assert n == 1, "rate_hz not found in the reference profile"
+    path = folder / "bench-emg.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path), load_emg_profile(path)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"ble_latency: timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def start_simulator(
+    ble: BleLoop, profile: EmgProfile, link: str, advertised: str
+) -> tuple[SimulatedEmgSensor, NotifyTimes]:
+    sensor = SimulatedEmgSensor(profile, EmgSimulatorConfig(seed=1), link, advertised)
+    ble.run(sensor.start(), timeout_s=10)
+    times = NotifyTimes()
+    times.wrap(sensor)
+    return sensor, times
+
+
+def stop_simulator(ble: BleLoop, sensor: SimulatedEmgSensor, link: str) -> None:
+    ble.run(sensor.stop(), timeout_s=5)
+    forget_local_link(link)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Latencies (ms) of the frames notified inside the measuring window."""
+
+    rows: dict[str, F64]
+    frames: int  # notified in the window
+    missing: int  # notified in the window but never seen at the measuring point
+    notes: list[str]
+
+
+def needlelab_run(
+    ble: BleLoop,
+    profile_ref: str,
+    profile: EmgProfile,
+    seconds: float,
+    writer_on: bool,
+    poll: bool,
+) -> Window:
+    """Simulated sensor → EmgBleSensor → hub ring; latencies of every frame in the window.
+
+    With `poll`, a `RingPoller` runs too. Its 1000 wake-ups a second take the GIL from the BLE
+    and device threads and shift the figures (by about half a millisecond at p50 here), so the
+    headline run goes without it and the poller gets a run of its own.
+    """
+    link, advertised = f"bench-needlelab-{int(poll)}", f"Sim-bench-emg-{int(poll)}"
+    sensor, notified = start_simulator(ble, profile, link, advertised)
+    clock = SessionClock()
+    hub = TimedHub(clock)
+    config = EmgBleConfig(
+        kind="emg_ble", name="emg", profile=profile_ref, simulator=EmgSimulatorConfig(seed=1)
+    )
+    # As Session does for a simulated device: the live driver is pointed at the simulator.
+    config = config.model_copy(
+        update={
+            "backend": "bumble",
+            "bumble_transport": f"local:{link}",
+            "advertised_name": advertised,
+            "connect_timeout_s": CONNECT_TIMEOUT_S,
+        }
+    )
+    device = EmgBleSensor(config, hub)
+    with tempfile.TemporaryDirectory(prefix="needlelab-bench-") as tmp:
+        writer = None
+        if writer_on:
+            meta = SessionMeta(
+                session_id="bench",
+                patient_id="BENCH",
+                config_json="{}",
+                anchor_monotonic_ns=clock.anchor_monotonic_ns,
+                anchor_wall_ns=clock.anchor_wall_ns,
+                software_version="bench",
+            )
+            writer = SessionWriter(Path(tmp) / "bench.sqlite", hub, meta)
+            writer.start()
+        poller = RingPoller(hub, device.spec.name)
+        try:
+            device.start()
+            if poll:
+                poller.start()
+            wait_for(lambda: device.stats.samples > 0, CONNECT_TIMEOUT_S + 5, "first samples")
+            time.sleep(WARMUP_S)
+            t0 = time.monotonic_ns()
+            time.sleep(seconds)
+            t1 = time.monotonic_ns()
+            time.sleep(0.2)  # let the window's last frames through
+        finally:
+            poller.stop()
+            device.stop()
+            stop_simulator(ble, sensor, link)
+            if writer is not None:
+                writer.stop()
+    notes = []
+    if device.stats.malformed or device.stats.gaps:
+        notes.append(f"driver saw {device.stats.malformed} malformed, {device.stats.gaps} gaps")
+    window = {s: t for s, t in notified.at.items() if t0 <= t < t1}
+    anchor = clock.anchor_monotonic_ns
+    hops: dict[str, list[float]] = {"stamp": [], "ring": [], "poll": []}
+    poll_t = np.array([t for t, _ in poller.seen], dtype=np.int64)
+    poll_total = np.array([n for _, n in poller.seen], dtype=np.int64)
+    early = 0
+    for counter, done, t_host, total in hub.pushed:
+        sent = window.get(counter)
+        if sent is None:
+            continue
+        hops["stamp"].append(t_host + anchor - sent)
+        hops["ring"].append(done - sent)
+        k = int(np.searchsorted(poll_total, total))  # first poll showing this frame's samples
+        if k < len(poll_t):
+            hops["poll"].append(int(poll_t[k]) - sent)
+            early += int(poll_t[k]) < sent
+    assert early == 0, "the poller saw samples before they were notified: clock mix-up"
+    if poll:
+        rows = {
+            "  same, with the ring poller running": np.array(hops["ring"]) / 1e6,
+            f"notify -> seen by {POLL_S * 1e3:g} ms ring poller": np.array(hops["poll"]) / 1e6,
+        }
+    else:
+        rows = {
+            "notify -> driver stamp (bleak callback)": np.array(hops["stamp"]) / 1e6,
+            RING: np.array(hops["ring"]) / 1e6,
+        }
+    return Window(rows, len(window), len(window) - len(hops["ring"]), notes)
+
+
+def bleak_run(ble: BleLoop, profile: EmgProfile, seconds: float) -> Window:
+    """The same simulated sensor read by a bare BleakClient whose callback only reads the clock."""
+    link, advertised = "bench-bleak", "Sim-bench-bleak"
+    sensor, notified = start_simulator(ble, profile, link, advertised)
+    got: list[tuple[int, bytes]] = []  # (monotonic ns, frame header); matched afterwards
+
+    def on_data(_char: Any, data: bytearray) -> None:
+        got.append((time.monotonic_ns(), bytes(data[:2])))
+
+    # Backend keywords pass through bleak's **kwargs, as in BleSensor._open.
+    kw: dict[str, Any] = {"bumble_transport": f"local:{link}"}
+
+    async def open_client() -> BleakClient:
+        device = await BleakScanner.find_device_by_name(
+            advertised, timeout=CONNECT_TIMEOUT_S, backend=BumbleScanner, **kw
+        )
+        if device is None:
+            raise SystemExit(f"ble_latency: {advertised} not found")
+        client = BleakClient(device, backend=BumbleClient, **kw)
+        await client.connect()
+        await client.start_notify(profile.gatt.data[0], on_data)
+        return client
+
+    client: BleakClient | None = None
+    try:
+        client = ble.run(open_client(), timeout_s=CONNECT_TIMEOUT_S + 5)
+        wait_for(lambda: bool(got), 5, "first bare bleak notification")
+        time.sleep(WARMUP_S)
+        t0 = time.monotonic_ns()
+        time.sleep(seconds)
+        t1 = time.monotonic_ns()
+        time.sleep(0.2)
+    finally:
+        if client is not None:
+            run_quietly(ble, client.disconnect())
+        stop_simulator(ble, sensor, link)
+    window = {s: t for s, t in notified.at.items() if t0 <= t < t1}
+    seq = Unwrap16()
+    received = [(t, seq(header)) for t, header in got]
+    lat = [t - window[s] for t, s in received if s in window]
+    rows = {"bare bleak start_notify callback": np.array(lat) / 1e6}
+    return Window(rows, len(window), len(window) - len(lat), [])
+
+
+def run_quietly(ble: BleLoop, coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        ble.run(coro, timeout_s=5)
+    except (TimeoutError, OSError, asyncio.CancelledError) as exc:
+        print(f"  note: {exc}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds measured per run")
+    parser.add_argument("--rate", type=float, default=2000.0, help="sample rate (Hz), 8 channels")
+    parser.add_argument(
+        "--no-writer", action="store_true", help="no SessionWriter thread during the run"
+    )
+    args = parser.parse_args()
+    # bumble's controller emulation warns about links already gone while simulators power off
+    # between runs; that teardown chatter would interleave with the table.
+    logging.getLogger("bumble").setLevel(logging.ERROR)
+    ble = BleLoop.acquire()  # held for both runs, so one loop serves them both
+    try:
+        with tempfile.TemporaryDirectory(prefix="needlelab-bench-profile-") as tmp:
+            profile_ref, profile = profile_for(args.rate, Path(tmp))
+            writer_on = not args.no_writer
+            ours = needlelab_run(ble, profile_ref, profile, args.seconds, writer_on, poll=False)
+            polled = needlelab_run(
+                ble, profile_ref, profile, args.seconds / 2, writer_on, poll=True
+            )
+        peer = bleak_run(ble, profile, args.seconds)
+    finally:
+        ble.release()
+    for window in (ours, polled, peer):
+        if not window.frames or any(len(lat) == 0 for lat in window.rows.values()):
+            # The notify hook wraps GattPeripheral.notify; a simulator that bypasses it (or a
+            # driver that drops the counter) leaves nothing to match.
+            raise SystemExit("ble_latency: no frames matched; is GattPeripheral.notify still used?")
+    frame = profile.frame
+    print(
+        f"ble_latency: simulated {frame.channels} ch x {frame.rate_hz:g} Hz, "
+        f"{frame.samples_per_frame} samples/frame ({frame.rate_hz / frame.samples_per_frame:g} "
+        f"notifications/s), 15 ms bursts, bumble in-process link, {args.seconds:g} s measured per "
+        f"run, session writer {'off' if args.no_writer else 'on'}"
+    )
+    print(
+        f"{'path':<42} {'frames':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'p99 / bleak':>12}"
+    )
+    peer_p99 = float(np.percentile(peer.rows["bare bleak start_notify callback"], 99))
+    for window in (ours, polled, peer):
+        for name, lat in window.rows.items():
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+            print(
+                f"{name:<42} {len(lat):>7} {p50:>8.3f} {p95:>8.3f} {p99:>8.3f} "
+                f"{lat.max():>8.3f} {p99 / peer_p99:>11.1f}x"
+            )
+    for label, window in (("needlelab", ours), ("needlelab + poller", polled), ("bleak", peer)):
+        if window.missing:
+            print(f"{label}: {window.missing} of {window.frames} frames in the window not seen")
+        for note in window.notes:
+            print(f"{label}: {note}")
+    p99 = float(np.percentile(ours.rows[RING], 99))
+    print(
+        f"goal p99 notify -> in ring <= 5 ms: {'met' if p99 <= 5.0 else 'NOT met'} ({p99:.3f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Sample-time accuracy: needlelab's stream clock against pyxdf's dejitter and raw arrival times.
+
+Load: a simulated BLE EMG stream, reference profile by default (2 kHz, 10 samples a frame, each
+frame with a 16-bit sequence counter and a 32-bit device µs clock). The device crystal is off
+by --drift-ppm and its counter and clock start at arbitrary values; frames leave at the first
+BLE connection event (--interval-ms) after their last sample is taken, each connection event's
+burst is delayed by a one-sided latency drawn uniformly from 0..--jitter-ms, delivery stays in
+order, and a fraction --loss of frames is lost. Ground truth is the true host time of every
+sample (the line t0 + g * period the device really sampled on; a constant transport floor would
+shift every method alike, so the simulated floor is 0).
+
+On identical arrivals, three ways of timing the received samples:
+
+- needlelab: `needlelab.record.reader.sample_times` on the raw blocks a recording stores (first
+  sample index from the unwrapped counter, as `EmgBleSensor` assigns it; host arrival time). This
+  is the `StreamClock` lower-envelope fit, segmented at gaps.
+- pyxdf: `pyxdf.pyxdf._jitter_removal`, called as `load_xdf(..., dejitter_timestamps=True)`
+  calls it, on per-sample LSL-style time stamps (see `lsl_stamps`): a least-squares line of time
+  stamp against sample *position*, segmented at breaks.
+- raw: the same LSL-style stamps as they are (= `hub.regular_sample_times`, needlelab's live
+  provisional times).
+
+A second scenario is Myo-like (200 Hz, 2 samples a notification, no counter, no device clock):
+every method then has only the sample position, so losses are invisible to all of them. It is
+run with the same loss and with none.
+
+Every figure is pooled over --streams independent streams (seeds --seed, --seed + 1, ...): the
+frames' phase against the connection events, which sets the floor a host-side fit can find,
+differs from stream to stream and single streams scatter widely. The device µs clock is
+simulated but changes nothing: it ticks on the same crystal as the samples, so it cannot tell
+drift against the host, and `sample_times` does not use it.
+
+Goal (reference scenario): needlelab p95 <= 1 ms and <= 0.25 x pyxdf's p95.
+
+    python benchmarks/sync.py [--seconds 60] [--streams 10] [--seed 1] [--jitter-ms 30]
+                              [--drift-ppm 100] [--loss 0.02] [--interval-ms 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pyxdf.pyxdf import StreamData, _jitter_removal  # type: ignore[import-untyped]
+
+from needlelab.clock import StreamClock
+from needlelab.devices.emg_codecs import unwrap
+from needlelab.hub import regular_sample_times
+from needlelab.record.reader import Block, sample_times
+from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the device sends."""
+
+    name: str
+    rate_hz: float
+    per_frame: int  # samples per notification
+    counter: bool  # frames carry a 16-bit sequence counter and a 32-bit µs device clock
+
+
+REFERENCE = Scenario("reference EMG (2 kHz, 10/frame, counter + device clock)", 2000.0, 10, True)
+MYO = Scenario("Myo-like (200 Hz, 2/notification, no counter, no clock)", 200.0, 2, False)
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """The received frames as a driver sees them, and the truth about their samples."""
+
+    scenario: Scenario
+    first_index: I64  # per received frame: the index the driver gives its first sample
+    t_host_ns: I64  # per received frame: host arrival time (session ns)
+    device_counter: I64 | None  # per received frame, unwrapped (None without a counter)
+    device_t_us: I64 | None  # per received frame, unwrapped device clock
+    true_ns: F64  # per received sample: the host time it was really taken at
+    frames_sent: int
+
+
+def simulate(
+    sc: Scenario,
+    seconds: float,
+    seed: int,
+    jitter_ms: float,
+    drift_ppm: float,
+    loss: float,
+    interval_ms: float,
+) -> Arrivals:
+    """One stream's arrivals: connection-interval bursts, one-sided jitter, loss, in order."""
+    rng = np.random.default_rng(seed)
+    spf = sc.per_frame
+    n_frames = int(seconds * sc.rate_hz / spf)
+    # Positive drift = the crystal runs fast: more samples per host second, a shorter period.
+    period_ns = 1e9 / sc.rate_hz / (1 + drift_ppm * 1e-6)
+    t0_ns = rng.uniform(0.5e9, 2.0e9)  # host time of the device's sample 0
+    j = np.arange(n_frames, dtype=np.int64)
+    ready_ns = t0_ns + (j * spf + spf - 1) * period_ns  # a frame is ready with its last sample
+    # BLE sends at connection events: the first one at or after the frame is ready. All frames
+    # of one event share one burst delay (host stack, scheduling), drawn once per event.
+    # The wait for the next event is what limits every host-side fit: it depends on the frames'
+    # phase against the events, which slides at the drift rate (0.1 ms/s at 100 ppm). With the
+    # interval a multiple of the frame period (15 ms = 3 x 5 ms) the lowest wait is a sawtooth
+    # that repeats only every frame period / drift: 50 s for 5 ms frames at 100 ppm.
+    # --interval-ms 0 turns events off: every frame then gets its own delay.
+    ci_ns = interval_ms * 1e6
+    if ci_ns > 0:
+        phase_ns = rng.uniform(0, ci_ns)
+        event = np.ceil((ready_ns - phase_ns) / ci_ns).astype(np.int64)
+        sent_ns = phase_ns + event * ci_ns
+    else:
+        event, sent_ns = j, ready_ns
+    _, which = np.unique(event, return_inverse=True)
+    burst_delay_ns = rng.uniform(0, jitter_ms * 1e6, int(which.max()) + 1)[which]
+    arrival_ns = sent_ns + burst_delay_ns
+    keep = rng.random(n_frames) >= loss
+    keep[0] = True  # the stream starts with a received frame (no effect on the figures)
+    j, arrival_ns = j[keep], arrival_ns[keep]
+    arrival_ns = np.maximum.accumulate(arrival_ns)  # a link delivers in order
+    t_host = np.round(arrival_ns).astype(np.int64)
+
+    counter = device_t = None
+    if sc.counter:
+        # The driver's view: wrapping u16 counter and u32 µs clock from arbitrary starts,
+        # unwrapped exactly as EmgBleSensor does; the first received frame is index 0.
+        c0, d0 = int(rng.integers(0, 1 << 16)), int(rng.integers(0, 1 << 32))
+        counter = unwrap((c0 + j) % (1 << 16), 16, None)
+        raw_t_us = (d0 + np.round(j * spf * 1e6 / sc.rate_hz).astype(np.int64)) % (1 << 32)
+        device_t = unwrap(raw_t_us, 32, None)
+        first_index = (counter - counter[0]) * spf
+    else:
+        # No counter: the driver numbers samples as they come, so a lost notification is
+        # invisible and every later sample is numbered too early.
+        first_index = np.arange(len(j), dtype=np.int64) * spf
+    global_sample = (j[:, None] * spf + np.arange(spf)[None, :]).ravel()
+    return Arrivals(
+        sc,
+        first_index,
+        t_host,
+        counter,
+        device_t,
+        np.asarray(t0_ns + global_sample * period_ns, dtype=np.float64),
+        n_frames,
+    )
+
+
+def _spec(sc: Scenario) -> StreamSpec:
+    return StreamSpec("emg.emg", "EMG", ("ch1",), ("uV",), StreamKind.REGULAR, sc.rate_hz)
+
+
+def needlelab_times(a: Arrivals) -> tuple[I64, dict[str, float]]:
+    """Sample times as a reader of the recording computes them, and the clock model's summary."""
+    spf = a.scenario.per_frame
+    values = np.zeros((spf, 1), np.float32)  # sample_times never looks at values
+    blocks = [
+        Block(
+            first_index=int(a.first_index[k]),
+            n=spf,
+            t_host_ns=int(a.t_host_ns[k]),
+            device_counter=None if a.device_counter is None else int(a.device_counter[k]),
+            device_t_us=None if a.device_t_us is None else int(a.device_t_us[k]),
+            t_ns=None,
+            values=values,
+        )
+        for k in range(len(a.t_host_ns))
+    ]
+    times = sample_times(_spec(a.scenario), blocks)
+    # The same fit again, only for its drift/uncertainty figures (the writer stores these).
+    clock = StreamClock(a.scenario.rate_hz)
+    for k in range(len(a.t_host_ns)):
+        clock.add(int(a.first_index[k]) + spf - 1, int(a.t_host_ns[k]))
+    clock.fit()
+    return times, clock.summary()
+
+
+def lsl_stamps(a: Arrivals) -> I64:
+    """Per-sample stamps as an LSL outlet gives them, one `push_chunk` per notification.
+
+    liblsl's push_chunk with one time stamp (the arrival, `local_clock()` when the callback runs)
+    takes it as the time of the chunk's *last* sample and back-dates the earlier ones at the
+    nominal rate (the rest go out as DEDUCED_TIMESTAMP, which load_xdf fills in as previous +
+    1/srate). That is what a BLE→LSL bridge without its own clock model records, and it is the
+    same rule as needlelab's provisional live times, so this is computed with
+    `hub.regular_sample_times`.
+    """
+    spf = a.scenario.per_frame
+    values = np.zeros((spf, 1), np.float32)
+    return np.concatenate(
+        [
+            regular_sample_times(Chunk("emg.emg", values, int(t), int(i)), a.scenario.rate_hz)
+            for t, i in zip(a.t_host_ns, a.first_index, strict=True)
+        ]
+    )
+
+
+def pyxdf_times(a: Arrivals, stamps_ns: I64) -> F64:
+    """pyxdf's dejittered times (ns) of LSL-style stamps, via load_xdf's own code path."""
+    header: dict[str, Any] = {
+        "info": {
+            "channel_count": ["1"],
+            "nominal_srate": [repr(a.scenario.rate_hz)],
+            "channel_format": ["float32"],
+        }
+    }
+    stream = StreamData(header)
+    stream.time_stamps = stamps_ns.astype(np.float64) / 1e9  # LSL time stamps are seconds
+    # load_xdf's defaults: jitter_break_threshold_seconds=1, jitter_break_threshold_samples=500.
+    out = _jitter_removal({1: stream}, 1, 500, stream_headers={1: header})
+    result: F64 = np.asarray(out[1].time_stamps, dtype=np.float64) * 1e9
+    return result
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Absolute sample-time error figures in ms, and the median signed error (bias)."""
+
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    bias: float
+
+    @classmethod
+    def of(cls, signed_ms: F64) -> Errors:
+        err = np.abs(signed_ms)
+        p50, p95, p99 = np.percentile(err, [50, 95, 99])
+        return cls(
+            float(p50), float(p95), float(p99), float(err.max()), float(np.median(signed_ms))
+        )
+
+
+OURS, PEER, RAW = (
+    "needlelab StreamClock (reader)",
+    "pyxdf dejitter (LSL stamps)",
+    "raw arrival (LSL stamps)",
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One scenario over several independent streams: pooled errors and per-stream figures."""
+
+    errors: dict[str, Errors]
+    ours_p95_per_stream: list[float]
+    drift_ppm_per_stream: list[float]
+    received: int
+    sent: int
+    fit_s: float
+
+
+def run(sc: Scenario, args: argparse.Namespace, loss: float) -> Result:
+    """Errors per method, pooled over `args.streams` streams (seeds seed, seed+1, ...).
+
+    Each stream has its own device start, connection-event phase and jitter draws. The phase of
+    the device's frames against the connection events decides how close to the true times any
+    host-side fit can get (see `simulate`), so one stream is a lottery; a pool is a figure.
+    """
+    signed: dict[str, list[F64]] = {OURS: [], PEER: [], RAW: []}
+    p95s, drifts, received, sent, fit_s = [], [], 0, 0, 0.0
+    for r in range(args.streams):
+        a = simulate(
+            sc, args.seconds, args.seed + r, args.jitter_ms, args.drift_ppm, loss, args.interval_ms
+        )
+        start = time.perf_counter()
+        ours, summary = needlelab_times(a)
+        fit_s += time.perf_counter() - start
+        stamps = lsl_stamps(a)
+        for name, estimate in ((OURS, ours), (PEER, pyxdf_times(a, stamps)), (RAW, stamps)):
+            signed[name].append((estimate.astype(np.float64) - a.true_ns) / 1e6)
+        p95s.append(float(np.percentile(np.abs(signed[OURS][-1]), 95)))
+        drifts.append(summary["drift_ppm"])
+        received += len(a.t_host_ns)
+        sent += a.frames_sent
+    errors = {name: Errors.of(np.concatenate(parts)) for name, parts in signed.items()}
+    return Result(errors, p95s, drifts, received, sent, fit_s)
+
+
+def print_table(title: str, res: Result) -> None:
+    print(title)
+    print(
+        f"  {'method':<32} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'bias ms':>8} {'p95 / needlelab':>16}"
+    )
+    base = res.errors[OURS].p95
+    for name, e in res.errors.items():
+        ratio = e.p95 / base if base > 0 else math.inf
+        print(
+            f"  {name:<32} {e.p50:>8.3f} {e.p95:>8.3f} {e.p99:>8.3f} {e.max:>8.3f} "
+            f"{e.bias:>8.3f} {ratio:>15.1f}x"
+        )
+    print(
+        f"  frames received {res.received} of {res.sent}; needlelab per stream: p95 "
+        f"{min(res.ours_p95_per_stream):.3f}..{max(res.ours_p95_per_stream):.3f} ms, fitted "
+        f"drift {min(res.drift_ppm_per_stream):+.1f}..{max(res.drift_ppm_per_stream):+.1f} ppm"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="seconds per stream")
+    parser.add_argument("--streams", type=int, default=10, help="independent streams pooled")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first stream")
+    parser.add_argument("--jitter-ms", type=float, default=30.0, help="one-sided burst latency")
+    parser.add_argument("--drift-ppm", type=float, default=100.0, help="device crystal error")
+    parser.add_argument("--loss", type=float, default=0.02, help="fraction of frames lost")
+    parser.add_argument(
+        "--interval-ms", type=float, default=15.0, help="BLE connection interval (0: none)"
+    )
+    args = parser.parse_args()
+    print(
+        f"sync: {args.streams} streams x {args.seconds:g} s, connection interval "
+        f"{args.interval_ms:g} ms, burst latency uniform 0..{args.jitter_ms:g} ms, drift "
+        f"{args.drift_ppm:+g} ppm, {args.loss:.1%} frames lost, seeds {args.seed}.."
+        f"{args.seed + args.streams - 1}"
+    )
+    print("absolute sample-time error vs the true host time of every received sample, pooled")
+    print()
+    res = run(REFERENCE, args, args.loss)
+    print_table(f"1. {REFERENCE.name}", res)
+    ours, peer = res.errors[OURS], res.errors[PEER]
+    ok = ours.p95 <= 1.0 and ours.p95 <= 0.25 * peer.p95
+    print(
+        f"  goal needlelab p95 <= 1 ms and <= 0.25 x pyxdf p95 ({0.25 * peer.p95:.3f} ms): "
+        f"{'met' if ok else 'NOT met'} (needlelab p95 {ours.p95:.3f} ms; fits took "
+        f"{res.fit_s / args.streams:.2f} s per stream)"
+    )
+    print()
+    for title, loss in (
+        (f"2. {MYO.name}, {args.loss:.1%} lost", args.loss),
+        (f"3. {MYO.name}, nothing lost", 0.0),
+    ):
+        print_table(title, run(MYO, args, loss))
+        print()
+    print(
+        "bias = median signed error (positive: stamped late). Without a counter a lost "
+        "notification is invisible to every method: later samples are numbered too early."
+    )
+
+
+if __name__ == "__main__":
+    main()

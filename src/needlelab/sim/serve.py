@@ -1,0 +1,255 @@
+"""`SimulatorSet`: every simulated device of a session config, served together.
+
+A session config marks a device as simulated with a `[simulator]` table. The set starts a
+simulator for each and returns its endpoint: the config fields a driver needs to reach it (a
+serial URL, or a bleak backend, bumble transport and advertised name), exactly what a config
+for the real device would say.
+
+BLE simulators are reached in one of three ways (`ble`):
+
+- `local`: an in-process bumble link per device (`local:NAME`), for tests and in-process runs;
+- `unix`: a bumble controller per device serving HCI on a unix socket in `workdir`, for a
+  separate simulator process (`needlelab sim session`), the path a real adapter takes;
+- `tcp`: the same on a loopback TCP port (127.0.0.1 only).
+
+A simulated EMG sensor with `artefacts_from` is handed the named simulated stimulator's settings
+history, so its artefacts follow that unit's pulses; `truth()` returns the histories for sync
+checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from needlelab.config import CaliperBleConfig, EmgBleConfig, SessionConfig, StimSerialConfig
+from needlelab.events import StimSettings
+from needlelab.sim.ble_peripheral import SimulatedBleDevice
+from needlelab.sim.stim_server import SimulatedStim, start_simulated_stim
+
+BleMode = Literal["local", "unix", "tcp"]
+
+SIMULATED_LINK_LATENCY_US = 1700.0
+"""The fixed latency of a simulated BLE link, as a datasheet would give a real one's.
+
+A frame reaches the app only after bumble's Python stacks on both sides have carried it (and the
+frames before it in its connection event, about 0.4 ms each). With 7.5 ms connection intervals
+the demo's sync check measured this floor at 1.5-1.9 ms on a 2-core machine. Endpoints declare
+it as `latency_us`, as a calibrated real setup would; the sync check shows what is left.
+"""
+
+
+class SimulatorSet:
+    """The simulators of one session; `start()` returns {device name: config updates}."""
+
+    def __init__(
+        self, config: SessionConfig, workdir: Path, ble: BleMode = "local", tag: str = "sim"
+    ) -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self.ble_mode = ble
+        self.tag = tag  # makes in-process link names unique per session
+        self.stims: dict[str, SimulatedStim] = {}
+        self.ble_devices: dict[str, SimulatedBleDevice] = {}
+        self._ble_loop: Any = None
+        self._links: list[str] = []
+        self._hci: list[Any] = []  # bumble server transports of unix/tcp mode
+        self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
+
+    def start(self) -> dict[str, dict[str, Any]]:
+        """Start every simulator; the endpoint of each simulated device. Stops all on failure."""
+        endpoints: dict[str, dict[str, Any]] = {}
+        try:
+            # Stimulators first: an EMG simulator may follow one's pulses.
+            for device in self.config.devices:
+                if isinstance(device, StimSerialConfig) and device.simulator is not None:
+                    self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    sim = start_simulated_stim(
+                        device.profile,
+                        device.simulator,
+                        self.workdir,
+                        device.channels,
+                        device.name,
+                    )
+                    self.stims[device.name] = sim
+                    endpoints[device.name] = {"port": sim.url}
+            for device in self.config.devices:
+                if isinstance(device, EmgBleConfig | CaliperBleConfig) and device.simulator:
+                    endpoints[device.name] = self._start_ble(device)
+        except BaseException:
+            self.stop()
+            raise
+        return endpoints
+
+    def _start_ble(self, device: EmgBleConfig | CaliperBleConfig) -> dict[str, Any]:
+        from needlelab.ble.loop import BleLoop
+
+        if self._ble_loop is None:
+            self._ble_loop = BleLoop.acquire()
+        link = f"{self.tag}-{device.name}"
+        advertised = f"Sim-{device.name}"
+        sensor = self._make_ble(device, link, advertised)
+        self._links.append(link)
+        transport = self._ble_loop.run(self._serve(sensor, link, device.name), timeout_s=10)
+        self.ble_devices[device.name] = sensor
+        return {
+            "backend": "bumble",
+            "bumble_transport": transport,
+            "advertised_name": advertised,
+            "latency_us": SIMULATED_LINK_LATENCY_US,
+        }
+
+    def _make_ble(
+        self, device: EmgBleConfig | CaliperBleConfig, link: str, advertised: str
+    ) -> SimulatedBleDevice:
+        if isinstance(device, EmgBleConfig):
+            from needlelab.profiles import load_emg_profile
+            from needlelab.sim.emg_sensor import SimulatedEmgSensor
+
+            assert device.simulator is not None
+            source = device.simulator.artefacts_from
+            history = self.stims[source].changes if source is not None else None
+            return SimulatedEmgSensor(
+                load_emg_profile(device.profile), device.simulator, link, advertised, history
+            )
+        from needlelab.profiles import load_caliper_profile
+        from needlelab.sim.caliper import SimulatedCaliper
+
+        assert device.simulator is not None
+        return SimulatedCaliper(
+            load_caliper_profile(device.profile), device.simulator, link, advertised
+        )
+
+    async def _serve(self, sensor: SimulatedBleDevice, link: str, name: str) -> str:
+        """Start a BLE simulator; the bumble transport spec a central uses to reach it."""
+        await sensor.start()
+        if self.ble_mode == "local":
+            return f"local:{link}"
+        from bumble.controller import Controller
+        from bumble.transport import open_transport
+        from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+
+        from needlelab.ble.bumble_backend import local_link
+
+        if self.ble_mode == "unix":
+            path = self.workdir / f"{name}.hci"
+            path.unlink(missing_ok=True)
+            transport = await open_transport(f"unix-server:{path}")
+            spec = f"unix:{path}"
+        else:
+            sock = socket.create_server(("127.0.0.1", 0))
+            transport = await open_tcp_server_transport_with_socket(sock)
+            spec = f"tcp-client:127.0.0.1:{sock.getsockname()[1]}"
+        self._hci.append(transport)
+        # The central's controller lives here, on the peripheral's link; the app is its host.
+        Controller(
+            f"hci-{name}", host_source=transport.source, host_sink=transport.sink,
+            link=local_link(link),
+        )  # fmt: skip
+        return spec
+
+    def truth(self) -> dict[str, list[tuple[int, StimSettings]]]:
+        """Each simulated stimulator's settings history: (monotonic ns, settings)."""
+        return {name: sim.changes() for name, sim in self.stims.items()} or self._truth
+
+    def stop(self) -> None:
+        """Stop every simulator; safe to call twice."""
+        from needlelab.ble.bumble_backend import forget_local_link
+
+        if self._ble_loop is not None:
+            loop, self._ble_loop = self._ble_loop, None
+            try:
+                for sensor in self.ble_devices.values():
+                    with contextlib.suppress(Exception):
+                        loop.run(sensor.stop(), timeout_s=5)
+                for transport in self._hci:
+                    with contextlib.suppress(Exception):
+                        loop.run(transport.close(), timeout_s=5)
+            finally:
+                loop.release()
+        self._hci.clear()
+        for link in self._links:
+            forget_local_link(link)
+        self._links.clear()
+        for sim in self.stims.values():
+            with contextlib.suppress(Exception):
+                sim.stop()
+        self._truth = self.truth()
+        self.stims.clear()
+
+
+class SimulatorProcess:
+    """A `SimulatorSet` in a separate process (`needlelab sim session`), BLE over unix sockets.
+
+    The app then reaches its simulated devices exactly as it reaches hardware: a serial port and a
+    Bluetooth controller in another process. Same interface as `SimulatorSet`.
+    """
+
+    def __init__(self, config: SessionConfig, workdir: Path) -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self._proc: subprocess.Popen[str] | None = None
+        self._truth_path = self.workdir / "truth.json"
+        self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
+
+    def start(self) -> dict[str, dict[str, Any]]:
+        """Start the process; the endpoints it printed. Raises `RuntimeError` if it failed."""
+        from needlelab.config import config_json
+
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "needlelab.cli", "sim", "session", "-",
+                "--ble", "unix", "--workdir", str(self.workdir), "--truth", str(self._truth_path),
+            ],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(config_json(self.config))
+        self._proc.stdin.close()
+        line = self._proc.stdout.readline()
+        if not line:
+            err = self._proc.stderr.read() if self._proc.stderr else ""
+            self._proc.wait()
+            raise RuntimeError(f"the simulator process failed: {err.strip() or 'no output'}")
+        endpoints: dict[str, dict[str, Any]] = json.loads(line)
+        return endpoints
+
+    def truth(self) -> dict[str, list[tuple[int, StimSettings]]]:
+        """Each simulated stimulator's settings history, once the process has stopped."""
+        return self._truth
+
+    def stop(self) -> None:
+        """SIGTERM the process, wait, and read its truth file; safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        with contextlib.suppress(OSError, ValueError):
+            self._truth = read_truth(self._truth_path)
+
+
+def write_truth(path: Path, truth: dict[str, list[tuple[int, StimSettings]]]) -> None:
+    """Save stimulator histories as JSON: {name: [[monotonic ns, settings], ...]}."""
+    data = {n: [[t, s.model_dump()] for t, s in h] for n, h in truth.items()}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def read_truth(path: Path) -> dict[str, list[tuple[int, StimSettings]]]:
+    """Load what `write_truth` saved."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {n: [(int(t), StimSettings.model_validate(s)) for t, s in h] for n, h in data.items()}
