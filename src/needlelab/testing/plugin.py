@@ -1,4 +1,5 @@
-"""needlelab's pytest plugin: simulated stimulators and drivers wired to them, cleaned up after.
+"""needlelab's pytest plugin: simulated stimulators and BLE sensors, and the real drivers wired
+to them, cleaned up after.
 
 Kept import-light: heavy modules load inside the fixtures, so the plugin costs nothing in test
 runs that do not use it.
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from needlelab.config import FaultSpec
+    from needlelab.config import CaliperBleConfig, EmgBleConfig, FaultSpec
+    from needlelab.devices.base import Device
     from needlelab.devices.stim_serial import StimulatorDriver
     from needlelab.hub import Hub
+    from needlelab.sim.serve import SimulatorSet
     from needlelab.sim.stim_server import SimulatedStim
 
 
@@ -100,6 +103,78 @@ def stim_driver() -> Iterator[Callable[..., tuple[StimulatorDriver, Hub]]]:
     yield make
     for driver in started:
         driver.stop()
+
+
+class SimulatedBle:
+    """A simulated BLE sensor served in-process for a test: `.sensor` (the simulator; EMG has
+    `.inject(fault)`), `.config` (a device config pointing at it, as for real hardware)."""
+
+    def __init__(self, sims: SimulatorSet, config: EmgBleConfig | CaliperBleConfig) -> None:
+        self.sims = sims
+        self.config = config
+        self.sensor = sims.ble_devices[config.name]
+
+
+@pytest.fixture
+def sim_ble(tmp_path: Path) -> Iterator[Callable[..., SimulatedBle]]:
+    """Factory: `sim_ble("emg_ble"|"caliper_ble", profile=..., name=..., **simulator)` serves a
+    simulated BLE sensor on an in-process bumble link and returns a `SimulatedBle`. Simulator
+    fields are those of the config's `[simulator]` table (drift_ppm, jitter_ms, loss, faults, ...).
+    Every one is stopped at teardown."""
+    from needlelab.config import CaliperBleConfig, EmgBleConfig, parse_config
+    from needlelab.sim.serve import SimulatorSet
+
+    started: list[SimulatorSet] = []
+
+    def make(
+        kind: str = "emg_ble",
+        profile: str | Path | None = None,
+        name: str | None = None,
+        **simulator: Any,
+    ) -> SimulatedBle:
+        name = name or kind.removesuffix("_ble")
+        default = "needlelab-emg-ref" if kind == "emg_ble" else "needlelab-caliper-ref"
+        device = {"kind": kind, "name": name, "profile": str(profile or default)}
+        config = parse_config(
+            {
+                "session": {"patient_id": "TEST", "out_dir": str(tmp_path)},
+                "devices": [{**device, "simulator": simulator}],
+            },
+            "sim_ble",
+        )
+        sims = SimulatorSet(config, tmp_path / f"sim-{name}", tag=f"test-{id(config)}")
+        started.append(sims)
+        endpoint = sims.start()[name]
+        real = config.devices[0].model_copy(update={**endpoint, "simulator": None})
+        assert isinstance(real, EmgBleConfig | CaliperBleConfig)
+        return SimulatedBle(sims, real)
+
+    yield make
+    for sims in started:
+        sims.stop()
+
+
+@pytest.fixture
+def ble_sensor() -> Iterator[Callable[..., tuple[Device, Hub]]]:
+    """Factory: `ble_sensor(sim, **config)` starts the real BLE driver (bleak, needlelab's bumble
+    backend) on a fresh hub, connected to a `sim_ble` simulator; stopped at teardown."""
+    from needlelab.clock import SessionClock
+    from needlelab.devices import create_device
+    from needlelab.hub import Hub
+
+    started: list[Device] = []
+
+    def make(sim: SimulatedBle, **config: Any) -> tuple[Device, Hub]:
+        hub = Hub(SessionClock())
+        cfg = type(sim.config).model_validate({**sim.config.model_dump(), **config})
+        device = create_device(cfg, hub)
+        device.start()
+        started.append(device)
+        return device, hub
+
+    yield make
+    for device in started:
+        device.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "") -> None:

@@ -1,0 +1,82 @@
+"""Simulators in a separate process, as the demo runs them: the app takes the hardware path.
+
+`needlelab sim session` serves the stimulator on a pty and each BLE sensor behind a bumble
+controller on a unix socket; the recording's EMG stimulation artefacts are checked against the
+simulated stimulator's true pulse times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from needlelab.config import load_config
+from needlelab.resources import configs_dir
+from needlelab.session import Session
+from needlelab.sim.artefacts import artefact_sync_errors, error_summary_ms
+from needlelab.sim.serve import read_truth
+
+
+def test_sim_session_prints_endpoints_and_writes_truth_at_sigterm(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "needlelab.cli", "sim", "session", str(configs_dir() / "demo.toml"),
+         "--workdir", str(tmp_path), "--truth", str(truth)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        endpoints = json.loads(proc.stdout.readline())
+        assert set(endpoints) == {"stim", "emg", "caliper"}
+        assert Path(endpoints["stim"]["port"]).exists()
+        for name in ("emg", "caliper"):
+            spec = endpoints[name]["bumble_transport"]
+            assert spec.startswith("unix:") and Path(spec.removeprefix("unix:")).exists()
+            sock = Path(spec.removeprefix("unix:"))
+            assert sock.is_socket() and endpoints[name]["backend"] == "bumble"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert "stim" in read_truth(truth)
+
+
+def test_bad_config_on_stdin_is_one_clear_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "needlelab.cli", "sim", "session", "-"],
+        input='{"session": {"patient_id": "Jane Doe"}}',
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "session.patient_id" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_emg_artefacts_land_on_the_stimulator_pulses_through_the_separate_process(
+    tmp_path: Path,
+) -> None:
+    config = load_config(configs_dir() / "demo.toml")
+    session = Session(config, tmp_path, separate_simulators=True)
+    session.start()
+    try:
+        session.wait(12)
+    finally:
+        session.stop()
+    assert session.error is None and session.simulators is not None
+    truth = session.simulators.truth()["stim"]
+    assert truth, "the simulator process wrote no stimulator history"
+    errors = artefact_sync_errors(session.path, truth, "emg.emg", channel=1)
+    summary = error_summary_ms(errors)
+    print(f"artefact sync through the simulator process: {summary}")
+    assert summary["n"] >= 100  # the demo stimulates for most of the run
+    assert summary["p95"] <= 1.0
+    # The simulators' sockets and ptys went with the session.
+    assert not any(p.name.endswith(".hci") for p in tmp_path.rglob("*"))
+    assert os.stat(session.path).st_mode & 0o077 == 0
