@@ -42,7 +42,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # -- devices -------------------------------------------------------------------------------------
 def cmd_devices(args: argparse.Namespace) -> int:
-    """List serial ports with their descriptions."""
+    """List serial ports with their descriptions; `scan` lists Bluetooth LE devices instead."""
+    if args.action == "scan":
+        return _scan_ble(args)
     from serial.tools import list_ports
 
     ports = sorted(list_ports.comports(), key=lambda p: p.device)
@@ -51,6 +53,60 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for port in ports:
         hwid = f" [{port.hwid}]" if port.hwid and port.hwid != "n/a" else ""
         print(f"serial: {port.device}: {port.description}{hwid}")
+    return EXIT_OK
+
+
+def _scan_ble(args: argparse.Namespace) -> int:
+    """Scan for BLE advertisements; print address, name, RSSI and services of each match."""
+    import asyncio
+
+    from bleak import BleakScanner
+    from bleak.exc import BleakError
+
+    kwargs: dict[str, Any] = {}
+    if args.bumble is not None:
+        from needlelab.ble.bumble_backend import BumbleScanner
+
+        kwargs = {"backend": BumbleScanner, "bumble_transport": args.bumble}
+
+    async def scan() -> list[tuple[Any, Any]]:
+        try:
+            # bleak passes backend arguments (bumble_transport) through untyped.
+            found = await BleakScanner.discover(  # type: ignore[call-overload]
+                timeout=args.timeout,
+                return_adv=True,
+                service_uuids=args.service or None,
+                **kwargs,
+            )
+        finally:
+            if args.bumble is not None:
+                from needlelab.ble.bumble_backend import BumbleCentral
+
+                await BumbleCentral.close_all()
+        return list(found.values())
+
+    try:
+        seen = asyncio.run(scan())
+    except (BleakError, OSError) as exc:
+        _err(
+            f"cannot scan for Bluetooth LE devices: {exc}. Is there a Bluetooth adapter, and "
+            "is it on? (Without one, scan a simulator: needlelab devices scan --bumble SPEC)"
+        )
+        return EXIT_PROBLEM
+    want_name = (args.name or "").lower()
+    want_address = (args.address or "").lower()
+    shown = 0
+    for device, adv in sorted(seen, key=lambda item: -(item[1].rssi or -999)):
+        name = adv.local_name or device.name or ""
+        if want_name and want_name not in name.lower():
+            continue
+        if want_address and device.address.lower() != want_address:
+            continue
+        services = ",".join(adv.service_uuids) or "-"
+        print(f"ble: {device.address}  {name or '(no name)'}  rssi {adv.rssi}  services {services}")
+        shown += 1
+    if not shown:
+        print("ble: no devices found")
     return EXIT_OK
 
 
@@ -269,7 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="+", type=Path)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("devices", help="list serial ports")
+    p = sub.add_parser("devices", help="list serial ports, or scan for Bluetooth LE devices")
+    p.add_argument("action", nargs="?", choices=["list", "scan"], default="list")
+    p.add_argument("--timeout", type=_positive, default=5.0, help="scan seconds (default 5)")
+    p.add_argument("--name", help="scan: only names containing this")
+    p.add_argument("--address", help="scan: only this address")
+    p.add_argument("--service", action="append", help="scan: only devices advertising this UUID")
+    p.add_argument(
+        "--bumble",
+        metavar="SPEC",
+        help="scan through a bumble transport (e.g. unix:/path/emg.hci from "
+        "`needlelab sim session`) instead of the system's adapter",
+    )
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="record a fully simulated session and verify it")

@@ -38,6 +38,15 @@ def test_sim_session_prints_endpoints_and_writes_truth_at_sigterm(tmp_path: Path
             assert spec.startswith("unix:") and Path(spec.removeprefix("unix:")).exists()
             sock = Path(spec.removeprefix("unix:"))
             assert sock.is_socket() and endpoints[name]["backend"] == "bumble"
+        # `needlelab devices scan` sees each simulated sensor through its controller's socket.
+        scan = subprocess.run(
+            [sys.executable, "-m", "needlelab.cli", "devices", "scan", "--timeout", "1",
+             "--bumble", endpoints["emg"]["bumble_transport"], "--name", "sim-emg"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert scan.returncode == 0, scan.stderr
+        (line,) = scan.stdout.splitlines()
+        assert "Sim-emg" in line and "4e4c4142-0001" in line
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -80,3 +89,16 @@ def test_emg_artefacts_land_on_the_stimulator_pulses_through_the_separate_proces
     # The simulators' sockets and ptys went with the session.
     assert not any(p.name.endswith(".hci") for p in tmp_path.rglob("*"))
     assert os.stat(session.path).st_mode & 0o077 == 0
+
+
+def test_scanning_without_an_adapter_says_what_to_do() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "needlelab.cli", "devices", "scan", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Traceback" not in result.stderr
+    if result.returncode != 0:  # this machine has no Bluetooth adapter
+        assert "cannot scan for Bluetooth LE devices" in result.stderr
+        assert "--bumble" in result.stderr
