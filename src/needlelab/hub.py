@@ -143,7 +143,7 @@ class Hub:
         t_ns = (
             chunk.t_ns
             if chunk.t_ns is not None
-            else regular_sample_times(chunk, spec.nominal_rate_hz)
+            else regular_sample_times(chunk, spec.nominal_rate_hz) - spec.latency_ns
         )
         self._rings[chunk.stream].write(chunk.values, t_ns)
 

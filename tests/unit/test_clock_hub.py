@@ -100,3 +100,15 @@ def test_regular_sample_times_backfill_from_arrival() -> None:
     chunk = Chunk("x", np.zeros((4, 1), np.float32), t_host_ns=1_000_000_000, first_index=0)
     t = regular_sample_times(chunk, 1000.0)
     assert t.tolist() == [997_000_000, 998_000_000, 999_000_000, 1_000_000_000]
+
+
+def test_live_times_of_a_regular_stream_take_off_its_known_latency() -> None:
+    """Regression: the ring's provisional times ignored `latency_ns`, which the file's fit uses."""
+    spec = StreamSpec(
+        "emg.lat", "EMG", ("a",), ("uV",), StreamKind.REGULAR, 1000.0, latency_ns=2_000_000
+    )
+    hub = Hub(SessionClock())
+    hub.add_stream(spec)
+    hub.push(Chunk("emg.lat", np.zeros((2, 1), np.float32), t_host_ns=10_000_000, first_index=0))
+    t, _v = hub.ring("emg.lat").latest()
+    assert t.tolist() == [7_000_000, 8_000_000]

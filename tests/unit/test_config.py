@@ -81,6 +81,19 @@ MALFORMED = [
         + "\n[devices.simulator]\nfaults=[{kind='fire', at_s=1}]",
         ["devices[0].simulator.faults[0].kind", "'fire'", "'garbage'"],
     ),
+    (
+        "artefacts from a device that is not a simulated stimulator",
+        GOOD
+        + "\n[[devices]]\nkind='emg_ble'\nname='emg'\nprofile='needlelab-emg-ref'"
+        + "\n[devices.simulator]\nartefacts_from='stim'",
+        ["emg: artefacts_from 'stim'", "simulated stimulator", "none"],
+    ),
+    (
+        "BLE device that cannot be found",
+        "[session]\npatient_id='P1'\n[[devices]]\nkind='caliper_ble'\nname='cal'"
+        + "\nprofile='sylvac-simple'",
+        ["devices[0]", "'address' or 'advertised_name'"],
+    ),
 ]
 
 
