@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,6 +124,22 @@ def frame_garbage(rng: random.Random, kind: str) -> bytes:
     return bytes(b for b in body if b != 0xF0)[: rng.randrange(1, 50)] or b"x"
 
 
+def feed_in_reads(
+    feed: Callable[[bytes], tuple[list[Any], int]], wire: bytes, read_sizes: list[int]
+) -> tuple[list[Any], int]:
+    """Everything `feed` decodes from `wire` read in the given sizes, cycling (splits land
+    anywhere), and its malformed count."""
+    got: list[Any] = []
+    counted, pos, i = 0, 0, 0
+    while pos < len(wire):
+        size = read_sizes[i % len(read_sizes)]
+        decoded, malformed = feed(wire[pos : pos + size])
+        got += decoded
+        counted += malformed
+        pos, i = pos + size, i + 1
+    return got, counted
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.sampled_from(["valid", "overlong", "truncated", "bad_crc", "run"]), max_size=40),
@@ -144,14 +162,7 @@ def test_frames_survive_interleaved_garbage_with_an_exact_count(
             wire += frame_garbage(rng, kind)
             bad += 1
         previous = kind
-    codec = FrameCodec(FRAMING)
-    got, counted, pos, i = [], 0, 0, 0
-    while pos < len(wire):  # read in the given sizes, cycling: splits land anywhere
-        size = read_sizes[i % len(read_sizes)]
-        payloads, malformed = codec.feed(wire[pos : pos + size])
-        got += payloads
-        counted += malformed
-        pos, i = pos + size, i + 1
+    got, counted = feed_in_reads(FrameCodec(FRAMING).feed, wire, read_sizes)
     assert got == [FrameCodec(FRAMING).feed(f)[0][0] for f in expected]
     assert counted == bad
 
@@ -182,13 +193,7 @@ def test_lines_survive_interleaved_garbage_with_an_exact_count(
         else:  # not ASCII: cannot decode
             wire += b"\xff" + bytes(rng.choice(clean) for _ in range(20)) + b"\n"
         bad += 1
-    got, counted, pos, i = [], 0, 0, 0
-    while pos < len(wire):
-        size = read_sizes[i % len(read_sizes)]
-        messages, malformed = protocol.decode(wire[pos : pos + size])
-        got += messages
-        counted += malformed
-        pos, i = pos + size, i + 1
+    got, counted = feed_in_reads(protocol.decode, wire, read_sizes)
     assert len(got) == len(expected) and counted == bad
     reference = StimProtocol(load_stim_profile("needlelab-stim-ascii"))
     assert got == [reference.decode(line + b"\n")[0][0] for line in expected]
