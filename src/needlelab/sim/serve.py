@@ -58,7 +58,6 @@ class SimulatorSet:
         self.stims: dict[str, SimulatedStim] = {}
         self.ble_devices: dict[str, SimulatedBleDevice] = {}
         self._ble_loop: Any = None
-        self._links: list[str] = []
         self._hci: list[Any] = []  # bumble server transports of unix/tcp mode
         self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
 
@@ -95,9 +94,8 @@ class SimulatorSet:
         link = f"{self.tag}-{device.name}"
         advertised = f"Sim-{device.name}"
         sensor = self._make_ble(device, link, advertised)
-        self._links.append(link)
-        transport = self._ble_loop.run(self._serve(sensor, link, device.name), timeout_s=10)
-        self.ble_devices[device.name] = sensor
+        self.ble_devices[device.name] = sensor  # before serving: stop() cleans up a failed start
+        transport = self._ble_loop.run(self._serve(sensor, device.name), timeout_s=10)
         return {
             "backend": "bumble",
             "bumble_transport": transport,
@@ -126,11 +124,11 @@ class SimulatorSet:
             load_caliper_profile(device.profile), device.simulator, link, advertised
         )
 
-    async def _serve(self, sensor: SimulatedBleDevice, link: str, name: str) -> str:
+    async def _serve(self, sensor: SimulatedBleDevice, name: str) -> str:
         """Start a BLE simulator; the bumble transport spec a central uses to reach it."""
         await sensor.start()
         if self.ble_mode == "local":
-            return f"local:{link}"
+            return f"local:{sensor.link_name}"
         from bumble.controller import Controller
         from bumble.transport import open_transport
         from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
@@ -150,7 +148,7 @@ class SimulatorSet:
         # The central's controller lives here, on the peripheral's link; the app is its host.
         Controller(
             f"hci-{name}", host_source=transport.source, host_sink=transport.sink,
-            link=local_link(link),
+            link=local_link(sensor.link_name),
         )  # fmt: skip
         return spec
 
@@ -174,9 +172,8 @@ class SimulatorSet:
             finally:
                 loop.release()
         self._hci.clear()
-        for link in self._links:
-            forget_local_link(link)
-        self._links.clear()
+        for sensor in self.ble_devices.values():
+            forget_local_link(sensor.link_name)
         for sim in self.stims.values():
             with contextlib.suppress(Exception):
                 sim.stop()
