@@ -185,15 +185,17 @@ class SessionConfig(_Strict):
             if device.name in seen:
                 raise ValueError(f"device name {device.name!r} is used twice; names must be unique")
             seen.add(device.name)
+        return self
+
+    @model_validator(mode="after")
+    def _artefact_sources_exist(self) -> SessionConfig:
         simulated_stims = {
             d.name for d in self.devices if isinstance(d, StimSerialConfig) and d.simulator
         }
         for device in self.devices:
-            source = (
-                device.simulator.artefacts_from
-                if isinstance(device, EmgBleConfig) and (device.simulator)
-                else None
-            )
+            if not isinstance(device, EmgBleConfig) or device.simulator is None:
+                continue
+            source = device.simulator.artefacts_from
             if source is not None and source not in simulated_stims:
                 raise ValueError(
                     f"{device.name}: artefacts_from {source!r} must name a simulated stimulator "
