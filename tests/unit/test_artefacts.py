@@ -9,6 +9,7 @@ from needlelab.events import StimSettings
 from needlelab.sim.artefacts import (
     BURST_PULSES,
     add_artefacts,
+    add_block_artefacts,
     detect_artefacts,
     match_errors,
     pulse_times,
@@ -72,3 +73,16 @@ def test_match_errors_pairs_each_pulse_with_its_nearest_detection() -> None:
     assert match_errors(detected, truth, window_ns=2 * MS).tolist() == [MS, -MS]
     assert match_errors(np.array([5]), truth, window_ns=10).tolist() == [5]
     assert len(match_errors(np.empty(0, np.int64), truth, window_ns=MS)) == 0
+
+
+def test_artefacts_added_block_by_block_equal_the_whole_stream() -> None:
+    """Regression: pulses just before a block lost their recovery swing in that block."""
+    period = 500_000.0
+    history = [(0, settings(output_on=True, intensity_ma=8.0, frequency_hz=97.3))]
+    whole = np.zeros((1000, 2))
+    add_block_artefacts(whole, history, 1, 0.0, period)
+    blocks = np.zeros((1000, 2))
+    for start in range(0, 1000, 10):
+        add_block_artefacts(blocks[start : start + 10], history, 1, start * period, period)
+    assert np.abs(whole).max() > 1000
+    assert np.allclose(blocks, whole)

@@ -96,6 +96,24 @@ def add_artefacts(
                 signal_uv[i + 1] += amplitude * frac
 
 
+def add_block_artefacts(
+    signal_uv: np.ndarray,
+    history: Sequence[tuple[int, StimSettings]],
+    channel: int,
+    first_sample_ns: float,
+    sample_period_ns: float,
+) -> None:
+    """Add, in place, every artefact that reaches into a block of a stream made block by block.
+
+    That includes pulses just before the block: the second part of a split spike and the
+    recovery swing `RECOVERY_DELAY_SAMPLES` later land here, so blocks add up to the whole.
+    """
+    reach_ns = (RECOVERY_DELAY_SAMPLES + 1) * sample_period_ns
+    end_ns = first_sample_ns + signal_uv.shape[0] * sample_period_ns
+    pulses, levels = pulse_times(history, channel, int(first_sample_ns - reach_ns), int(end_ns))
+    add_artefacts(signal_uv, first_sample_ns, sample_period_ns, pulses, levels)
+
+
 def detect_artefacts(
     values: np.ndarray, times_ns: np.ndarray, threshold_uv: float = 500.0
 ) -> np.ndarray:

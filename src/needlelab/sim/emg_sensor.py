@@ -20,7 +20,7 @@ from needlelab.config import EmgSimulatorConfig, FaultSpec
 from needlelab.devices.emg_codecs import encode_ref_frames
 from needlelab.events import StimSettings
 from needlelab.profiles import EmgProfile
-from needlelab.sim.artefacts import add_artefacts, pulse_times
+from needlelab.sim.artefacts import add_block_artefacts
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
 from needlelab.sim.faults import FaultSchedule
 
@@ -108,15 +108,13 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             t_us = offset_us + np.round(seq * nominal_frame_s * 1e6).astype(np.int64)
             signal = self._signal(len(seq) * spf)
             if self.stim_history is not None:
-                first_ns = self.t0_ns + self.frames_made * spf * period_ns
-                end_ns = self.t0_ns + due * spf * period_ns
-                pulses, levels = pulse_times(
+                add_block_artefacts(
+                    signal,
                     self.stim_history(),
                     self.sim.artefacts_channel,
-                    int(first_ns - 2 * period_ns),
-                    int(end_ns),
+                    self.t0_ns + self.frames_made * spf * period_ns,
+                    period_ns,
                 )
-                add_artefacts(signal, first_ns, period_ns, pulses, levels)
             counts = (
                 np.clip(np.round(signal / frame.scale_uv), -32768, 32767)
                 .astype(np.int16)
