@@ -214,26 +214,30 @@ class Device(ABC):
             self._outage_start_ns = last if last is not None else self.hub.clock.now_ns()
             self._outage_reason = reason
 
-    def _close_outage(self, end_ns: int, known_lost: dict[str, int] | None = None) -> None:
-        """Record the gap of each stream; `known_lost` gives exact counts (device counters)."""
+    def _close_outage(
+        self, end_ns: int, lost: dict[str, int] | None = None, inferred: bool = False
+    ) -> None:
+        """Record the gap of each stream. `lost` gives counts the driver knows: exact from a
+        device counter, or `inferred` from the arrival pattern; the rest are estimated from the
+        outage's length at the nominal rate."""
         start = self._outage_start_ns
         if start is None:
             return
         self._outage_start_ns = None
-        known_lost = known_lost or {}
+        lost = lost or {}
         for spec in self.streams():
-            lost: int | None = known_lost.get(spec.name)
-            if lost is None and spec.kind is StreamKind.REGULAR:
+            count: int | None = lost.get(spec.name)
+            if count is None and spec.kind is StreamKind.REGULAR:
                 # Samples that would have arrived strictly between the last and the next delivery.
-                lost = max(0, round((end_ns - start) * spec.nominal_rate_hz / 1e9) - 1)
+                count = max(0, round((end_ns - start) * spec.nominal_rate_hz / 1e9) - 1)
             self.stats.gaps += 1
             self._emit_event(
                 GapEvent(
                     stream=spec.name,
                     start_ns=start,
                     end_ns=end_ns,
-                    samples_lost=lost,
-                    inferred=spec.name not in known_lost,
+                    samples_lost=count,
+                    inferred=inferred or spec.name not in lost,
                     reason=self._outage_reason,
                 )
             )

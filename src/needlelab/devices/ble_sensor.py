@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 from abc import abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from bleak import BleakClient, BleakScanner
@@ -15,6 +16,7 @@ from needlelab.ble.loop import BleLoop
 from needlelab.config import BleDeviceConfig, CaliperBleConfig, EmgBleConfig
 from needlelab.devices.base import Device, DeviceError
 from needlelab.devices.emg_codecs import EmgDecoder, unwrap
+from needlelab.devices.frame_index import FrameIndexer
 from needlelab.events import GapEvent
 from needlelab.hub import Hub
 from needlelab.profiles import BleGatt, load_caliper_profile, load_emg_profile
@@ -23,6 +25,17 @@ from needlelab.streams import StreamKind, StreamSpec
 log = logging.getLogger(__name__)
 
 _LINK_LOST = None  # inbox marker: bleak reported a disconnect
+
+
+class Notification(NamedTuple):
+    """One notification as received: host arrival (session ns), its bytes, and which of the
+    profile's data characteristics it came on (their position in `gatt.data`)."""
+
+    t_ns: int
+    payload: bytes
+    turn: int
+
+
 MAX_BATCH = 2000
 
 
@@ -40,7 +53,7 @@ class BleSensor(Device):
         super().__init__(config, hub)
         self.ble_config = config
         self.gatt = gatt
-        self._inbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
 
@@ -51,8 +64,8 @@ class BleSensor(Device):
             self._loop = None
 
     @abstractmethod
-    def _record(self, items: list[tuple[int, bytes]]) -> None:
-        """Decode and record a batch of (arrival ns, notification) in arrival order."""
+    def _record(self, items: list[Notification]) -> None:
+        """Decode and record a batch of notifications in arrival order."""
 
     # -- BLE side (runs on the BLE loop) -----------------------------------------------------------
     def _backend_kwargs(self) -> dict[str, Any]:
@@ -95,15 +108,15 @@ class BleSensor(Device):
         if gatt.battery and client.services.get_characteristic(gatt.battery) is not None:
             battery = await client.read_gatt_char(gatt.battery)
             self.stats.battery_pct = float(battery[0]) if battery else None
-        for uuid in gatt.data:
-            await client.start_notify(uuid, self._on_notify)
+        for turn, uuid in enumerate(gatt.data):
+            await client.start_notify(uuid, functools.partial(self._on_notify, turn))
 
-    def _on_notify(self, _char: Any, data: bytearray) -> None:
+    def _on_notify(self, turn: int, _char: Any, data: bytearray) -> None:
         # A backend that knows when the bytes reached the host (needlelab's bumble backend on a
         # socket) says so; otherwise now is the arrival time.
         rx_ns = getattr(data, "rx_ns", None)
         t_ns = rx_ns - self.hub.clock.anchor_monotonic_ns if rx_ns else self.hub.clock.now_ns()
-        self._inbox.put((t_ns, bytes(data)))
+        self._inbox.put(Notification(t_ns, bytes(data), turn))
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -178,65 +191,75 @@ class EmgBleSensor(BleSensor):
             latency_ns=self.profile.latency_ns + round(config.latency_us * 1000),
         )
         self.decoder = EmgDecoder(frame)
-        self._counter: int | None = None  # last unwrapped counter
-        self._counter0: int | None = None
+        # What numbers the frames: the counter in them, else the turn of the characteristics
+        # they come on (the Myo's four), else nothing; see `frame_index`.
+        self._turns = not frame.counter_bits and len(profile.gatt.data) > 1
+        modulus = 1 << frame.counter_bits if frame.counter_bits else len(profile.gatt.data)
+        self.indexer = FrameIndexer(
+            frame.samples_per_frame * 1e9 / frame.rate_hz, modulus, turns=self._turns
+        )
+        self._counter0: int | None = None  # the first frame's counter, unwrapped from there
         self._clock_us: int | None = None
-        self._next_free_index = 0  # for profiles without a counter
 
     def streams(self) -> list[StreamSpec]:
         return [self.spec]
 
-    def _record(self, items: list[tuple[int, bytes]]) -> None:
-        batch = self.decoder.decode([payload for _, payload in items])
+    def _record(self, items: list[Notification]) -> None:
+        batch = self.decoder.decode([item.payload for item in items])
         if batch.malformed:
             self._count_malformed(batch.malformed, detail=f"{batch.malformed} bad notifications")
         if not len(batch.good):
             return
         frame = self.profile.frame
         spf = frame.samples_per_frame
-        arrivals = np.array([items[i][0] for i in batch.good], dtype=np.int64)
+        arrivals = np.array([items[i].t_ns for i in batch.good], dtype=np.int64)
+        raw: np.ndarray | None = None
         if frame.counter_bits:
-            counters = unwrap(batch.counter, frame.counter_bits, self._counter)
-            self._counter = int(counters[-1])
-            if self._counter0 is None:
-                self._counter0 = int(counters[0])
-            first_indices = (counters - self._counter0) * spf
-        else:
-            first_indices = self._next_free_index + np.arange(len(batch.good)) * spf
+            raw = batch.counter
+        elif self._turns:
+            raw = np.array([items[i].turn for i in batch.good], dtype=np.int64)
+        numbered = self.indexer.number(raw, arrivals)
+        if frame.counter_bits and self._counter0 is None:
+            self._counter0 = int(batch.counter[0])
         clock_us = None
         if frame.device_clock_bits:
             clock_us = unwrap(batch.device_t_us, frame.device_clock_bits, self._clock_us)
             self._clock_us = int(clock_us[-1])
         expected = self._next_index(self.spec.name)
         for k in range(len(batch.good)):
-            first = int(first_indices[k])
+            first = int(numbered.frame[k]) * spf
+            inferred = bool(numbered.inferred_lost[k])
             if first > expected and expected > 0:
-                if self._outage_start_ns is not None:  # after a reconnect: one exact gap
-                    self._close_outage(int(arrivals[k]), {self.spec.name: first - expected})
+                lost = {self.spec.name: first - expected}
+                if self._outage_start_ns is not None:  # after a reconnect: one gap
+                    self._close_outage(int(arrivals[k]), lost, inferred)
                 else:
-                    self._record_loss(expected, first, int(arrivals[k]))
+                    self._record_loss(expected, first, int(arrivals[k]), inferred)
+            counter = None
+            if self._counter0 is not None:
+                counter = self._counter0 + int(numbered.frame[k])
             self._emit_samples(
                 self.spec,
                 batch.values[k * spf : (k + 1) * spf],
                 int(arrivals[k]),
-                device_counter=None if not frame.counter_bits else int(counters[k]),
+                device_counter=counter,
                 device_t_us=None if clock_us is None else int(clock_us[k]),
                 first_index=first,
             )
             expected = first + spf
-        self._next_free_index = expected
 
-    def _record_loss(self, expected: int, got: int, arrival_ns: int) -> None:
+    def _record_loss(self, expected: int, got: int, arrival_ns: int, inferred: bool) -> None:
         period_ns = 1e9 / self.profile.frame.rate_hz
         self.stats.gaps += 1
+        what = "the arrival times" if inferred else "the frame numbering"
         self._emit_event(
             GapEvent(
                 stream=self.spec.name,
                 start_ns=int(arrival_ns - (got - expected) * period_ns),
                 end_ns=arrival_ns,
                 samples_lost=got - expected,
-                inferred=False,
-                reason="lost notifications (sequence counter jumped)",
+                inferred=inferred,
+                reason=f"lost notifications (seen in {what})",
             )
         )
 
@@ -292,13 +315,13 @@ class CaliperBleSensor(BleSensor):
     def streams(self) -> list[StreamSpec]:
         return [self.spec]
 
-    def _record(self, items: list[tuple[int, bytes]]) -> None:
+    def _record(self, items: list[Notification]) -> None:
         good, readings, malformed = decode_caliper(
-            self.profile.frame.format, self.profile.frame.scale_mm, [p for _, p in items]
+            self.profile.frame.format, self.profile.frame.scale_mm, [i.payload for i in items]
         )
         if malformed:
             self._count_malformed(malformed, detail=f"{malformed} bad caliper notifications")
         if not len(good):
             return
-        arrivals = np.array([items[i][0] for i in good], dtype=np.int64)
+        arrivals = np.array([items[i].t_ns for i in good], dtype=np.int64)
         self._emit_samples(self.spec, readings, int(arrivals[-1]), arrivals - self.spec.latency_ns)

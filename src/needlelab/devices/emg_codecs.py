@@ -61,6 +61,29 @@ def encode_ref_frames(
     return [raw[i * size : (i + 1) * size] for i in range(len(seq))]
 
 
+def encode_frames(
+    frame: EmgFrame,
+    n_characteristics: int,
+    seq: npt.NDArray[np.int64],
+    t_us: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int16],
+) -> list[tuple[int, bytes]]:
+    """Notifications on the wire in `frame`'s format, each with the data characteristic it goes
+    out on (for simulators and tests). counts is (frames, samples per frame, C) device counts.
+
+    - needlelab-ref: `encode_ref_frames`, all on the first characteristic.
+    - myo-raw: int8 (clipped), the characteristics taking turns by sequence number.
+    - ascii-value: one decimal reading per notification (samples_per_frame is 1).
+    """
+    if frame.format == "needlelab-ref":
+        return [(0, payload) for payload in encode_ref_frames(frame, seq, t_us, counts)]
+    if frame.format == "myo-raw":
+        raw = np.clip(counts, -128, 127).astype(np.int8)
+        turn = seq % n_characteristics
+        return [(int(turn[k]), raw[k].tobytes()) for k in range(len(seq))]
+    return [(0, str(int(counts[k, 0, 0])).encode("ascii")) for k in range(len(seq))]
+
+
 class EmgDecoder:
     """Decodes one profile's frame format."""
 

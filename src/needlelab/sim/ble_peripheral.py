@@ -170,6 +170,7 @@ class SimulatedBleDevice:
             self._services.append(
                 ServiceSpec("180f", [CharacteristicSpec(gatt.battery, ("read", "notify"), b"\x5a")])
             )
+        self.data_uuids = list(gatt.data)  # in turn order
         self.data_uuid = gatt.data[0]
         self.peripheral: GattPeripheral | None = None
         self._task: asyncio.Task[None] | None = None

@@ -1,11 +1,14 @@
-"""A simulated BLE EMG sensor: a bumble peripheral that streams reference-profile frames.
+"""A simulated BLE EMG sensor: a bumble peripheral that streams any EMG profile's frames.
 
 It has its own crystal (a drift in ppm, a start offset of its clock), sends its frames in
 connection-interval bursts with one-sided latency jitter and optional notification loss, and its
 signal is band-limited noise with activation bursts, plus stimulation artefacts at the pulse times
 of a simulated stimulator whose settings history it is given (`needlelab.sim.artefacts`).
+It speaks each profile's wire format (`encode_frames`): reference frames with their counter and
+clock, Myo int8 pairs on four characteristics in turn, MyoWare ASCII readings around mid-scale.
 Faults: `disconnect` drops the link with HCI reason 0x08 and re-advertises after `duration_s`;
-`stall` keeps the link but sends nothing for `duration_s`.
+`stall` keeps the link but sends nothing for `duration_s`; `garbage` sends `count` notifications
+of random bytes; `truncate` cuts the last byte off the next `count` frames.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from needlelab.config import EmgSimulatorConfig, FaultSpec
-from needlelab.devices.emg_codecs import encode_ref_frames
+from needlelab.devices.emg_codecs import encode_frames
 from needlelab.events import StimSettings
 from needlelab.profiles import EmgProfile
 from needlelab.sim.artefacts import add_block_artefacts
@@ -29,7 +32,10 @@ StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
 
 
 class SimulatedEmgSensor(SimulatedBleDevice):
-    """A reference-profile EMG sensor on the in-process link `local:<link_name>`."""
+    """An EMG sensor of any profile on the in-process link `local:<link_name>`.
+
+    `lost_frames` lists the sequence numbers of the frames its simulated loss dropped (ground
+    truth for loss detection); `frames_sent` counts the rest."""
 
     def __init__(
         self,
@@ -39,8 +45,6 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         advertised_name: str,
         stim_history: StimHistory | None = None,
     ) -> None:
-        if profile.frame.format != "needlelab-ref":
-            raise ValueError(f"the EMG simulator speaks needlelab-ref, not {profile.frame.format}")
         super().__init__(profile.gatt, link_name, advertised_name)
         self.profile = profile
         self.sim = sim
@@ -48,10 +52,16 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         self.jitter_rng = random.Random(sim.seed + 1)
         self.frames_made = 0
         self.frames_sent = 0
+        self.lost_frames: list[int] = []
+        self._truncate = 0  # frames still to cut short (a `truncate` fault)
+        zero = np.zeros(1, np.int64)
+        spf, channels = profile.frame.samples_per_frame, profile.frame.channels
+        blank = np.zeros((1, spf, channels), np.int16)
+        self._frame_size = len(encode_frames(profile.frame, 1, zero, zero, blank)[0][1])
         self._silent_until = 0.0
         self._lp = np.zeros(profile.frame.channels)
         self.stim_history = stim_history
-        self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[list[tuple[int, int, bytes]]] = asyncio.Queue()
         self.faults = FaultSchedule(sim.faults)
         self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
 
@@ -115,13 +125,20 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                     self.t0_ns + self.frames_made * spf * period_ns,
                     period_ns,
                 )
-            counts = (
-                np.clip(np.round(signal / frame.scale_uv), -32768, 32767)
-                .astype(np.int16)
-                .reshape(len(seq), spf, -1)
-            )
+            level = np.round(signal / frame.scale_uv)
+            if frame.format == "ascii-value":  # a 10-bit ADC reading around mid-scale
+                level = np.clip(level + 512, 0, 1023)
+            counts = np.clip(level, -32768, 32767).astype(np.int16).reshape(len(seq), spf, -1)
             self.frames_made = due
-            frames = encode_ref_frames(frame, seq, t_us, counts)
+            frames = [
+                (int(n), turn, payload)
+                for n, (turn, payload) in zip(
+                    seq, encode_frames(frame, len(self.data_uuids), seq, t_us, counts), strict=True
+                )
+            ]
+            if self._truncate:
+                cut, self._truncate = frames[: self._truncate], max(0, self._truncate - len(frames))
+                frames[: len(cut)] = [(n, turn, p[:-1]) for n, turn, p in cut]
             if now < self._silent_until or not peripheral.device.connections:
                 continue
             # One-sided latency: a burst is never early. It is scheduled, not slept for, so the
@@ -132,11 +149,18 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             last_send_at = send_at
             loop.call_at(send_at, self._send_burst, peripheral, frames)
 
-    def _send_burst(self, peripheral: GattPeripheral, frames: list[bytes]) -> None:
-        kept = [
-            p for p in frames if not (self.sim.loss and self.jitter_rng.random() < self.sim.loss)
-        ]
-        if kept and peripheral.device.connections:
+    def _send_burst(self, peripheral: GattPeripheral, frames: list[tuple[int, int, bytes]]) -> None:
+        """Queue a connection event's frames (sequence number, characteristic, bytes), less the
+        ones the simulated link loses."""
+        if not peripheral.device.connections:
+            return
+        kept = []
+        for frame in frames:
+            if self.sim.loss and self.jitter_rng.random() < self.sim.loss:
+                self.lost_frames.append(frame[0])
+            else:
+                kept.append(frame)
+        if kept:
             self.frames_sent += len(kept)
             self._outbox.put_nowait(kept)
 
@@ -144,11 +168,20 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         """Send bursts one after another: a link delivers in order, bursts never interleave."""
         while True:
             burst = await self._outbox.get()
-            for payload in burst:
-                await peripheral.notify(self.data_uuid, payload)
+            for _seq, turn, payload in burst:
+                await peripheral.notify(self.data_uuids[turn], payload)
 
     async def _apply(self, peripheral: GattPeripheral, fault: FaultSpec, now: float) -> None:
-        if fault.kind == "stall":
+        if fault.kind == "garbage":
+            # Never a valid frame: a byte no format starts a frame with, and the wrong length.
+            sizes = [int(n) for n in self.rng.integers(1, 40, fault.count)]
+            junk = [
+                (-1, 0, b"\xff" + self.rng.bytes(n + (n + 1 == self._frame_size))) for n in sizes
+            ]
+            self._outbox.put_nowait(junk)
+        elif fault.kind == "truncate":
+            self._truncate += fault.count
+        elif fault.kind == "stall":
             self._silent_until = now + fault.duration_s
         elif fault.kind == "disconnect":
             await peripheral.device.stop_advertising()
