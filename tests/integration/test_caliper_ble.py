@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from needlelab.config import parse_config
 from needlelab.devices.ble_sensor import decode_caliper
+from needlelab.events import DeviceStateEvent
 from needlelab.record import open_session
 from needlelab.session import Session
 from needlelab.testing.plugin import wait_until
@@ -61,3 +64,27 @@ def test_trial_distances_reach_the_file_exactly(tmp_path: Path, profile: str) ->
     assert np.all(np.diff(t_ns) > 0)
     # The staircase moves in 5 mm steps around the simulated threshold.
     assert set(np.round(np.diff(pressed), 3)) <= {-5.0, 0.0, 5.0}
+
+
+def test_caliper_faults_are_counted_and_it_comes_back_after_a_link_loss(
+    sim_ble: Callable[..., Any], ble_sensor: Callable[..., Any]
+) -> None:
+    faults = [
+        {"kind": "garbage", "at_s": 0.6, "count": 4},
+        {"kind": "truncate", "at_s": 0.6, "count": 2},  # the next two readings
+        {"kind": "disconnect", "at_s": 1.5, "duration_s": 0.5},
+    ]
+    sim = sim_ble("caliper_ble", faults=faults, press_every_s=0.1)
+    device, hub = ble_sensor(sim)
+    events: list[Any] = []
+    hub.subscribe(events.append)
+    wait_until(lambda: device.stats.reconnects >= 1, timeout_s=10, what="reconnected")
+    before = device.stats.samples
+    wait_until(lambda: device.stats.samples >= before + 5, timeout_s=5, what="readings again")
+    assert device.stats.malformed == 6
+    states = [e.state for e in events if isinstance(e, DeviceStateEvent)]
+    assert "reconnecting" in states and states[-1] == "streaming"
+    # Whatever was pressed while the link was up reached the ring, the cut readings excepted.
+    _t, values = hub.ring("caliper.distance").latest()
+    pressed = values[values[:, 1] == 1.0, 0]
+    assert set(np.round(pressed, 3)) <= set(np.round(sim.sensor.pressed_mm, 3))

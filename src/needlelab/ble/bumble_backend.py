@@ -44,6 +44,8 @@ Transport = LocalLink | str
 
 _addresses = itertools.count(1)
 
+TRANSPORT_LOST = 0x08  # reported to clients as a link loss (connection timeout) when it dies
+
 
 def _bumble_errors() -> tuple[type[BaseException], ...]:
     return (
@@ -59,7 +61,9 @@ class BumbleCentral:
 
     Shared by every scanner and client on that transport in that loop, because a controller has
     one host. `get()` powers it on once; `close_all()` (the BLE loop calls it at shutdown)
-    closes the transports.
+    closes the transports. When the transport dies (the controller's process is gone), its
+    clients are told they are disconnected, and the next `get()` opens the transport afresh, so
+    a restarted controller is reached again.
     """
 
     _instances: ClassVar[dict[tuple[int, int | str], BumbleCentral]] = {}
@@ -68,7 +72,11 @@ class BumbleCentral:
         self.device = device
         self._transport = transport  # a bumble Transport to close, or None for a LocalLink
         self.rx_ns: int | None = None  # when the bytes being processed arrived (monotonic ns)
+        self.clients: set[BumbleClient] = set()  # connected clients, told of a transport loss
         source = getattr(transport, "source", None)
+        self._terminated: asyncio.Future[None] | None = getattr(source, "terminated", None)
+        if self._terminated is not None:
+            self._terminated.add_done_callback(lambda _f: self._transport_lost())
         if source is not None and hasattr(source, "data_received"):
             # Stamp bytes as they come off the socket, before bumble's Python stack parses them
             # (about 0.4 ms per notification here): the analogue of a kernel receive timestamp.
@@ -82,12 +90,35 @@ class BumbleCentral:
 
             source.data_received = stamped
 
+    @property
+    def alive(self) -> bool:
+        """False once the transport to the controller has been lost."""
+        return self._terminated is None or not self._terminated.done()
+
+    def _transport_lost(self) -> None:
+        log.info("bumble backend: the transport to the controller was lost")
+        for client in list(self.clients):
+            client._on_disconnection(TRANSPORT_LOST)
+
+    async def close(self) -> None:
+        """Power off and close the transport, quietly (it may be dead already)."""
+        with contextlib.suppress(Exception):
+            await self.device.power_off()
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                await self._transport.close()
+
     @classmethod
     async def get(cls, spec: Transport) -> BumbleCentral:
-        """The central for `spec` in the running loop, created on first use."""
+        """The central for `spec` in the running loop, created on first use or after its
+        transport was lost."""
         loop = asyncio.get_running_loop()
         key = (id(loop), id(spec) if isinstance(spec, LocalLink) else spec)
         central = cls._instances.get(key)
+        if central is not None and not central.alive:
+            del cls._instances[key]
+            await central.close()
+            central = None
         if central is None:
             address = Address(f"C0:00:00:00:{next(_addresses) & 0xFF:02X}:01")
             if isinstance(spec, LocalLink):
@@ -102,7 +133,13 @@ class BumbleCentral:
                 device = Device.with_hci(
                     "needlelab-central", address, transport.source, transport.sink
                 )
-            await device.power_on()
+            try:
+                await device.power_on()
+            except _bumble_errors() as exc:
+                if transport is not None:
+                    with contextlib.suppress(Exception):
+                        await transport.close()
+                raise BleakError(f"the controller on {spec!r} did not start: {exc}") from exc
             central = cls(device, transport)
             cls._instances[key] = central
         return central
@@ -112,12 +149,7 @@ class BumbleCentral:
         """Close every central of the running loop (call before the loop ends)."""
         loop_id = id(asyncio.get_running_loop())
         for key in [k for k in cls._instances if k[0] == loop_id]:
-            central = cls._instances.pop(key)
-            with contextlib.suppress(Exception):
-                await central.device.power_off()
-            if central._transport is not None:
-                with contextlib.suppress(Exception):
-                    await central._transport.close()
+            await cls._instances.pop(key).close()
 
 
 _local_links: dict[str, LocalLink] = {}
@@ -212,7 +244,10 @@ class BumbleScanner(BaseBleakScanner):
         self.seen_devices = {}
         self._central = await BumbleCentral.get(self._transport)
         self._central.device.on("advertisement", self._on_advertisement)
-        await self._central.device.start_scanning(active=self._active, filter_duplicates=False)
+        try:
+            await self._central.device.start_scanning(active=self._active, filter_duplicates=False)
+        except _bumble_errors() as exc:
+            raise BleakError(f"cannot scan: {exc}") from exc
 
     async def stop(self) -> None:
         if self._central is None:
@@ -282,6 +317,7 @@ class BumbleClient(BaseBleakClient):
             raise BleakError(f"cannot connect to {self.address}: {exc}") from exc
         self._connection = connection
         connection.on("disconnection", self._on_disconnection)
+        central.clients.add(self)
         peer = Peer(connection)
         self._peer = peer
         try:
@@ -324,6 +360,10 @@ class BumbleClient(BaseBleakClient):
         return collection
 
     def _on_disconnection(self, reason: int) -> None:
+        if self._central is not None:
+            self._central.clients.discard(self)
+        if self._connection is None:
+            return  # told twice (the link and then its transport), or after disconnect()
         self._connection = None
         self._peer = None
         log.info("bumble backend: %s disconnected (reason 0x%02X)", self.address, reason)
@@ -335,6 +375,8 @@ class BumbleClient(BaseBleakClient):
         if connection is None:
             return
         connection.remove_listener("disconnection", self._on_disconnection)
+        if self._central is not None:
+            self._central.clients.discard(self)
         self._connection = None
         self._peer = None
         with contextlib.suppress(*_bumble_errors()):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bumble import gatt
@@ -17,7 +18,9 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+from needlelab.config import FaultSpec
 from needlelab.profiles import BleGatt
+from needlelab.sim.faults import FaultSchedule
 
 HCI_CONNECTION_TIMEOUT = 0x08  # the reason a real link loss reports
 
@@ -154,14 +157,33 @@ class GattPeripheral:
 
 class SimulatedBleDevice:
     """Base of the simulated BLE sensors: a `GattPeripheral` from a profile's GATT layout, on
-    the in-process link `local:<link_name>`, with one streaming task (`_stream`).
+    the in-process link `local:<link_name>`, with one streaming task (`_stream`) and a fault
+    schedule (`faults`; `inject()` from any thread).
+
+    The faults every sensor has are applied here (`_apply_fault`): `disconnect` drops the link
+    with HCI reason 0x08 and re-advertises after `duration_s`; `stall` keeps the link and sends
+    nothing for `duration_s` (`silent(now)`); `garbage` sends `count` notifications that are
+    never a valid frame (a 0xFF first byte, which no format starts with, and the wrong length);
+    `truncate` asks the sensor to cut the last byte off its next `count` frames (`_truncate`).
 
     Construct anywhere; `start()` and `stop()` run on the BLE loop (bumble needs a running loop).
     """
 
-    def __init__(self, gatt: BleGatt, link_name: str, advertised_name: str) -> None:
+    def __init__(
+        self,
+        gatt: BleGatt,
+        link_name: str,
+        advertised_name: str,
+        faults: Sequence[FaultSpec] = (),
+        frame_size: int = 0,
+    ) -> None:
         self.link_name = link_name
         self.advertised_name = advertised_name
+        self.faults = FaultSchedule(faults)
+        self._frame_size = frame_size  # garbage is never this long
+        self._junk_rng = random.Random(link_name)
+        self._silent_until = 0.0
+        self._truncate = 0  # frames still to cut short
         chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
         if gatt.start_write:
             chars.append(CharacteristicSpec(gatt.start_write, ("write",)))
@@ -193,6 +215,43 @@ class SimulatedBleDevice:
                 await self._task
         if self.peripheral is not None:
             await self.peripheral.stop()
+
+    def inject(self, fault: FaultSpec) -> None:
+        """Apply a fault at the sensor's next turn; callable from any thread."""
+        self.faults.inject(fault)
+
+    def silent(self, now: float) -> bool:
+        """Whether a stall keeps the sensor quiet at loop time `now`."""
+        return now < self._silent_until
+
+    def _junk(self, count: int) -> list[bytes]:
+        sizes = [self._junk_rng.randrange(1, 40) for _ in range(count)]
+        return [b"\xff" + self._junk_rng.randbytes(n + (n + 1 == self._frame_size)) for n in sizes]
+
+    async def _apply_fault(
+        self, peripheral: GattPeripheral, fault: FaultSpec, now: float
+    ) -> list[bytes]:
+        """Apply a fault; the garbage notifications to send, in order with the sensor's data."""
+        if fault.kind == "garbage":
+            return self._junk(fault.count)
+        if fault.kind == "truncate":
+            self._truncate += fault.count
+        elif fault.kind == "stall":
+            self._silent_until = now + fault.duration_s
+        elif fault.kind == "disconnect":
+            await peripheral.device.stop_advertising()
+            await peripheral.drop_link()
+            asyncio.get_running_loop().call_later(
+                fault.duration_s, lambda: asyncio.ensure_future(peripheral.advertise())
+            )
+        return []
+
+    def _cut(self, payload: bytes) -> bytes:
+        """The payload, one byte short if a `truncate` fault is still pending."""
+        if not self._truncate:
+            return payload
+        self._truncate -= 1
+        return payload[:-1]
 
     async def _stream(self, peripheral: GattPeripheral) -> None:
         raise NotImplementedError

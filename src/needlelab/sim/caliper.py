@@ -2,7 +2,8 @@
 
 The clinician sets the caliper for each trial (a few readings while the jaws move), then presses
 the data button on the trial distance. Distances follow a 1-up/2-down staircase from 60 mm in
-5 mm steps with a simulated patient whose lumbar threshold is about 45 mm.
+5 mm steps with a simulated patient whose lumbar threshold is about 45 mm. Faults are those of
+every simulated sensor (`SimulatedBleDevice`); a stall silences the presses.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from needlelab.config import CaliperSimulatorConfig
 from needlelab.profiles import CaliperProfile
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
 
+TICK_S = 0.05  # how often faults are looked at
+SYLVAC = "<i"  # distance, 1e-7 m
+REFERENCE = "<HiB"  # seq, distance µm, flags (bit 0: the button)
+
 
 class SimulatedCaliper(SimulatedBleDevice):
     """A caliper speaking a caliper profile (Sylvac simple or the needlelab reference)."""
@@ -26,32 +31,46 @@ class SimulatedCaliper(SimulatedBleDevice):
         link_name: str,
         advertised_name: str,
     ) -> None:
-        super().__init__(profile.gatt, link_name, advertised_name)
+        sylvac = profile.frame.format == "sylvac-simple"
+        size = struct.calcsize(SYLVAC if sylvac else REFERENCE)
+        super().__init__(profile.gatt, link_name, advertised_name, sim.faults, size)
         self.profile = profile
+        self._seq = 0
         self.sim = sim
         self.rng = random.Random(sim.seed)
         self.pressed_mm: list[float] = []  # every button reading sent, for tests
-        self._seq = 0
 
     def encode(self, distance_mm: float, button: bool) -> bytes:
         """One reading on the wire."""
         if self.profile.frame.format == "sylvac-simple":
-            return struct.pack("<i", round(distance_mm / self.profile.frame.scale_mm))
+            return struct.pack(SYLVAC, round(distance_mm / self.profile.frame.scale_mm))
         self._seq = (self._seq + 1) % 65536
-        return struct.pack("<HiB", self._seq, round(distance_mm * 1000), 1 if button else 0)
+        return struct.pack(REFERENCE, self._seq, round(distance_mm * 1000), 1 if button else 0)
+
+    async def _send(self, peripheral: GattPeripheral, distance_mm: float, button: bool) -> None:
+        await peripheral.notify(self.data_uuid, self._cut(self.encode(distance_mm, button)))
 
     async def _stream(self, peripheral: GattPeripheral) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        next_press = t0 + self.sim.press_every_s
         distance, correct_in_row, previous = 60.0, 0, 60.0
         while True:
-            await asyncio.sleep(self.sim.press_every_s)
-            if not peripheral.device.connections:
+            await asyncio.sleep(TICK_S)
+            now = loop.time()
+            for fault in self.faults.due(now - t0):
+                for junk in await self._apply_fault(peripheral, fault, now):
+                    await peripheral.notify(self.data_uuid, junk)
+            if now < next_press:
+                continue
+            next_press += self.sim.press_every_s
+            if self.silent(now) or not peripheral.device.connections:
                 continue
             if self.profile.frame.format != "sylvac-simple":  # the jaws move to the distance
                 for k in (1, 2):
-                    moving = previous + (distance - previous) * k / 3
-                    await peripheral.notify(self.data_uuid, self.encode(moving, False))
+                    await self._send(peripheral, previous + (distance - previous) * k / 3, False)
                     await asyncio.sleep(0.05)
-            await peripheral.notify(self.data_uuid, self.encode(distance, True))
+            await self._send(peripheral, distance, True)
             self.pressed_mm.append(distance)
             previous = distance
             felt_two = distance > 45.0 + self.rng.gauss(0, 5)

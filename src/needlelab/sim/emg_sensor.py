@@ -6,9 +6,7 @@ signal is band-limited noise with activation bursts, plus stimulation artefacts 
 of a simulated stimulator whose settings history it is given (`needlelab.sim.artefacts`).
 It speaks each profile's wire format (`encode_frames`): reference frames with their counter and
 clock, Myo int8 pairs on four characteristics in turn, MyoWare ASCII readings around mid-scale.
-Faults: `disconnect` drops the link with HCI reason 0x08 and re-advertises after `duration_s`;
-`stall` keeps the link but sends nothing for `duration_s`; `garbage` sends `count` notifications
-of random bytes; `truncate` cuts the last byte off the next `count` frames.
+Faults are those of every simulated sensor (`SimulatedBleDevice`).
 """
 
 from __future__ import annotations
@@ -19,13 +17,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from needlelab.config import EmgSimulatorConfig, FaultSpec
+from needlelab.config import EmgSimulatorConfig
 from needlelab.devices.emg_codecs import encode_frames
 from needlelab.events import StimSettings
 from needlelab.profiles import EmgProfile
 from needlelab.sim.artefacts import add_block_artefacts
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
-from needlelab.sim.faults import FaultSchedule
 
 StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
 """A simulated stimulator's settings history so far: (monotonic ns, settings) in time order."""
@@ -45,7 +42,10 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         advertised_name: str,
         stim_history: StimHistory | None = None,
     ) -> None:
-        super().__init__(profile.gatt, link_name, advertised_name)
+        zero = np.zeros(1, np.int64)
+        blank = np.zeros((1, profile.frame.samples_per_frame, profile.frame.channels), np.int16)
+        size = len(encode_frames(profile.frame, 1, zero, zero, blank)[0][1])
+        super().__init__(profile.gatt, link_name, advertised_name, sim.faults, size)
         self.profile = profile
         self.sim = sim
         self.rng = np.random.default_rng(sim.seed)
@@ -53,21 +53,10 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         self.frames_made = 0
         self.frames_sent = 0
         self.lost_frames: list[int] = []
-        self._truncate = 0  # frames still to cut short (a `truncate` fault)
-        zero = np.zeros(1, np.int64)
-        spf, channels = profile.frame.samples_per_frame, profile.frame.channels
-        blank = np.zeros((1, spf, channels), np.int16)
-        self._frame_size = len(encode_frames(profile.frame, 1, zero, zero, blank)[0][1])
-        self._silent_until = 0.0
         self._lp = np.zeros(profile.frame.channels)
         self.stim_history = stim_history
         self._outbox: asyncio.Queue[list[tuple[int, int, bytes]]] = asyncio.Queue()
-        self.faults = FaultSchedule(sim.faults)
         self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
-
-    def inject(self, fault: FaultSpec) -> None:
-        """Apply a fault at the next connection event; callable from any thread."""
-        self.faults.inject(fault)
 
     def sample_period_ns(self) -> float:
         """The true host-time period of one sample: nominal, stretched by the crystal's drift."""
@@ -109,7 +98,9 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             await asyncio.sleep(self.sim.connection_interval_ms / 1000)
             now = loop.time()
             for fault in self.faults.due(now - t0):
-                await self._apply(peripheral, fault, now)
+                junk = await self._apply_fault(peripheral, fault, now)
+                if junk:
+                    self._outbox.put_nowait([(-1, 0, payload) for payload in junk])
             # Frame k is complete once its last sample, index (k+1)*spf - 1, has been taken.
             due = int(((now - t0) * 1e9 / period_ns + 1) // spf)
             if due <= self.frames_made:
@@ -130,17 +121,14 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                 level = np.clip(level + 512, 0, 1023)
             counts = np.clip(level, -32768, 32767).astype(np.int16).reshape(len(seq), spf, -1)
             self.frames_made = due
+            if self.silent(now) or not peripheral.device.connections:
+                continue
             frames = [
-                (int(n), turn, payload)
+                (int(n), turn, self._cut(payload))
                 for n, (turn, payload) in zip(
                     seq, encode_frames(frame, len(self.data_uuids), seq, t_us, counts), strict=True
                 )
             ]
-            if self._truncate:
-                cut, self._truncate = frames[: self._truncate], max(0, self._truncate - len(frames))
-                frames[: len(cut)] = [(n, turn, p[:-1]) for n, turn, p in cut]
-            if now < self._silent_until or not peripheral.device.connections:
-                continue
             # One-sided latency: a burst is never early. It is scheduled, not slept for, so the
             # connection-event cadence stays put, and never before the previous burst (a link
             # delivers in order).
@@ -170,22 +158,3 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             burst = await self._outbox.get()
             for _seq, turn, payload in burst:
                 await peripheral.notify(self.data_uuids[turn], payload)
-
-    async def _apply(self, peripheral: GattPeripheral, fault: FaultSpec, now: float) -> None:
-        if fault.kind == "garbage":
-            # Never a valid frame: a byte no format starts a frame with, and the wrong length.
-            sizes = [int(n) for n in self.rng.integers(1, 40, fault.count)]
-            junk = [
-                (-1, 0, b"\xff" + self.rng.bytes(n + (n + 1 == self._frame_size))) for n in sizes
-            ]
-            self._outbox.put_nowait(junk)
-        elif fault.kind == "truncate":
-            self._truncate += fault.count
-        elif fault.kind == "stall":
-            self._silent_until = now + fault.duration_s
-        elif fault.kind == "disconnect":
-            await peripheral.device.stop_advertising()
-            await peripheral.drop_link()
-            asyncio.get_running_loop().call_later(
-                fault.duration_s, lambda: asyncio.ensure_future(peripheral.advertise())
-            )

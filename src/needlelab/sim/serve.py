@@ -222,6 +222,16 @@ class SimulatorProcess:
         """Each simulated stimulator's settings history, once the process has stopped."""
         return self._truth
 
+    def kill(self) -> None:
+        """SIGKILL the process, as a crash would end it (fault tests); no truth is written."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
     def stop(self) -> None:
         """SIGTERM the process, wait, and read its truth file; safe to call twice."""
         proc, self._proc = self._proc, None
