@@ -1,4 +1,5 @@
-"""EMG frame decoding: exact values, counter wraparound, malformed frames, fuzzing."""
+"""BLE sensor decoding: exact values, counter wraparound, malformed frames, fuzzing of the EMG and
+caliper decoders and of frame numbering."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from needlelab.devices.ble_sensor import decode_caliper
 from needlelab.devices.emg_codecs import EmgDecoder, encode_ref_frames, unwrap
+from needlelab.devices.frame_index import FrameIndexer
 from needlelab.profiles import EmgFrame, load_emg_profile
 
 REF = load_emg_profile("needlelab-emg-ref").frame
@@ -68,3 +71,28 @@ def test_no_notification_bytes_make_a_decoder_raise(payloads: list[bytes]) -> No
         batch = EmgDecoder(frame).decode(payloads)
         assert len(batch.good) + batch.malformed == len(payloads)
         assert batch.values.shape[0] == len(batch.good) * frame.samples_per_frame
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=20))
+def test_no_caliper_notification_bytes_make_its_decoder_raise(payloads: list[bytes]) -> None:
+    for fmt in ("sylvac-simple", "needlelab-caliper"):
+        good, readings, malformed = decode_caliper(fmt, 1e-4, payloads)
+        assert len(good) + malformed == len(payloads) and readings.shape == (len(good), 2)
+        assert np.isfinite(readings).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**9)), max_size=60),
+    st.sampled_from([(1, False), (4, True), (1 << 16, False)]),
+)
+def test_frame_numbers_never_go_back_whatever_arrives(
+    frames: list[tuple[int, int]], counter: tuple[int, bool]
+) -> None:
+    modulus, turns = counter
+    raw = np.array([r for r, _ in frames], dtype=np.int64)
+    t = np.cumsum([dt for _, dt in frames]).astype(np.int64)  # arrivals are in order
+    out = FrameIndexer(10e6, modulus, turns).number(raw if modulus > 1 else None, t)
+    assert len(out.frame) == len(frames) and (out.inferred_lost >= 0).all()
+    assert (np.diff(out.frame) >= (1 if turns or modulus == 1 else 0)).all()
