@@ -172,11 +172,63 @@ DEVICE_KINDS = frozenset(
 """Every `kind` a device config may have."""
 
 
+LUMBAR_LEVELS = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2"]
+DEFAULT_DESCRIPTORS = [
+    "sharp", "dull", "ache", "tingling", "pressure", "electric", "warmth", "spreading",
+]  # fmt: skip
+MAX_LEVELS = 10  # one key each: 1-9 and 0
+MAX_DESCRIPTORS = 12  # one key each: F1-F12
+
+
+class LocalizationConfig(_Strict):
+    """What the clinician picks from when logging needle sites and localization answers.
+
+    Each region is an ordered list of levels, cranial to caudal: level errors are counted in
+    steps of that list. A region has at most 10 levels, so each is one key (1-9, 0).
+    """
+
+    regions: dict[str, list[str]] = Field(default_factory=lambda: {"lumbar": list(LUMBAR_LEVELS)})
+    region: str = "lumbar"  # the session's region
+    muscles: list[str] = Field(
+        default_factory=lambda: ["multifidus", "erector spinae", "quadratus lumborum"]
+    )
+    descriptors: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DESCRIPTORS), max_length=MAX_DESCRIPTORS
+    )
+
+    @model_validator(mode="after")
+    def _levels_fit_the_keys(self) -> LocalizationConfig:
+        if self.region not in self.regions:
+            raise ValueError(f"region {self.region!r} is not one of {sorted(self.regions)}")
+        for name, levels in self.regions.items():
+            if not 1 <= len(levels) <= MAX_LEVELS or len(set(levels)) != len(levels):
+                raise ValueError(
+                    f"region {name!r} needs 1 to {MAX_LEVELS} distinct levels (one key each); "
+                    "split a longer region in two"
+                )
+        return self
+
+    @property
+    def levels(self) -> list[str]:
+        """The session region's levels."""
+        return self.regions[self.region]
+
+
+class MonitorConfig(_Strict):
+    """The live monitor's defaults."""
+
+    window_s: float = Field(10.0, ge=1, le=120)  # rolling window of the traces
+    refresh_hz: float = Field(60.0, ge=5, le=120)
+    rms: bool = False  # RMS envelope over the traces
+
+
 class SessionConfig(_Strict):
-    """A whole session: who, where, and which devices."""
+    """A whole session: who, where, which devices, and what the clinician logs."""
 
     session: SessionSection
     devices: list[DeviceConfig] = Field(default_factory=list)
+    localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _unique_device_names(self) -> SessionConfig:

@@ -90,8 +90,71 @@ class RecordingEvent(EventBase):
     reason: str = ""
 
 
+SiteSide = Literal["L", "R", "midline"]
+"""The side of a needle site."""
+
+AnswerSide = Literal["L", "R", "both", "unsure"]
+"""The side a patient reports."""
+
+
+class NeedleSiteEvent(EventBase):
+    """`needle.site`: the site being needled from now on, set by the clinician."""
+
+    kind: Literal["needle.site"] = "needle.site"
+    region: str
+    level: str
+    side: SiteSide
+    muscle: str = ""
+    estim_on: bool = False
+
+
+class PromptEvent(EventBase):
+    """`prompt`: the clinician asked the localization question; its id is the prompt id."""
+
+    kind: Literal["prompt"] = "prompt"
+    site_id: int | None = None  # the `needle.site` event in force
+
+
+class ResponseEvent(EventBase):
+    """`response`: the patient's localization answer, scored against the site in force.
+
+    `level_error` is reported minus true level in segments of the region's level list (positive:
+    reported too caudal); None where either is unknown. `latency_ms` runs from the prompt.
+    """
+
+    kind: Literal["response"] = "response"
+    level: str | None = None  # None: the patient could not say
+    side: AnswerSide | None = None
+    descriptors: tuple[str, ...] = ()
+    text: str = Field("", max_length=2000)
+    prompt_id: int | None = None
+    latency_ms: float | None = None
+    site_id: int | None = None
+    level_error: int | None = None
+    side_correct: bool | None = None
+
+
+class CorrectionEvent(EventBase):
+    """`correction`: a former entry (by id) is withdrawn, or replaced by the entry `replacement`.
+    The original stays in the store; readers take the correction into account."""
+
+    kind: Literal["correction"] = "correction"
+    replaces: int
+    replacement: int | None = None  # None: withdrawn (undone)
+    reason: str = ""
+
+
 Event = Annotated[
-    StimSettingsEvent | DeviceStateEvent | GapEvent | MarkerEvent | PhaseEvent | RecordingEvent,
+    StimSettingsEvent
+    | DeviceStateEvent
+    | GapEvent
+    | MarkerEvent
+    | PhaseEvent
+    | RecordingEvent
+    | NeedleSiteEvent
+    | PromptEvent
+    | ResponseEvent
+    | CorrectionEvent,
     Field(discriminator="kind"),
 ]
 """Any session event, discriminated on `kind`."""

@@ -1,0 +1,1 @@
+"""Clinical session logic: needling and localization (more to come: TPD, LRJ, scoring)."""
