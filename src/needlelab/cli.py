@@ -1,4 +1,4 @@
-"""The `needlelab` command line: check, devices, demo, record, verify, info, sim."""
+"""The `needlelab` command line: check, devices, demo, monitor, record, verify, info, sim."""
 
 from __future__ import annotations
 
@@ -230,6 +230,58 @@ def cmd_record(args: argparse.Namespace) -> int:
     return status
 
 
+def _monitor_problem() -> str | None:
+    """Why the monitor cannot open here, or None."""
+    from needlelab.monitor import display_available, gui_missing
+
+    missing = gui_missing()
+    if missing:
+        return missing
+    if not display_available() and not os.environ.get("QT_QPA_PLATFORM"):
+        return "no display to show the monitor on; `needlelab record CONFIG` records headless"
+    return None
+
+
+def _run_monitor(
+    config: SessionConfig,
+    out_dir: Path | None,
+    autostart: bool,
+    duration_s: float | None,
+    script: Any = None,
+    separate_simulators: bool = False,
+) -> Any:
+    """Open the monitor on a new session; the session once the window closed."""
+    from needlelab.monitor.app import run_monitor
+    from needlelab.record import ignore_sigxfsz
+    from needlelab.session import Session
+
+    ignore_sigxfsz()
+    session = Session(config, out_dir, separate_simulators=separate_simulators)
+    run_monitor(session, autostart=autostart, duration_s=duration_s, script=script)
+    return session
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Open the live monitor on a session config."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    problem = _monitor_problem()
+    if problem:
+        _err(problem)
+        return EXIT_USAGE
+    session = _run_monitor(config, args.out, args.start, args.duration)
+    if session.error:
+        _err(session.error)
+        return EXIT_PROBLEM
+    if session.path.exists():
+        print(f"saved {session.path}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a fully simulated session, then print its verify summary."""
     from needlelab.demo import demo_script
@@ -242,22 +294,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "EMG and caliper through bleak)",
         file=sys.stderr,
     )
-    if not args.headless and os.environ.get("DISPLAY") is None:
-        print("no display: running headless", file=sys.stderr)
-    status, session = _record(
-        config,
-        args.out,
-        args.duration,
-        console=False,
-        script=demo_script,
-        separate_simulators=True,
-    )
+    from needlelab.monitor import display_available, gui_missing
+
+    windowed = False
+    if not args.headless:
+        missing = gui_missing()
+        windowed = display_available() and missing is None
+        if not windowed:
+            why = "no display" if missing is None else missing
+            print(f"{why}: running headless", file=sys.stderr)
+    if windowed:
+        status = EXIT_OK
+        session = _run_monitor(
+            config, args.out, True, args.duration, demo_script, separate_simulators=True
+        )
+        if session.error:
+            _err(session.error)
+            status = EXIT_PROBLEM
+    else:
+        status, session = _record(
+            config,
+            args.out,
+            args.duration,
+            console=False,
+            script=demo_script,
+            separate_simulators=True,
+        )
     if session is None or not session.path.exists():
         return status or EXIT_PROBLEM
     print()
     verify_status = _verify(session.path)
     _print_sync_check(session)
+    _print_localization(session.path)
     return status or verify_status
+
+
+def _print_localization(path: Path) -> None:
+    """The localization answers' accuracy, computed from the file alone."""
+    from needlelab.clinic.localization import effective_responses, format_accuracy, summarize
+    from needlelab.events import CorrectionEvent, ResponseEvent
+    from needlelab.record import open_session
+
+    with open_session(path) as s:
+        events = [e for e in s.events() if isinstance(e, ResponseEvent | CorrectionEvent)]
+    if events:
+        print(f"localization: {format_accuracy(summarize(effective_responses(events)))}")
 
 
 def _print_sync_check(session: Any) -> None:
@@ -344,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("recordings"), help="output folder")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("monitor", help="open the live monitor on a session config (gui extra)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: config's)")
+    p.add_argument("--start", action="store_true", help="start recording at once")
+    p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("record", help="record a session headless")
     p.add_argument("config", type=Path)

@@ -143,6 +143,20 @@ class StreamClock:
         self._x.append(x_last)
         self._t.append(t_host_ns)
 
+    def recent(self, n_points: int = 2000) -> ClockSegment | None:
+        """A quick fit of the latest stretch (at most `n_points`, none before the last gap), for
+        live displays. Safe to call from another thread than the one adding points."""
+        end = len(self._t)  # `add` appends to _x first: both hold at least `end` points
+        x = np.asarray(self._x[max(0, end - n_points) : end], dtype=np.int64)
+        t = np.asarray(self._t[max(0, end - n_points) : end], dtype=np.int64)
+        if len(x) < 8:
+            return None
+        breaks = np.flatnonzero((np.diff(t) > self.gap_ns) | (np.diff(x) <= 0)) + 1
+        start = int(breaks[-1]) if len(breaks) else 0
+        if len(x) - start < 8:
+            return None
+        return fit_segment(x[start:], t[start:] - self.min_latency_ns, 1e9 / self.nominal_rate_hz)
+
     def fit(self) -> list[ClockSegment]:
         """Fit every segment from the points so far."""
         if not self._x:

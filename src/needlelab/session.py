@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlelab import __version__
-from needlelab.clock import SessionClock
+from needlelab.clinic.localization import Localization
+from needlelab.clock import ClockSegment, SessionClock
 from needlelab.config import (
     SessionConfig,
     config_json,
@@ -64,7 +65,7 @@ class Session:
         self.config = config
         self.out_dir = Path(out_dir if out_dir is not None else config.session.out_dir)
         self.clock = SessionClock()
-        self.hub = Hub(self.clock)
+        self.hub = Hub(self.clock, ring_seconds=max(30.0, config.monitor.window_s))
         self.session_id = uuid.uuid4().hex
         self.path = self.out_dir / session_file_name(
             config.session.patient_id, self.clock.anchor_wall_ns
@@ -76,6 +77,10 @@ class Session:
         self._writer: SessionWriter | None = None
         self._stopped = threading.Event()
         self.error: str | None = None
+        self.paused = False
+        # The needling and localization log: one per session, whoever drives it (the monitor,
+        # the console, a script).
+        self.localization = Localization(self.hub, config.localization)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,6 +171,29 @@ class Session:
             stop_requested.wait(max(0.0, remaining))
             if on_tick is not None:
                 on_tick((self.clock.now_ns() - start_ns) / 1e9)
+
+    @property
+    def recording(self) -> bool:
+        """Whether the file is open and being written."""
+        return self._writer is not None
+
+    def pause(self) -> None:
+        """Mark a pause: a `recording` event. Data keep being written (nothing is ever dropped);
+        readers and the report leave paused stretches out where it matters."""
+        if self.recording and not self.paused:
+            self.paused = True
+            self.hub.emit(RecordingEvent(action="pause", source="clinician"))
+
+    def resume(self) -> None:
+        """Mark the end of a pause: a `recording` event."""
+        if self.recording and self.paused:
+            self.paused = False
+            self.hub.emit(RecordingEvent(action="resume", source="clinician"))
+
+    def live_clock(self, stream: str) -> ClockSegment | None:
+        """A quick clock-model fit of a regular stream's latest arrivals (None if too few)."""
+        writer = self._writer
+        return writer.live_clock(stream) if writer is not None else None
 
     # -- clinician input -------------------------------------------------------------------------
     def mark(self, text: str) -> None:

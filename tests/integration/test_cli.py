@@ -11,6 +11,7 @@ from pathlib import Path
 
 from needlelab.events import MarkerEvent, StimSettingsEvent
 from needlelab.record import open_session
+from needlelab.resources import configs_dir
 
 from .test_record_faults import record_cmd
 
@@ -122,3 +123,18 @@ def test_bad_config_and_bad_arguments_are_clear(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     result = needlelab("demo", "--duration", "-3")
     assert result.returncode == 2 and "must be > 0" in result.stderr
+
+
+def test_monitor_without_the_gui_extra_says_what_to_install(tmp_path: Path) -> None:
+    # Hide pyqtgraph as if the `gui` extra were not installed.
+    code = (
+        "import sys; sys.modules['pyqtgraph'] = None; "
+        "from needlelab.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "monitor", str(configs_dir() / "demo.toml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "pip install 'needlelab[gui]'" in result.stderr
+    assert "Traceback" not in result.stderr

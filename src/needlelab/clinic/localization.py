@@ -95,6 +95,22 @@ def summarize(responses: Sequence[ResponseEvent]) -> Accuracy:
     )
 
 
+def format_accuracy(acc: Accuracy) -> str:
+    """One line for people: counts, level and side accuracy, latency."""
+    if not acc.n:
+        return "no answers yet"
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0f} %"
+
+    err = "–" if acc.mean_abs_level_error is None else f"{acc.mean_abs_level_error:.2f}"
+    lat = "–" if acc.median_latency_ms is None else f"{acc.median_latency_ms / 1000:.1f} s"
+    return (
+        f"{acc.n} answers · level exact {pct(acc.level_exact_pct)} · mean |error| {err} "
+        f"segments · side {pct(acc.side_correct_pct)} · median latency {lat}"
+    )
+
+
 class Localization:
     """One session's localization log, writing events to the hub.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from needlelab.clock import StreamClock
+from needlelab.clock import ClockSegment, StreamClock
 from needlelab.config import PATIENT_ID_PATTERN
 from needlelab.events import EventBase
 from needlelab.hub import Hub, StreamAdded
@@ -294,6 +294,11 @@ class SessionWriter:
             t_ns,
             values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes(),
         )
+
+    def live_clock(self, stream: str) -> ClockSegment | None:
+        """A quick clock fit of a regular stream's latest arrivals, for the monitor."""
+        clock = self._clocks.get(stream)
+        return clock.recent() if clock is not None else None
 
     def _clock_models(self) -> dict[str, str]:
         models = {}

@@ -1,0 +1,332 @@
+"""The monitor's main window: traces on the left, controls and health on the right.
+
+One QTimer drives everything: at each tick the window reads the session clock, the hub's ring
+buffers, the events recorded since the last tick and each device's live stats, and redraws.
+Device threads never call into Qt; Qt never blocks on a device. Keys go to the localization
+grammar (`AnswerKeys`) through an application-wide filter, unless a text or number field has
+the focus.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyqtgraph as pg
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
+
+from needlelab.clinic.localization import AnswerKeys
+from needlelab.devices.stim_manual import ManualStimulator
+from needlelab.events import CorrectionEvent, NeedleSiteEvent, PromptEvent, ResponseEvent
+from needlelab.monitor.health import HealthTracker
+from needlelab.monitor.panels import (
+    RED,
+    DevicePanel,
+    LocalizationPanel,
+    ManualStimPanel,
+    RecordingBar,
+)
+from needlelab.monitor.plots import TracePanel
+from needlelab.session import Session
+
+Qt = QtCore.Qt
+WINDOWS_S = (2, 5, 10, 20, 30)
+GAINS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+HEALTH_EVERY_S = 0.25  # the device panel's refresh period: fast enough for "red within 2 s"
+
+
+def _value(enum: Any) -> int:
+    return int(getattr(enum, "value", enum))
+
+
+def key_name(event: QtGui.QKeyEvent) -> str | None:
+    """A key press as `AnswerKeys` names it ("3", "L", "Return", "Ctrl+Z", "Alt+E", "F2")."""
+    key = _value(event.key())
+    named = {
+        _value(Qt.Key.Key_Space): "Space",
+        _value(Qt.Key.Key_Return): "Return",
+        _value(Qt.Key.Key_Enter): "Return",
+        _value(Qt.Key.Key_Escape): "Escape",
+    }
+    if _value(Qt.Key.Key_F1) <= key <= _value(Qt.Key.Key_F12):
+        name = f"F{key - _value(Qt.Key.Key_F1) + 1}"
+    elif key in named:
+        name = named[key]
+    elif _value(Qt.Key.Key_0) <= key <= _value(Qt.Key.Key_9) or (
+        _value(Qt.Key.Key_A) <= key <= _value(Qt.Key.Key_Z)
+    ):
+        name = chr(key)
+    else:
+        return None
+    mods = event.modifiers()
+    prefix = "Ctrl+" if mods & Qt.KeyboardModifier.ControlModifier else ""
+    prefix += "Alt+" if mods & Qt.KeyboardModifier.AltModifier else ""
+    return prefix + name
+
+
+class _KeyFilter(QtCore.QObject):  # type: ignore[misc]
+    """Routes key presses in the window to the localization grammar."""
+
+    def __init__(self, window: MonitorWindow) -> None:
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if event.type() != QtCore.QEvent.Type.KeyPress or not isinstance(obj, QtWidgets.QWidget):
+            return False
+        if obj.window() is not self.window:
+            return False
+        focus = QtWidgets.QApplication.focusWidget()
+        if isinstance(focus, QtWidgets.QLineEdit | QtWidgets.QAbstractSpinBox) or (
+            isinstance(focus, QtWidgets.QComboBox) and focus.isEditable()
+        ):
+            return False  # typing into a field
+        name = key_name(event)
+        if name is None:
+            return False
+        return self.window.localization_panel.press(name) is not None
+
+
+class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
+    """The clinician's screen for one session."""
+
+    def __init__(
+        self,
+        session: Session,
+        autostart: bool = False,
+        duration_s: float | None = None,
+        script: Callable[[Session, threading.Event], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.duration_s = duration_s
+        self.script = script
+        self.script_stop = threading.Event()
+        config = session.config
+        self.setWindowTitle(f"needlelab · {config.session.patient_id}")
+        self.resize(1500, 950)
+        pg.setConfigOptions(antialias=False)
+
+        self.localization = session.localization
+        self.keys = AnswerKeys(self.localization)
+        self.health = HealthTracker(session)
+        self._last_event_id = 0
+        self._last_health_ns = 0
+        self._start_ns: int | None = None
+        self._elapsed_s = 0.0
+        self._stopped = False
+
+        central = QtWidgets.QWidget()
+        outer = QtWidgets.QVBoxLayout(central)
+        outer.setContentsMargins(4, 4, 4, 4)
+        self.banner = QtWidgets.QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(
+            f"background: {RED}; color: white; font-size: 16pt; font-weight: bold; padding: 6px"
+        )
+        self.banner.hide()
+        outer.addWidget(self.banner)
+        self.recording_bar = RecordingBar(
+            self.start_recording, self.toggle_pause, self.stop_recording
+        )
+        outer.addWidget(self.recording_bar)
+
+        splitter = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        left = QtWidgets.QWidget()
+        left_layout = QtWidgets.QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.traces = TracePanel(session.hub, config.monitor.window_s, config.monitor.rms)
+        self.stim_label = QtWidgets.QLabel(self.traces.stim_text())
+        self.stim_label.setStyleSheet("font-size: 18pt; font-weight: bold; color: #ef6c00")
+        left_layout.addWidget(self.stim_label)
+        left_layout.addWidget(self.traces, 1)
+        left_layout.addWidget(self._trace_controls())
+        splitter.addWidget(left)
+
+        right = QtWidgets.QWidget()
+        right_layout = QtWidgets.QVBoxLayout(right)
+        self.device_panel = DevicePanel()
+        self.device_panel.setMaximumHeight(170)
+        right_layout.addWidget(self.device_panel)
+        self.localization_panel = LocalizationPanel(self.keys, self.message)
+        right_layout.addWidget(self.localization_panel)
+        self.manual_panels: list[ManualStimPanel] = []
+        right_layout.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(right)
+        self._right_layout = right_layout
+        splitter.addWidget(scroll)
+        splitter.setSizes([880, 620])
+        outer.addWidget(splitter, 1)
+        self.setCentralWidget(central)
+        self.statusBar().showMessage("ready: press Start (recording starts the devices)")
+
+        self._key_filter = _KeyFilter(self)
+        QtWidgets.QApplication.instance().installEventFilter(self._key_filter)
+        self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start(max(1, round(1000 / config.monitor.refresh_hz)))
+        self.frames = 0  # redraws so far (benchmarks and tests read it)
+        if autostart:
+            QtCore.QTimer.singleShot(0, self.start_recording)
+
+    # -- controls ----------------------------------------------------------------------------------
+    def _trace_controls(self) -> QtWidgets.QWidget:
+        box = QtWidgets.QWidget()
+        row = QtWidgets.QHBoxLayout(box)
+        row.setContentsMargins(4, 0, 4, 0)
+        row.addWidget(QtWidgets.QLabel("window"))
+        window = QtWidgets.QComboBox()
+        window.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        choices = sorted({*WINDOWS_S, int(self.traces.window_s)})
+        window.addItems([f"{s} s" for s in choices])
+        window.setCurrentText(f"{int(self.traces.window_s)} s")
+        window.currentTextChanged.connect(self._set_window)
+        row.addWidget(window)
+        rms = QtWidgets.QCheckBox("RMS envelope")
+        rms.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        rms.setChecked(self.traces.rms)
+        rms.toggled.connect(self.traces.set_rms)
+        row.addWidget(rms)
+        self.channel_table = QtWidgets.QTableWidget(0, 3)
+        self.channel_table.setHorizontalHeaderLabels(("show", "channel", "gain"))
+        self.channel_table.verticalHeader().setVisible(False)
+        self.channel_table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.channel_table.setMaximumHeight(110)
+        row.addWidget(self.channel_table, 1)
+        return box
+
+    def _set_window(self, text: str) -> None:
+        self.traces.set_window(min(float(text.split()[0]), self.session.hub.ring_seconds))
+
+    def _sync_channel_table(self) -> None:
+        lanes = self.traces.lanes
+        for i in range(self.channel_table.rowCount(), len(lanes)):
+            self.channel_table.insertRow(i)
+            show = QtWidgets.QCheckBox()
+            show.setChecked(True)
+            show.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            show.toggled.connect(lambda on, i=i: self.traces.set_lane(i, visible=on))
+            gain = QtWidgets.QComboBox()
+            gain.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            gain.addItems([f"×{g:g}" for g in GAINS])
+            gain.setCurrentText("×1")
+            gain.currentIndexChanged.connect(lambda k, i=i: self.traces.set_lane(i, gain=GAINS[k]))
+            self.channel_table.setCellWidget(i, 0, show)
+            self.channel_table.setItem(i, 1, QtWidgets.QTableWidgetItem(lanes[i].name))
+            self.channel_table.setCellWidget(i, 2, gain)
+
+    def message(self, text: str) -> None:
+        """Show a short message in the status bar."""
+        self.statusBar().showMessage(text, 8000)
+
+    # -- recording ---------------------------------------------------------------------------------
+    def start_recording(self) -> None:
+        """Start the session: the file, the simulators and the devices."""
+        if self.session.recording or self._stopped:
+            return
+        try:
+            self.session.start()
+        except Exception as exc:  # a config that cannot start: say so, keep the window
+            self.show_banner(f"cannot start recording: {exc}")
+            return
+        self._start_ns = self.session.clock.now_ns()
+        for device in self.session.devices.values():
+            if isinstance(device, ManualStimulator):
+                panel = ManualStimPanel(device, self.message)
+                self.manual_panels.append(panel)
+                self._right_layout.insertWidget(self._right_layout.count() - 1, panel)
+        if self.script is not None:
+            threading.Thread(
+                target=self.script, args=(self.session, self.script_stop), daemon=True,
+                name="monitor-script",
+            ).start()  # fmt: skip
+        if self.duration_s is not None:
+            QtCore.QTimer.singleShot(round(self.duration_s * 1000), self.stop_recording)
+        self.message(f"recording to {self.session.path}")
+
+    def toggle_pause(self) -> None:
+        """Pause or resume (recorded as events; data keep being written)."""
+        if self.session.paused:
+            self.session.resume()
+        else:
+            self.session.pause()
+
+    def stop_recording(self) -> None:
+        """Stop the devices and close the file cleanly; the window stays open to look at."""
+        if not self.session.recording:
+            return
+        self.script_stop.set()
+        self.session.stop("stopped from the monitor")
+        self._stopped = True
+        self.refresh()
+        from needlelab.record import verify_report
+
+        try:
+            ok = verify_report(self.session.path)["ok"]
+        except Exception as exc:  # report it; the file is what it is
+            self.show_banner(f"saved {self.session.path}, but it does not verify: {exc}")
+            return
+        verdict = "verifies" if ok else "does NOT verify: run needlelab verify on it"
+        self.message(f"saved {self.session.path}; it {verdict}")
+
+    def show_banner(self, text: str) -> None:
+        """A red banner across the top; empty text hides it."""
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        """Closing the window mid-recording stops and closes the session file cleanly."""
+        self.timer.stop()
+        self.stop_recording()
+        QtWidgets.QApplication.instance().removeEventFilter(self._key_filter)
+        event.accept()
+
+    # -- the tick ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pull what is new from the hub and redraw."""
+        session = self.session
+        now_ns = session.clock.now_ns()
+        touched_localization = False
+        for event in session.hub.recent_events(after_id=self._last_event_id):
+            self._last_event_id = event.id
+            self.traces.add_event(event)
+            self.health.take_event(event)
+            if isinstance(event, NeedleSiteEvent | PromptEvent | ResponseEvent | CorrectionEvent):
+                touched_localization = True
+        if touched_localization:
+            self.localization_panel.show_state()
+        self.traces.refresh(now_ns / 1e9)
+        stim = self.traces.stim_text()
+        if stim != self.stim_label.text():
+            self.stim_label.setText(stim)
+        self._sync_channel_table()
+        if now_ns - self._last_health_ns >= HEALTH_EVERY_S * 1e9:
+            self._last_health_ns = now_ns
+            self._refresh_health()
+        self.frames += 1
+
+    def _refresh_health(self) -> None:
+        session = self.session
+        state = "ready"
+        if session.recording:
+            state = "paused" if session.paused else "recording"
+        elif self._stopped:
+            state = "stopped"
+        if session.recording and self._start_ns is not None:
+            self._elapsed_s = (session.clock.now_ns() - self._start_ns) / 1e9
+        file = session.path.name if self._start_ns is not None else ""
+        self.recording_bar.show_state(state, self._elapsed_s, file)
+        if not session.recording:
+            if session.error:
+                self.show_banner(f"recording stopped: {session.error}")
+            return
+        health = [self.health.health(d) for d in session.devices.values()]
+        self.device_panel.show_health(health)
+        problems = [h.problem for h in health if not h.healthy]
+        if session.error:
+            problems.insert(0, f"recording stopped: {session.error}")
+        self.show_banner("\n".join(problems))
