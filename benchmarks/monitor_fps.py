@@ -30,6 +30,7 @@ import os
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -47,16 +48,14 @@ from needlelab.streams import Chunk, StreamKind, StreamSpec
 CHUNK = 20
 
 
-class NaiveTraces(TracePanel):
-    """The peer: full arrays into every curve, every frame."""
-
-    def _refresh_emg(self) -> None:
-        for i, lane in enumerate(self.lanes):
-            ring = self.hub.ring(lane.stream)
-            t_ns, values = ring.latest(int(self.window_s * ring.spec.nominal_rate_hz) + 1)
-            if len(t_ns):
-                y = values[:, lane.channel] * (lane.gain / lane.range_uv) - i
-                self._curves[i].setData(t_ns / 1e9, y)
+def naive_refresh_emg(self: TracePanel) -> None:
+    """The peer's `TracePanel._refresh_emg`: full arrays into every curve, every frame."""
+    for i, lane in enumerate(self.lanes):
+        ring = self.hub.ring(lane.stream)
+        t_ns, values = ring.latest(int(self.window_s * ring.spec.nominal_rate_hz) + 1)
+        if len(t_ns):
+            y = values[:, lane.channel] * (lane.gain / lane.range_uv) - i
+            self._curves[i].setData(t_ns / 1e9, y)
 
 
 def feeder(session: Session, channels: int, rate: float, stop: threading.Event) -> None:
@@ -87,14 +86,9 @@ def run(naive: bool, interval_ms: int, seconds: float, channels: int, rate: floa
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config({"session": {"patient_id": "BENCH", "out_dir": tmp}})
         session = Session(config, Path(tmp))
+        window = MonitorWindow(session, autostart=False)
         if naive:
-            original = MonitorWindow.__init__.__globals__["TracePanel"]
-            MonitorWindow.__init__.__globals__["TracePanel"] = NaiveTraces
-        try:
-            window = MonitorWindow(session, autostart=False)
-        finally:
-            if naive:
-                MonitorWindow.__init__.__globals__["TracePanel"] = original
+            window.traces._refresh_emg = types.MethodType(naive_refresh_emg, window.traces)
         window.resize(1500, 950)
         window.show()
         session.start()

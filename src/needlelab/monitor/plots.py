@@ -137,16 +137,22 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.caliper_plot.addItem(self.caliper_points)
         self.caliper_plot.addItem(self.caliper_presses)
         self._caliper_labels: list[pg.TextItem] = []
-        self.stim_history: list[tuple[float, StimSettings]] = []  # channel 1 of each stimulator
+        self.stim_source: str | None = None  # the stimulator the strip shows
+        self.stim_history: list[tuple[float, StimSettings]] = []  # its channel 1
         self._event_lines: deque[tuple[float, list[pg.InfiniteLine]]] = deque()
         self._sliding: list[pg.GraphicsObject] = [
             self.stim_curve, self.stim_set_curve, self.freq_curve, self.caliper_points,
             self.caliper_presses,
         ]  # fmt: skip
-        # The EMG curves slide as one: a group moved once a frame, not 2 x channels items.
+        # The EMG curves slide as one: a group moved once a frame, not 2 x channels items; the
+        # caliper's value labels likewise.
         self._emg_group = pg.ItemGroup()
         self.emg_plot.addItem(self._emg_group)
-        self._sliding.append(self._emg_group)
+        self._caliper_group = pg.ItemGroup()
+        self.caliper_plot.addItem(self._caliper_group)
+        self._sliding += [self._emg_group, self._caliper_group]
+        self._stim_drawn: tuple[int, float] | None = None
+        self._caliper_drawn: tuple[int, ...] | None = None
         self._y_ranges: dict[int, tuple[float, float]] = {}
         self.set_window(window_s)
 
@@ -246,7 +252,9 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         """Take a new event: stimulator history, or a labelled line across every plot."""
         t_s = event.t_ns / 1e9
         if isinstance(event, StimSettingsEvent):
-            if event.settings.channel == 1:
+            # The strip follows channel 1 of the first stimulator heard from.
+            self.stim_source = self.stim_source or event.source
+            if event.settings.channel == 1 and event.source == self.stim_source:
                 self.stim_history.append((t_s, event.settings))
             return
         label = event_label(event)
@@ -269,24 +277,26 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
 
     def _refresh_stim(self, now_s: float) -> None:
         history = self.stim_history
+        if not history or (len(history), history[-1][0]) == self._stim_drawn:
+            return  # nothing new: the steps stand and slide
         start = now_s - self.window_s
-        keep = [k for k, (t, _s) in enumerate(history) if t >= start]
-        first = max(0, (keep[0] if keep else len(history)) - 1)
-        shown = history[first:]
-        if not shown:
-            return
-        t = np.array([max(t, start) for t, _ in shown])
-        on = np.array([s.intensity_ma if s.output_on else 0.0 for _, s in shown])
-        x, y = step_xy(t, on, now_s)
-        self.stim_curve.setData(x, y)
-        self.stim_set_curve.setData(
-            *step_xy(t, np.array([s.intensity_ma for _, s in shown]), now_s)
+        first = max(
+            0, next((k for k, (t, _s) in enumerate(history) if t >= start), len(history)) - 1
         )
-        self.freq_curve.setData(*step_xy(t, np.array([s.frequency_hz for _, s in shown]), now_s))
-        top = max(1.0, max(s.intensity_ma for _, s in shown)) * 1.15
-        self._set_y(self.stim_plot, 0, top)
-        self._set_y(self.freq_plot, 0, max(1.0, max(s.frequency_hz for _, s in shown)) * 1.15)
         del history[:first]  # older changes can never be drawn again
+        self._stim_drawn = (len(history), history[-1][0])
+        t = np.array([t for t, _ in history])
+        # The last setting holds until the next change: drawn an hour ahead, so the curve only
+        # slides until then instead of being rebuilt every frame.
+        hold = now_s + 3600.0
+        on = np.array([s.intensity_ma if s.output_on else 0.0 for _, s in history])
+        self.stim_curve.setData(*step_xy(t, on, hold))
+        intensity = np.array([s.intensity_ma for _, s in history])
+        self.stim_set_curve.setData(*step_xy(t, intensity, hold))
+        frequency = np.array([s.frequency_hz for _, s in history])
+        self.freq_curve.setData(*step_xy(t, frequency, hold))
+        self._set_y(self.stim_plot, 0, max(1.0, float(intensity.max())) * 1.15)
+        self._set_y(self.freq_plot, 0, max(1.0, float(frequency.max())) * 1.15)
 
     def stim_text(self) -> str:
         """The stimulator's current settings (channel 1), for the large read-out."""
@@ -295,40 +305,37 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         s = self.stim_history[-1][1]
         state = "OUTPUT ON" if s.output_on else "output off"
         return (
-            f"{s.intensity_ma:g} mA · {s.frequency_hz:g} Hz · {s.pulse_width_us:g} µs · "
-            f"{s.waveform} {s.mode} · {state}"
+            f"{self.stim_source} ch1: {s.intensity_ma:g} mA · {s.frequency_hz:g} Hz · "
+            f"{s.pulse_width_us:g} µs · {s.waveform} {s.mode} · {state}"
         )
 
     def _refresh_caliper(self, now_s: float) -> None:
         streams = [s for s in self.hub.streams.values() if s.type == "Caliper"]
-        points_x, points_y, press_x, press_y = [], [], [], []
+        totals = tuple(self.hub.ring(s.name).total for s in streams)
+        if not streams or totals == self._caliper_drawn:
+            return  # no new reading: the points stand and slide
+        self._caliper_drawn = totals
+        t_parts, v_parts = [], []
         for spec in streams:
             t_ns, raw = self.hub.ring(spec.name).latest()
-            values = raw.astype(np.float64)
-            t_s = t_ns / 1e9
-            inside = t_s >= now_s - self.window_s
-            t_s, values = t_s[inside], values[inside]
-            pressed = values[:, 1] > 0.5
-            points_x.append(t_s[~pressed])
-            points_y.append(values[~pressed, 0])
-            press_x.append(t_s[pressed])
-            press_y.append(values[pressed, 0])
-        if not streams:
-            return
-        self.caliper_points.setData(np.concatenate(points_x), np.concatenate(points_y))
-        px, py = np.concatenate(press_x), np.concatenate(press_y)
-        self.caliper_presses.setData(px, py)
+            inside = t_ns >= (now_s - self.window_s) * 1e9
+            t_parts.append(t_ns[inside] / 1e9)
+            v_parts.append(raw[inside].astype(np.float64))
+        t_s, values = np.concatenate(t_parts), np.concatenate(v_parts)
+        pressed = values[:, 1] > 0.5
+        self.caliper_points.setData(t_s[~pressed], values[~pressed, 0])
+        self.caliper_presses.setData(t_s[pressed], values[pressed, 0])
         for label in self._caliper_labels:
-            self.caliper_plot.removeItem(label)
+            label.setParentItem(None)
+            self.caliper_plot.scene().removeItem(label)
         self._caliper_labels = []
-        for x, y in zip(px[-12:], py[-12:], strict=True):
+        for x, y in zip(t_s[pressed][-12:], values[pressed, 0][-12:], strict=True):
             label = pg.TextItem(f"{y:.1f}", color="#ffd54f", anchor=(0.5, 1.2))
-            label.setPos(float(x) - now_s, float(y))
-            self.caliper_plot.addItem(label)
+            label.setParentItem(self._caliper_group)
+            label.setPos(float(x), float(y))
             self._caliper_labels.append(label)
-        allv = np.concatenate([*points_y, py])
-        if len(allv):
-            self._set_y(self.caliper_plot, 0, max(10.0, float(allv.max()) * 1.2))
+        if len(values):
+            self._set_y(self.caliper_plot, 0, max(10.0, float(values[:, 0].max()) * 1.2))
 
     def _drop_old_lines(self, now_s: float) -> None:
         while self._event_lines and self._event_lines[0][0] < now_s - self.window_s:
