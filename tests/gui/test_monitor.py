@@ -232,3 +232,35 @@ def test_devices_and_the_writer_keep_going_while_the_gui_is_stalled(
     (stream,) = [s for s in report["streams"] if s["name"] == "emg.emg"]
     assert report["ok"] and stream["samples"] == emg.stats.samples
     assert report["gaps"] == [] and stream["samples_lost_known"] == 0
+
+
+def test_site_widgets_record_each_change_and_switch_region(qtbot: Any, tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "session": {"patient_id": "NECK01", "out_dir": str(tmp_path)},
+            "localization": {"regions": {"lumbar": ["L3", "L4", "L5"],
+                                         "neck": ["C4", "C5", "C6", "C7"]}},
+        }
+    )  # fmt: skip
+    session = Session(config, tmp_path)
+    window = MonitorWindow(session, autostart=True)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: session.recording, timeout=10_000)
+    panel = window.localization_panel
+    assert panel.region_combo.isVisibleTo(window)
+    panel.side_combo.setCurrentText("R")  # each widget change is a site event at once
+    panel.region_combo.setCurrentText("neck")
+    assert [b.text() for b in panel.level_buttons] == ["1  C4", "2  C5", "3  C6", "4  C7"]
+    panel.level_combo.setCurrentText("C6")
+    panel.estim_check.setChecked(True)
+    keys(qtbot, window, "Space", "2", "L", "Return")
+    window.stop_recording()
+    with open_session(session.path) as s:
+        sites = [e for e in s.events("needle.site") if isinstance(e, NeedleSiteEvent)]
+        (answer,) = [e for e in s.events("response") if isinstance(e, ResponseEvent)]
+    assert [(e.region, e.level, e.side, e.estim_on) for e in sites] == [
+        ("lumbar", "L3", "R", False), ("neck", "C4", "R", False), ("neck", "C6", "R", False),
+        ("neck", "C6", "R", True),
+    ]  # fmt: skip
+    assert (answer.level, answer.level_error, answer.side_correct) == ("C5", -1, False)

@@ -152,7 +152,11 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         site_box = QtWidgets.QGroupBox("Needle site  (Alt+1…0 level, Alt+L/R/M side, Alt+E e-stim)")
         site = QtWidgets.QGridLayout(site_box)
         self.site_label = _big("no site set", 15)
-        site.addWidget(self.site_label, 0, 0, 1, 4)
+        site.addWidget(self.site_label, 0, 0, 1, 5)
+        self.region_combo = QtWidgets.QComboBox()
+        self.region_combo.addItems(list(log.config.regions))
+        self.region_combo.setCurrentText(log.region)
+        self.region_combo.setVisible(len(log.config.regions) > 1)
         self.level_combo = QtWidgets.QComboBox()
         self.level_combo.addItems(log.levels)
         self.side_combo = QtWidgets.QComboBox()
@@ -161,12 +165,21 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.muscle_combo.setEditable(True)
         self.muscle_combo.addItems(log.config.muscles)
         self.estim_check = QtWidgets.QCheckBox("e-stim on")
-        for col, widget in enumerate(
-            (self.level_combo, self.side_combo, self.muscle_combo, self.estim_check)
-        ):
+        self.site_widgets = (
+            self.region_combo, self.level_combo, self.side_combo, self.muscle_combo,
+            self.estim_check,
+        )  # fmt: skip
+        for col, widget in enumerate(self.site_widgets):
             site.addWidget(widget, 1, col)
-        self.set_site_button = _button("Set site", self._set_site_from_widgets)
-        site.addWidget(self.set_site_button, 1, 4)
+        # Every change of the site is a `needle.site` event at once: no "apply" step to forget.
+        self.region_combo.currentTextChanged.connect(self._region_changed)
+        self.level_combo.currentTextChanged.connect(self._apply_site)
+        self.side_combo.currentTextChanged.connect(self._apply_site)
+        self.muscle_combo.activated.connect(self._apply_site)
+        line = self.muscle_combo.lineEdit()
+        if line is not None:
+            line.editingFinished.connect(self._apply_site)
+        self.estim_check.toggled.connect(self._apply_site)
         layout.addWidget(site_box)
 
         answer_box = QtWidgets.QGroupBox(
@@ -178,10 +191,10 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.draft_label = _big("", 14)
         top.addWidget(self.draft_label, 1)
         answer.addLayout(top)
-        levels = QtWidgets.QGridLayout()
-        for i, (key, level) in enumerate(zip(LEVEL_KEYS, log.levels, strict=False)):
-            levels.addWidget(_button(f"{key}  {level}", partial(self.press, key)), i // 5, i % 5)
-        answer.addLayout(levels)
+        self.level_grid = QtWidgets.QGridLayout()
+        self.level_buttons: list[QtWidgets.QPushButton] = []
+        self._level_buttons()
+        answer.addLayout(self.level_grid)
         sides = QtWidgets.QHBoxLayout()
         for key, side in ANSWER_SIDE_KEYS.items():
             sides.addWidget(_button(f"{key}  {side}", partial(self.press, key)))
@@ -224,16 +237,37 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.keys.draft.text = text
         self.show_state()
 
-    def _set_site_from_widgets(self) -> None:
-        log = self.keys.log
-        side = SITE_SIDE_KEYS[self.side_combo.currentText()[0].upper()]
-        site = log.set_site(
+    def _level_buttons(self) -> None:
+        """One button per level of the region in use (they change with the region)."""
+        for button in self.level_buttons:
+            self.level_grid.removeWidget(button)
+            button.deleteLater()
+        self.level_buttons = [
+            _button(f"{key}  {level}", partial(self.press, key))
+            for key, level in zip(LEVEL_KEYS, self.keys.log.levels, strict=False)
+        ]
+        for i, button in enumerate(self.level_buttons):
+            self.level_grid.addWidget(button, i // 5, i % 5)
+
+    def _region_changed(self, region: str) -> None:
+        self.keys.log.region = region
+        self.level_combo.blockSignals(True)
+        self.level_combo.clear()
+        self.level_combo.addItems(self.keys.log.levels)
+        self.level_combo.blockSignals(False)
+        self._level_buttons()
+        self._apply_site()
+
+    def _apply_site(self, *_args: object) -> None:
+        """The site the widgets show becomes the site in force."""
+        site = self.keys.log.set_site(
+            region=self.region_combo.currentText(),
             level=self.level_combo.currentText(),
-            side=side,
+            side=SITE_SIDE_KEYS[self.side_combo.currentText()[0].upper()],
             muscle=self.muscle_combo.currentText(),
             estim_on=self.estim_check.isChecked(),
         )
-        self.on_message(f"site {site.level} {site.side}")
+        self.on_message(f"site {site.region} {site.level} {site.side}")
         self.show_state()
 
     def show_state(self) -> None:
@@ -243,11 +277,20 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         if site is not None:
             estim = " · e-stim ON" if site.estim_on else ""
             self.site_label.setText(f"{site.level} {site.side} {site.muscle}{estim}")
-            for combo, value in ((self.level_combo, site.level), (self.side_combo, site.side)):
-                combo.blockSignals(True)
-                combo.setCurrentText(value)
-                combo.blockSignals(False)
+            for widget in self.site_widgets:
+                widget.blockSignals(True)
+            self.region_combo.setCurrentText(site.region)
+            shown = [self.level_combo.itemText(i) for i in range(self.level_combo.count())]
+            if shown != log.levels:  # the region changed elsewhere (a key, a script)
+                self.level_combo.clear()
+                self.level_combo.addItems(log.levels)
+                self._level_buttons()
+            self.level_combo.setCurrentText(site.level)
+            self.side_combo.setCurrentText(site.side)
+            self.muscle_combo.setCurrentText(site.muscle)
             self.estim_check.setChecked(site.estim_on)
+            for widget in self.site_widgets:
+                widget.blockSignals(False)
         draft = self.keys.draft
         prompt = "● asked" if log.pending_prompt is not None else ""
         words = ", ".join(w for w in log.config.descriptors if w in draft.descriptors)
