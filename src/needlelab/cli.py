@@ -216,13 +216,20 @@ def _verify(path: Path, as_json: bool = False) -> int:
     return EXIT_OK if report["ok"] else EXIT_PROBLEM
 
 
-def cmd_record(args: argparse.Namespace) -> int:
-    """Record a session headless until Ctrl-C, SIGTERM, `stop` or --duration."""
+def _load_or_say(path: Path) -> SessionConfig | None:
+    """The config at `path`, or None after printing its problems, one line each."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
+        return None
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record a session headless until Ctrl-C, SIGTERM, `stop` or --duration."""
+    config = _load_or_say(args.config)
+    if config is None:
         return EXIT_USAGE
     status, session = _record(config, args.out, args.duration, console=not args.no_console)
     if session is not None and session.path.exists():
@@ -263,11 +270,8 @@ def _run_monitor(
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Open the live monitor on a session config."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
+    config = _load_or_say(args.config)
+    if config is None:
         return EXIT_USAGE
     problem = _monitor_problem()
     if problem:
