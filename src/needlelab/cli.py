@@ -26,17 +26,28 @@ def _err(message: str) -> None:
 # -- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate configs; one line per problem."""
+    from needlelab.clinic.protocol import load_protocol
+    from needlelab.config import read_toml
+
     status = EXIT_OK
     for path in args.config:
         try:
+            if "protocol" in read_toml(path):  # a protocol template, not a session config
+                protocol = load_protocol(path)
+                phases = " → ".join(p.name for p in protocol.phases)
+                print(f"{path}: ok: protocol {protocol.protocol.name}: {phases}")
+                continue
             config = load_config(path)
+            if config.session.protocol:
+                load_protocol(config.session.protocol, config.localization)
         except ConfigError as exc:
             for line in exc.lines:
                 print(line, file=sys.stderr)
             status = EXIT_USAGE
             continue
         devices = ", ".join(f"{d.name} ({d.kind})" for d in config.devices) or "no devices"
-        print(f"{path}: ok: patient {config.session.patient_id}, {devices}")
+        protocol_name = f", protocol {config.session.protocol}" if config.session.protocol else ""
+        print(f"{path}: ok: patient {config.session.patient_id}, {devices}{protocol_name}")
     return status
 
 
@@ -406,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate session configs")
+    p = sub.add_parser("check", help="validate session configs and protocol templates")
     p.add_argument("config", nargs="+", type=Path)
     p.set_defaults(func=cmd_check)
 

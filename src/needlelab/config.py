@@ -33,6 +33,8 @@ class SessionSection(_Strict):
     out_dir: Path = Path("recordings")
     commit_interval_ms: int = Field(50, ge=10, le=100)
     operator: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9 ._-]*$")
+    # The protocol template the session follows: a shipped name or a .toml path.
+    protocol: str | None = Field(None, pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
     notes: str = Field("", max_length=2000)
 
 
@@ -320,8 +322,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> SessionConfi
         raise ConfigError(format_validation_error(source, exc)) from None
 
 
-def load_config(path: str | Path) -> SessionConfig:
-    """Load and validate a session config file; relative `out_dir` stays relative to the CWD."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's contents; `ConfigError` with one line if it cannot be read or parsed."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -330,10 +332,14 @@ def load_config(path: str | Path) -> SessionConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: str | Path) -> SessionConfig:
+    """Load and validate a session config file; relative `out_dir` stays relative to the CWD."""
+    return parse_config(read_toml(path), str(path))
 
 
 def config_json(config: SessionConfig) -> str:

@@ -144,6 +144,56 @@ class CorrectionEvent(EventBase):
     reason: str = ""
 
 
+class TpdTrialEvent(EventBase):
+    """`tpd.trial`: one two-point discrimination trial and where its staircase stands."""
+
+    kind: Literal["tpd.trial"] = "tpd.trial"
+    staircase: str  # e.g. "pre L3 R vertical": one adaptive track
+    site: str
+    orientation: Literal["vertical", "horizontal"]
+    when: Literal["pre", "post"]
+    distance_mm: float = Field(ge=0, le=500)
+    distance_source: Literal["caliper", "manual"] = "manual"
+    points: Literal[1, 2]  # 1: a catch trial
+    answer: Literal["one", "two", "unsure"]
+    correct: bool
+    step_mm: float = 0.0  # the staircase step this trial was placed with
+    reversal: bool = False  # this trial's answer reversed the staircase's direction
+    trial: int = Field(ge=1)  # number within the staircase
+
+
+class LrjTrialEvent(EventBase):
+    """`lrj.trial`: one left/right judgement; the reaction time runs from the stimulus frame."""
+
+    kind: Literal["lrj.trial"] = "lrj.trial"
+    block: str  # e.g. "pre"
+    stimulus: str  # e.g. "hand-left-palm-rot90"
+    body_part: str
+    true_side: Literal["L", "R"]
+    answer: Literal["L", "R"] | None  # None: no answer before the timeout
+    correct: bool
+    rt_ms: float | None
+    shown_t_ns: int  # session time the stimulus frame was shown
+    trial: int = Field(ge=1)
+
+
+class NrsEvent(EventBase):
+    """`rating.nrs`: pain on the 0-10 numeric rating scale."""
+
+    kind: Literal["rating.nrs"] = "rating.nrs"
+    value: int = Field(ge=0, le=10)
+    when: str = ""  # the protocol moment, e.g. "pre", "post"
+
+
+class RomEvent(EventBase):
+    """`rating.rom`: range of motion of one movement, in degrees."""
+
+    kind: Literal["rating.rom"] = "rating.rom"
+    movement: str
+    degrees: float = Field(ge=0, le=360)
+    when: str = ""
+
+
 Event = Annotated[
     StimSettingsEvent
     | DeviceStateEvent
@@ -154,7 +204,11 @@ Event = Annotated[
     | NeedleSiteEvent
     | PromptEvent
     | ResponseEvent
-    | CorrectionEvent,
+    | CorrectionEvent
+    | TpdTrialEvent
+    | LrjTrialEvent
+    | NrsEvent
+    | RomEvent,
     Field(discriminator="kind"),
 ]
 """Any session event, discriminated on `kind`."""
