@@ -144,6 +144,15 @@ class CorrectionEvent(EventBase):
     reason: str = ""
 
 
+class ProtocolEvent(EventBase):
+    """`protocol`: the protocol template the session follows, in full, so that scoring and the
+    report need nothing but the session file."""
+
+    kind: Literal["protocol"] = "protocol"
+    name: str
+    template: dict[str, Any]
+
+
 class TpdTrialEvent(EventBase):
     """`tpd.trial`: one two-point discrimination trial and where its staircase stands."""
 
@@ -205,6 +214,7 @@ Event = Annotated[
     | PromptEvent
     | ResponseEvent
     | CorrectionEvent
+    | ProtocolEvent
     | TpdTrialEvent
     | LrjTrialEvent
     | NrsEvent

@@ -75,6 +75,8 @@ class Phase(_Strict):
     def _what_each_kind_needs(self) -> Phase:
         if self.kind == "tpd" and not self.sites:
             raise ValueError(f"phase {self.name!r}: a tpd phase needs 'sites'")
+        if self.kind in ("tpd", "lrj") and self.when not in ("pre", "post"):
+            raise ValueError(f"phase {self.name!r}: a {self.kind} phase is 'pre' or 'post'")
         if self.kind == "needling" and self.site is None:
             raise ValueError(f"phase {self.name!r}: a needling phase needs 'site'")
         if self.kind == "rom" and not self.movements:

@@ -1,0 +1,356 @@
+"""Session scores, computed from the session file alone, so a researcher can recompute them.
+
+- Localization: % level exact, mean |level error| in segments, side accuracy, median latency, a
+  confusion matrix (true level x reported level), descriptors tallied; over the responses that
+  stand after corrections.
+- TPD: per staircase the trials, reversals, threshold (mean of the last reversals, as the
+  recorded protocol says) and catch-trial false-alarm rate; per site and orientation the change
+  post - pre.
+- LRJ: per block the accuracy, median RT of correct answers and left/right bias (share of "R"
+  answers minus share of right-side stimuli); the change post - pre.
+- Ratings: NRS and ROM by moment.
+- Stimulation dose: time at each (intensity, frequency) with the output on, and in total.
+- EMG: RMS in the second before and after each e-stim switch on and off.
+- Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from needlelab.clinic.localization import Accuracy, effective_responses, score, summarize
+from needlelab.clinic.tpd import TpdSettings
+from needlelab.events import (
+    CorrectionEvent,
+    DeviceStateEvent,
+    Event,
+    GapEvent,
+    LrjTrialEvent,
+    NeedleSiteEvent,
+    NrsEvent,
+    PhaseEvent,
+    ProtocolEvent,
+    ResponseEvent,
+    RomEvent,
+    StimSettingsEvent,
+    TpdTrialEvent,
+)
+from needlelab.record import UnknownEvent, open_session
+from needlelab.streams import StreamKind
+
+EMG_WINDOW_S = 1.0  # RMS window each side of an e-stim switch
+
+
+@dataclass
+class LocalizationScore:
+    """Localization accuracy and its confusion matrix."""
+
+    accuracy: Accuracy
+    levels: list[str]  # rows: true level; columns: reported level
+    confusion: list[list[int]]
+    descriptors: dict[str, int]
+    responses: list[ResponseEvent]
+
+
+@dataclass
+class TpdTrackScore:
+    """One staircase."""
+
+    name: str
+    site: str
+    orientation: str
+    when: str
+    trials: list[TpdTrialEvent]
+    reversals_mm: list[float]
+    threshold_mm: float | None
+    false_alarm_rate: float | None
+
+
+@dataclass
+class LrjBlockScore:
+    """One LRJ block."""
+
+    block: str
+    n: int
+    accuracy_pct: float | None
+    median_rt_ms: float | None
+    bias: float | None  # share of "R" answers minus share of right-side stimuli
+    trials: list[LrjTrialEvent]
+
+
+@dataclass
+class StreamQuality:
+    """What a stream lost and how well its clock is known."""
+
+    name: str
+    samples: int
+    lost: int
+    lost_pct: float
+    gaps: int
+    uncertainty_ms: float | None
+
+
+@dataclass
+class SessionScores:
+    """Everything the report shows, from one session file."""
+
+    path: Path
+    patient_id: str
+    started_utc: str
+    duration_s: float
+    protocol: str | None
+    phases: list[tuple[str, float, float | None]]  # name, start s, end s
+    localization: LocalizationScore
+    tpd: list[TpdTrackScore]
+    tpd_change: dict[str, float]  # "site orientation": post - pre threshold
+    lrj: list[LrjBlockScore]
+    nrs: dict[str, list[int]]
+    rom: dict[str, dict[str, float]]  # movement: {when: degrees}
+    dose: list[tuple[float, float, float]]  # intensity mA, frequency Hz, seconds with output on
+    stim_total_s: float
+    emg_rms: list[dict[str, Any]]
+    quality: list[StreamQuality]
+    reconnects: dict[str, int]
+    events: list[Event] = field(repr=False, default_factory=list)
+
+
+def _localization(
+    events: list[Event], levels: list[str], regions: dict[str, list[str]]
+) -> LocalizationScore:
+    sites = {e.id: e for e in events if isinstance(e, NeedleSiteEvent)}
+    # Scored again from the site each answer was given at: the stored scores are a live
+    # convenience, the file's sites and answers are the facts.
+    standing = []
+    for r in effective_responses(
+        e for e in events if isinstance(e, ResponseEvent | CorrectionEvent)
+    ):
+        site = sites.get(r.site_id) if r.site_id is not None else None
+        region_levels = regions.get(site.region, levels) if site else levels
+        error, right = score(region_levels, site, r.level, r.side)
+        standing.append(r.model_copy(update={"level_error": error, "side_correct": right}))
+    index = {level: k for k, level in enumerate(levels)}
+    confusion = [[0] * len(levels) for _ in levels]
+    for r in standing:
+        site = sites.get(r.site_id) if r.site_id is not None else None
+        if site is None or r.level is None or site.level not in index or r.level not in index:
+            continue
+        confusion[index[site.level]][index[r.level]] += 1
+    words = Counter(d for r in standing for d in r.descriptors)
+    return LocalizationScore(summarize(standing), levels, confusion, dict(words), standing)
+
+
+def _tpd(events: list[Event], settings: TpdSettings) -> list[TpdTrackScore]:
+    tracks: dict[str, list[TpdTrialEvent]] = {}
+    for e in events:
+        if isinstance(e, TpdTrialEvent):
+            tracks.setdefault(e.staircase, []).append(e)
+    scores = []
+    k = settings.threshold_reversals
+    for name, trials in tracks.items():
+        reversals = [t.distance_mm for t in trials if t.reversal]
+        catch = [t for t in trials if t.points == 1]
+        first = trials[0]
+        scores.append(
+            TpdTrackScore(
+                name=name,
+                site=first.site,
+                orientation=first.orientation,
+                when=first.when,
+                trials=trials,
+                reversals_mm=reversals,
+                threshold_mm=sum(reversals[-k:]) / k if len(reversals) >= k else None,
+                false_alarm_rate=(
+                    sum(t.answer == "two" for t in catch) / len(catch) if catch else None
+                ),
+            )
+        )
+    return scores
+
+
+def _tpd_change(tracks: list[TpdTrackScore]) -> dict[str, float]:
+    by = {(t.site, t.orientation, t.when): t.threshold_mm for t in tracks}
+    change = {}
+    for (site, orientation, when), pre in by.items():
+        post = by.get((site, orientation, "post"))
+        if when == "pre" and pre is not None and post is not None:
+            change[f"{site} {orientation}"] = post - pre
+    return change
+
+
+def _lrj(events: list[Event]) -> list[LrjBlockScore]:
+    blocks: dict[str, list[LrjTrialEvent]] = {}
+    for e in events:
+        if isinstance(e, LrjTrialEvent):
+            blocks.setdefault(e.block, []).append(e)
+    scores = []
+    for block, trials in blocks.items():
+        answered = [t for t in trials if t.answer is not None]
+        rts = [t.rt_ms for t in trials if t.correct and t.rt_ms is not None]
+        bias = None
+        if answered:
+            said_r = sum(t.answer == "R" for t in answered) / len(answered)
+            was_r = sum(t.true_side == "R" for t in answered) / len(answered)
+            bias = said_r - was_r
+        scores.append(
+            LrjBlockScore(
+                block=block,
+                n=len(trials),
+                accuracy_pct=100 * sum(t.correct for t in trials) / len(trials),
+                median_rt_ms=statistics.median(rts) if rts else None,
+                bias=bias,
+                trials=trials,
+            )
+        )
+    return scores
+
+
+def _dose(events: list[Event], end_ns: int) -> tuple[list[tuple[float, float, float]], float]:
+    """Seconds with the output on at each (intensity, frequency), over every stimulator channel."""
+    current: dict[tuple[str, int], tuple[int, StimSettingsEvent]] = {}
+    at: dict[tuple[float, float], float] = {}
+
+    def close(key: tuple[str, int], t_ns: int) -> None:
+        if key in current:
+            start, e = current.pop(key)
+            if e.settings.output_on and e.settings.intensity_ma > 0:
+                dose_key = (e.settings.intensity_ma, e.settings.frequency_hz)
+                at[dose_key] = at.get(dose_key, 0.0) + (t_ns - start) / 1e9
+
+    for e in events:
+        if isinstance(e, StimSettingsEvent):
+            key = (e.source, e.settings.channel)
+            close(key, e.t_ns)
+            current[key] = (e.t_ns, e)
+    for key in list(current):
+        close(key, end_ns)
+    dose = sorted((ma, hz, s) for (ma, hz), s in at.items())
+    return dose, float(sum(seconds for *_x, seconds in dose))
+
+
+def _emg_rms(s: Any, events: list[Event]) -> list[dict[str, Any]]:
+    """EMG RMS (all channels pooled) in the second before and after each output switch."""
+    switches = []
+    previous: dict[tuple[str, int], bool] = {}
+    for e in events:
+        if isinstance(e, StimSettingsEvent):
+            key = (e.source, e.settings.channel)
+            on = e.settings.output_on and e.settings.intensity_ma > 0
+            if key in previous and previous[key] != on:
+                switches.append((e.t_ns, "on" if on else "off", f"{e.source} ch{key[1]}"))
+            previous[key] = on
+    out = []
+    emg = [n for n, spec in s.streams.items() if spec.type == "EMG"]
+    for name in emg:
+        t_ns, values = s.stream(name)
+        if not len(t_ns):
+            continue
+        for t, what, channel in switches:
+            window = int(EMG_WINDOW_S * 1e9)
+            before = values[(t_ns >= t - window) & (t_ns < t)]
+            after = values[(t_ns >= t) & (t_ns < t + window)]
+            if len(before) and len(after):
+                out.append(
+                    {
+                        "stream": name,
+                        "t_s": t / 1e9,
+                        "switch": what,
+                        "stimulator": channel,
+                        "rms_before": float(np.sqrt(np.mean(before.astype(np.float64) ** 2))),
+                        "rms_after": float(np.sqrt(np.mean(after.astype(np.float64) ** 2))),
+                        "unit": s.streams[name].units[0],
+                    }
+                )
+    return out
+
+
+def score_session(path: str | Path) -> SessionScores:
+    """Every score of one session file."""
+    from needlelab.config import LocalizationConfig
+    from needlelab.record import verify_report
+
+    path = Path(path)
+    report = verify_report(path)
+    with open_session(path) as s:
+        # Kinds a newer needlelab wrote are skipped: they cannot change these scores.
+        typed: list[Event] = [e for e in s.events() if not isinstance(e, UnknownEvent)]
+        protocol = next((e for e in typed if isinstance(e, ProtocolEvent)), None)
+        settings = (
+            TpdSettings.model_validate(protocol.template["tpd"]) if protocol else TpdSettings()
+        )
+        localization = LocalizationConfig.model_validate(s.config.get("localization", {}))
+        end_ns = int((report["closed_t_s"] or report["last_sample_t_s"] or 0) * 1e9)
+        if typed:
+            end_ns = max(end_ns, typed[-1].t_ns)
+        phases: list[tuple[str, float, float | None]] = []
+        for e in typed:
+            if isinstance(e, PhaseEvent) and e.boundary == "start":
+                phases.append((e.name, e.t_ns / 1e9, None))
+            elif isinstance(e, PhaseEvent) and e.boundary == "end":
+                for k in range(len(phases) - 1, -1, -1):
+                    if phases[k][0] == e.name and phases[k][2] is None:
+                        phases[k] = (e.name, phases[k][1], e.t_ns / 1e9)
+                        break
+        sites = [e for e in typed if isinstance(e, NeedleSiteEvent)]
+        region = sites[-1].region if sites else localization.region
+        levels = localization.regions.get(region, localization.levels)
+        tpd = _tpd(typed, settings)
+        nrs: dict[str, list[int]] = {}
+        rom: dict[str, dict[str, float]] = {}
+        for e in typed:
+            if isinstance(e, NrsEvent):
+                nrs.setdefault(e.when or "-", []).append(e.value)
+            elif isinstance(e, RomEvent):
+                rom.setdefault(e.movement, {})[e.when or "-"] = e.degrees
+        dose, total = _dose(typed, end_ns)
+        reconnects = Counter(
+            e.source for e in typed if isinstance(e, DeviceStateEvent) and e.state == "reconnecting"
+        )
+        gaps = Counter(e.stream for e in typed if isinstance(e, GapEvent))
+        quality = []
+        for st in report["streams"]:
+            spec = s.streams[st["name"]]
+            lost = int(st.get("samples_lost_known", 0))
+            samples = int(st["samples"])
+            model = s.clock_models.get(st["name"], {})
+            uncertainty = model.get("uncertainty_ns")
+            quality.append(
+                StreamQuality(
+                    name=st["name"],
+                    samples=samples,
+                    lost=lost,
+                    lost_pct=100 * lost / (samples + lost) if samples + lost else 0.0,
+                    gaps=gaps.get(st["name"], 0),
+                    uncertainty_ms=(
+                        uncertainty / 1e6
+                        if uncertainty is not None and spec.kind is StreamKind.REGULAR
+                        else None
+                    ),
+                )
+            )
+        emg_rms = _emg_rms(s, typed)
+        return SessionScores(
+            path=path,
+            patient_id=report["patient_id"],
+            started_utc=report["started_utc"],
+            duration_s=end_ns / 1e9,
+            protocol=protocol.name if protocol else None,
+            phases=phases,
+            localization=_localization(typed, levels, localization.regions),
+            tpd=tpd,
+            tpd_change=_tpd_change(tpd),
+            lrj=_lrj(typed),
+            nrs=nrs,
+            rom=rom,
+            dose=dose,
+            stim_total_s=total,
+            emg_rms=emg_rms,
+            quality=quality,
+            reconnects=dict(reconnects),
+            events=typed,
+        )
