@@ -1,4 +1,5 @@
-"""The `needlelab` command line: check, devices, demo, monitor, record, verify, info, sim."""
+"""The `needlelab` command line: check, devices, demo, monitor, record, report, verify, info,
+sim."""
 
 from __future__ import annotations
 
@@ -381,6 +382,27 @@ def _print_sync_check(session: Any) -> None:
 
 
 # -- files ---------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report of a session, or a patient's trend across sessions."""
+    from needlelab.record import RecordingError
+
+    try:
+        from needlelab.clinic.report import write_report, write_trend_report
+
+        if args.patient:
+            path = write_trend_report(args.patient, args.path, args.out)
+        else:
+            path = write_report(args.path, args.out)
+    except ImportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except (RecordingError, FileNotFoundError, NotADirectoryError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"report: {path}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Integrity check and what a crash cost."""
     return _verify(args.file, args.json)
@@ -447,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", action="store_true", help="start recording at once")
     p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("report", help="write a session's HTML report (report extra)")
+    p.add_argument("path", type=Path, help="a session file, or with --patient a folder")
+    p.add_argument("--patient", metavar="ID", help="the trend across this patient's sessions")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: beside it)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("record", help="record a session headless")
     p.add_argument("config", type=Path)

@@ -1,133 +1,21 @@
-"""Scoring on a hand-built session file gives the hand-computed numbers."""
+"""Scoring on a hand-built session file (tests/unit/conftest.py) gives the hand-computed numbers."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import pytest
 
-from needlelab.clinic.protocol import load_protocol
-from needlelab.clinic.scoring import score_session
-from needlelab.config import parse_config
-from needlelab.events import (
-    CorrectionEvent,
-    LrjTrialEvent,
-    NeedleSiteEvent,
-    NrsEvent,
-    PhaseEvent,
-    ProtocolEvent,
-    ResponseEvent,
-    RomEvent,
-    StimSettings,
-    StimSettingsEvent,
-    TpdTrialEvent,
-)
-from needlelab.session import Session
-from needlelab.streams import Chunk, StreamKind, StreamSpec
-
-S = 1_000_000_000
-
-
-def tpd(name: str, when: str, reversals: list[float], t0: float) -> list[TpdTrialEvent]:
-    """A track whose trials reverse at the given distances, with two catch trials (one "two")."""
-    trials = []
-    for k, d in enumerate(reversals):
-        trials.append(
-            TpdTrialEvent(
-                t_ns=int((t0 + k) * S), staircase=name, site="L3 R", orientation="vertical",
-                when=when, distance_mm=d + 5, points=2, answer="two", correct=True, trial=2 * k + 1,
-            )
-        )  # fmt: skip
-        trials.append(
-            TpdTrialEvent(
-                t_ns=int((t0 + k + 0.5) * S), staircase=name, site="L3 R",
-                orientation="vertical", when=when, distance_mm=d, points=2, answer="one",
-                correct=False, reversal=True, trial=2 * k + 2,
-            )
-        )  # fmt: skip
-    for k, answer in enumerate(["two", "one"]):
-        trials.append(
-            TpdTrialEvent(
-                t_ns=int((t0 + 7 + k) * S), staircase=name, site="L3 R", orientation="vertical",
-                when=when, distance_mm=30, points=1, answer=answer, correct=answer == "one",
-                trial=20 + k,
-            )
-        )  # fmt: skip
-    return trials
+from needlelab.clinic.scoring import SessionScores, score_session
 
 
 @pytest.fixture(scope="module")
-def scores(tmp_path_factory: pytest.TempPathFactory) -> object:
-    tmp = tmp_path_factory.mktemp("scoring")
-    session = Session(parse_config({"session": {"patient_id": "HAND01", "out_dir": str(tmp)}}))
-    session.start()
-    hub = session.hub
-    protocol = load_protocol("low-back-l3")  # threshold = mean of the last 6 reversals
-    hub.emit(ProtocolEvent(t_ns=S // 10, name="low-back-l3", template=protocol.model_dump()))
-    hub.emit(PhaseEvent(t_ns=1 * S, name="baseline", boundary="start"))
-    hub.emit(PhaseEvent(t_ns=2 * S, name="baseline", boundary="end"))
-    # Stimulation: off, then 10 mA 2 Hz on for 2 s, 12 mA for 3 s, then off.
-    # (Switches fall between samples: 5 ms after one.)
-    for t, ma, on in ((0.5, 0.0, False), (1.005, 10.0, True), (3.005, 12.0, True),
-                      (6.005, 12.0, False)):  # fmt: skip
-        settings = StimSettings(frequency_hz=2, pulse_width_us=250, intensity_ma=ma, output_on=on)
-        hub.emit(StimSettingsEvent(t_ns=int(t * S), settings=settings, source="stim"))
-    # EMG at 100 Hz: 2 µV before the stimulation starts at 1 s, 4 µV while it is on, 1 µV after.
-    spec = StreamSpec("emg.emg", "EMG", ("EMG 1",), ("uV",), StreamKind.REGULAR, 100.0)
-    hub.add_stream(spec)
-    for k in range(80):  # 10-sample blocks, each arriving with its last sample
-        idx = np.arange(k * 10, k * 10 + 10)
-        level = np.where(idx <= 100, 2.0, np.where(idx <= 600, 4.0, 1.0))
-        signs = np.where(idx % 2 == 0, 1.0, -1.0)
-        values = (level * signs).astype(np.float32)[:, None]
-        hub.push(Chunk("emg.emg", values, int((idx[-1] / 100) * S), int(idx[0])))
-    # Localization at L3 R: L3 R (exact), L4 R (+1) corrected to L3 R, L2 L (-1, wrong side),
-    # and one withdrawn answer.
-    site = hub.emit(NeedleSiteEvent(t_ns=7 * S, region="lumbar", level="L3", side="R"))
-    answers = [("L3", "R", ("dull",), 900.0), ("L4", "R", ("dull", "ache"), 1200.0),
-               ("L2", "L", ("electric",), 700.0), ("T10", "both", (), 500.0)]  # fmt: skip
-    stamped = []
-    for k, (level, side, words, latency) in enumerate(answers):
-        stamped.append(
-            hub.emit(
-                ResponseEvent(
-                    t_ns=(8 + k) * S, level=level, side=side, descriptors=words,
-                    latency_ms=latency, site_id=site.id,
-                )
-            )
-        )  # fmt: skip
-    fix = hub.emit(
-        ResponseEvent(t_ns=13 * S, level="L3", side="R", descriptors=("ache",), latency_ms=1200.0,
-                      site_id=site.id)
-    )  # fmt: skip
-    hub.emit(CorrectionEvent(t_ns=13 * S, replaces=stamped[1].id, replacement=fix.id))
-    hub.emit(CorrectionEvent(t_ns=14 * S, replaces=stamped[3].id))
-    for e in tpd("pre L3 R vertical", "pre", [40, 30, 45, 35, 40, 30], 20):
-        hub.emit(e)
-    for e in tpd("post L3 R vertical", "post", [50, 30, 20, 35, 25, 30, 20], 40):
-        hub.emit(e)
-    lrj = [
-        ("pre", "L", "L", 800.0), ("pre", "R", "R", 1000.0), ("pre", "L", "R", 900.0),
-        ("pre", "R", None, None), ("post", "L", "L", 600.0), ("post", "R", "R", 700.0),
-    ]  # fmt: skip
-    for k, (block, true, said, rt) in enumerate(lrj):
-        shown = (60 + k) * S
-        hub.emit(
-            LrjTrialEvent(
-                t_ns=shown + int((rt or 5000) * 1e6), block=block, stimulus=f"hand-{true}",
-                body_part="hand", true_side=true, answer=said, correct=said == true, rt_ms=rt,
-                shown_t_ns=shown, trial=k + 1,
-            )
-        )  # fmt: skip
-    hub.emit(NrsEvent(t_ns=70 * S, value=6, when="pre"))
-    hub.emit(NrsEvent(t_ns=71 * S, value=3, when="post"))
-    hub.emit(RomEvent(t_ns=72 * S, movement="flexion", degrees=40, when="pre"))
-    hub.emit(RomEvent(t_ns=73 * S, movement="flexion", degrees=55, when="post"))
-    session.stop()
-    return score_session(session.path)
+def scores(hand_built_session: Path) -> SessionScores:
+    return score_session(hand_built_session)
 
 
-def test_localization_scores(scores: object) -> None:
-    loc = scores.localization  # type: ignore[attr-defined]
+def test_localization_scores(scores: SessionScores) -> None:
+    loc = scores.localization
     # Standing: L3 R (0), L3 R (0, the correction), L2 L (-1, side wrong).
     assert loc.accuracy.n == 3
     assert loc.accuracy.level_exact_pct == pytest.approx(200 / 3)
@@ -141,32 +29,30 @@ def test_localization_scores(scores: object) -> None:
     assert loc.descriptors == {"dull": 1, "ache": 1, "electric": 1}
 
 
-def test_tpd_scores(scores: object) -> None:
-    pre, post = scores.tpd  # type: ignore[attr-defined]
+def test_tpd_scores(scores: SessionScores) -> None:
+    pre, post = scores.tpd
     assert pre.threshold_mm == pytest.approx((40 + 30 + 45 + 35 + 40 + 30) / 6)
     assert post.threshold_mm == pytest.approx((30 + 20 + 35 + 25 + 30 + 20) / 6)  # the last 6
     assert pre.false_alarm_rate == 0.5
-    assert scores.tpd_change == {  # type: ignore[attr-defined]
-        "L3 R vertical": pytest.approx(160 / 6 - 220 / 6)
-    }
+    assert scores.tpd_change == {"L3 R vertical": pytest.approx(160 / 6 - 220 / 6)}
 
 
-def test_lrj_ratings_dose_emg_and_phases(scores: object) -> None:
-    pre, post = scores.lrj  # type: ignore[attr-defined]
+def test_lrj_ratings_dose_emg_and_phases(scores: SessionScores) -> None:
+    pre, post = scores.lrj
     assert (pre.n, pre.accuracy_pct, pre.median_rt_ms) == (4, 50.0, 900.0)
     assert pre.bias == pytest.approx(2 / 3 - 1 / 3)  # of 3 answered: 2 said R, 1 was R
     assert (post.accuracy_pct, post.median_rt_ms, post.bias) == (100.0, 650.0, 0.0)
-    assert scores.nrs == {"pre": [6], "post": [3]}  # type: ignore[attr-defined]
-    assert scores.rom == {"flexion": {"pre": 40, "post": 55}}  # type: ignore[attr-defined]
-    dose = scores.dose  # type: ignore[attr-defined]
+    assert scores.nrs == {"pre": [6], "post": [3]}
+    assert scores.rom == {"flexion": {"pre": 40, "post": 55}}
+    dose = scores.dose
     assert dose == [(10.0, 2.0, pytest.approx(2.0)), (12.0, 2.0, pytest.approx(3.0))]
-    assert scores.stim_total_s == pytest.approx(5.0)  # type: ignore[attr-defined]
-    on, off = scores.emg_rms  # type: ignore[attr-defined]
+    assert scores.stim_total_s == pytest.approx(5.0)
+    on, off = scores.emg_rms
     assert (on["switch"], off["switch"]) == ("on", "off")
     assert (on["t_s"], off["t_s"]) == (pytest.approx(1.005), pytest.approx(6.005))
     assert on["rms_before"] == pytest.approx(2.0) and on["rms_after"] == pytest.approx(4.0)
     assert off["rms_before"] == pytest.approx(4.0) and off["rms_after"] == pytest.approx(1.0)
-    assert scores.phases == [("baseline", 1.0, 2.0)]  # type: ignore[attr-defined]
-    (emg,) = [q for q in scores.quality if q.name == "emg.emg"]  # type: ignore[attr-defined]
+    assert scores.phases == [("baseline", 1.0, 2.0)]
+    (emg,) = [q for q in scores.quality if q.name == "emg.emg"]
     assert (emg.samples, emg.lost, emg.gaps) == (800, 0, 0)
     assert emg.uncertainty_ms is not None and emg.uncertainty_ms < 0.01

@@ -286,7 +286,7 @@ def score_session(path: str | Path) -> SessionScores:
         localization = LocalizationConfig.model_validate(s.config.get("localization", {}))
         end_ns = int((report["closed_t_s"] or report["last_sample_t_s"] or 0) * 1e9)
         if typed:
-            end_ns = max(end_ns, typed[-1].t_ns)
+            end_ns = max(end_ns, max(e.t_ns for e in typed))
         phases: list[tuple[str, float, float | None]] = []
         for e in typed:
             if isinstance(e, PhaseEvent) and e.boundary == "start":
