@@ -298,20 +298,31 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _until_done(script: Any) -> Any:
+    """A script that asks the session to stop a second after it has run to its end."""
+
+    def run(session: Any, stop: threading.Event) -> None:
+        script(session, stop)
+        if not stop.wait(1.0):
+            stop.set()
+
+    return run
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run a fully simulated session, then print its verify summary."""
+    """Run the default protocol with simulated devices and patient; verify; write the report."""
     from needlelab.demo import demo_script
+    from needlelab.monitor import display_available, gui_missing
     from needlelab.resources import configs_dir
 
     config = load_config(configs_dir() / "demo.toml")
+    length = f"{args.duration:g} s" if args.duration else "whole-protocol"
     print(
-        f"needlelab {__version__} demo: a {args.duration:g} s simulated session "
-        "(simulators in a separate process; stimulator through the real serial driver, "
-        "EMG and caliper through bleak)",
+        f"needlelab {__version__} demo: a {length} simulated session of protocol "
+        f"{config.session.protocol} (simulators in a separate process; stimulator through the "
+        "real serial driver, EMG and caliper through bleak; a simulated patient answers)",
         file=sys.stderr,
     )
-    from needlelab.monitor import display_available, gui_missing
-
     windowed = False
     if not args.headless:
         missing = gui_missing()
@@ -333,7 +344,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             args.out,
             args.duration,
             console=False,
-            script=demo_script,
+            script=_until_done(demo_script),
             separate_simulators=True,
         )
     if session is None or not session.path.exists():
@@ -342,6 +353,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     verify_status = _verify(session.path)
     _print_sync_check(session)
     _print_localization(session.path)
+    try:
+        from needlelab.clinic.report import write_report
+
+        print(f"report: {write_report(session.path)}")
+    except ImportError as exc:
+        print(f"no report: {exc}", file=sys.stderr)
     return status or verify_status
 
 
@@ -458,7 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="record a fully simulated session and verify it")
-    p.add_argument("--duration", type=_positive, default=20.0, help="seconds (default 20)")
+    p.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        help="stop after this many s (default: when the protocol is done, under a minute)",
+    )
     p.add_argument("--out", type=Path, default=Path("recordings"), help="output folder")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.set_defaults(func=cmd_demo)

@@ -1,52 +1,75 @@
-"""The scripted clinician of `needlelab demo`: phases, notes, the needle site and the patient's
-localization answers, on the session clock."""
+"""The demo's clinician and patient: the default protocol, end to end, on the session clock.
+
+`demo_script` walks the session's protocol (`[session] protocol`, the shipped `low-back-l3` in
+the demo config) with a simulated patient (`sim.patient`): ratings, TPD staircases, LRJ blocks
+and, during needling with e-stim, localization questions. The clinician's pace is quicker than a
+clinic's (a TPD trial every 0.06 s, a question every 1.5 s, 6 LRJ pictures a block) so the whole
+protocol runs in under a minute; the patient's reaction times are waited for, so every time in
+the file is real.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-from needlelab.events import PhaseEvent
+from needlelab.clinic.lrj import block_stimuli
+from needlelab.clinic.protocol import load_protocol
+from needlelab.clinic.run import ProtocolRun
 from needlelab.session import Session
+from needlelab.sim.patient import SimulatedPatient
 
-DEMO_SCRIPT: list[tuple[float, str, Any]] = [
-    # (seconds after start, what, argument)
-    (0.5, "phase.start", "baseline"),
-    (2.0, "mark", "patient prone, L3 right multifidus marked"),
-    (4.0, "phase.end", "baseline"),
-    (4.0, "phase.start", "needling"),
-    (5.0, "site", {"level": "L3", "side": "R", "muscle": "multifidus", "estim_on": True}),
-    (6.5, "prompt", None),
-    (8.0, "answer", ("L3", "R", ("dull", "ache"))),
-    (10.0, "prompt", None),
-    (11.2, "answer", ("L5", "R", ("electric",))),
-    (11.8, "correct", ("L4", "R", ("electric",))),  # the clinician misheard
-    (13.0, "prompt", None),
-    (14.1, "answer", ("L3", "both", ("tingling", "spreading"))),
-    (14.5, "mark", "needle out"),
-    (15.0, "site", {"estim_on": False}),
-    (15.0, "phase.end", "needling"),
-]
+TPD_TRIAL_S = 0.06
+PROMPT_EVERY_S = 1.5
+LRJ_TRIALS = 6
+LRJ_GAP_S = 0.3
+RATING_S = 0.4
 
 
 def demo_script(session: Session, stop: threading.Event) -> None:
-    """Emit the demo's clinician actions at their times until the script ends or `stop` is set."""
-    start_ns = session.clock.now_ns()
+    """Run the session's protocol with a simulated patient until it ends or `stop` is set."""
+    config = session.config
+    protocol = load_protocol(config.session.protocol or "low-back-l3", config.localization)
+    run = ProtocolRun(session, protocol)
+    patient = SimulatedPatient(seed=1)
     log = session.localization
-    for at_s, what, arg in DEMO_SCRIPT:
-        wait_s = at_s - (session.clock.now_ns() - start_ns) / 1e9
-        if stop.wait(max(0.0, wait_s)):
-            return
-        if what == "mark":
-            session.mark(arg)
-        elif what == "site":
-            log.set_site(**arg)
-        elif what == "prompt":
-            log.prompt()
-        elif what == "answer":
-            log.answer(*arg)
-        elif what == "correct":
-            log.correct(*arg)
-        else:
-            boundary = "start" if what == "phase.start" else "end"
-            session.hub.emit(PhaseEvent(name=arg, boundary=boundary, source="clinician"))
+    session.mark("patient prone; sites marked")
+    while (phase := run.advance()) is not None:
+        when = phase.when
+        if phase.kind == "nrs":
+            if stop.wait(RATING_S):
+                return
+            run.nrs(patient.nrs(when))
+        elif phase.kind == "rom":
+            for movement in phase.movements:
+                if stop.wait(RATING_S):
+                    return
+                run.rom(movement, patient.rom(movement, when))
+        elif phase.kind == "tpd":
+            while (track := run.current_track()) is not None:
+                if stop.wait(TPD_TRIAL_S):
+                    return
+                trial = track.staircase.next_trial()
+                run.tpd_answer(track, patient.tpd(track.site, when, trial))
+        elif phase.kind == "lrj":
+            for k, stimulus in enumerate(block_stimuli(protocol.lrj, run.index, LRJ_TRIALS)):
+                if stop.wait(LRJ_GAP_S if k else RATING_S):
+                    return
+                shown = session.clock.now_ns()
+                answer, rt_s = patient.lrj(stimulus.side, when)
+                if stop.wait(rt_s):
+                    return
+                run.lrj_trial(
+                    stimulus.name, stimulus.body_part, stimulus.side, answer,
+                    shown, session.clock.now_ns(),
+                )  # fmt: skip
+        elif phase.kind == "needling":
+            session.mark("needle in")
+            for _ in range(protocol.prompts.count):
+                if stop.wait(PROMPT_EVERY_S) or log.site is None:
+                    return
+                log.prompt()
+                level, side, words, latency_s = patient.localize(log.site, log.levels)
+                if stop.wait(latency_s):
+                    return
+                log.answer(level, side, words)
+            session.mark("needle out")

@@ -44,8 +44,9 @@ def test_the_report_has_every_section_with_the_files_numbers(
     assert section_rows(page, "ratings")[1] == ["NRS pain (0–10)", "6", "3"]
     assert section_rows(page, "ratings")[2] == ["ROM flexion", "40°", "55°"]
     dose = section_rows(page, "dose")
-    assert dose[1:] == [["10.0 mA", "2.0 Hz", "2.0 s"], ["12.0 mA", "2.0 Hz", "3.0 s"],
-                        ["total", "", "5.0 s"]]  # fmt: skip
+    # 2 s at 10 mA and 3 s at 12 mA: 5 s at 2 Hz, time-weighted mean 11.2 mA, highest 12.
+    assert dose[1:] == [["stim ch1", "2.0 Hz", "5.0 s", "11.2 mA", "12.0 mA"],
+                        ["stim ch1 total", "", "5.0 s", "", ""]]  # fmt: skip
     assert section_rows(page, "emg")[1][4:] == ["2.0 uV", "4.0 uV"]
     assert section_rows(page, "quality")[1][:5] == ["emg.emg", "800", "0", "0.00 %", "0"]
     assert "1-up/2-down" in page and "mean distance at the last 6 reversals" in page

@@ -44,9 +44,11 @@ def test_lrj_ratings_dose_emg_and_phases(scores: SessionScores) -> None:
     assert (post.accuracy_pct, post.median_rt_ms, post.bias) == (100.0, 650.0, 0.0)
     assert scores.nrs == {"pre": [6], "post": [3]}
     assert scores.rom == {"flexion": {"pre": 40, "post": 55}}
-    dose = scores.dose
-    assert dose == [(10.0, 2.0, pytest.approx(2.0)), (12.0, 2.0, pytest.approx(3.0))]
-    assert scores.stim_total_s == pytest.approx(5.0)
+    assert [(d.channel, d.intensity_ma, d.frequency_hz) for d in scores.dose] == [
+        ("stim ch1", 10.0, 2.0), ("stim ch1", 12.0, 2.0),
+    ]  # fmt: skip
+    assert [d.seconds for d in scores.dose] == [pytest.approx(2.0), pytest.approx(3.0)]
+    assert scores.stim_total_s == {"stim ch1": pytest.approx(5.0)}
     on, off = scores.emg_rms
     assert (on["switch"], off["switch"]) == ("on", "off")
     assert (on["t_s"], off["t_s"]) == (pytest.approx(1.005), pytest.approx(6.005))

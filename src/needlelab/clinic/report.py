@@ -215,11 +215,25 @@ def _ratings(scores: SessionScores) -> str:
 
 
 def _dose(scores: SessionScores) -> str:
+    """Per channel and frequency: time on, time-weighted mean and highest intensity (the exact
+    time at every intensity is in `scoring.score_session(...).dose`)."""
     if not scores.dose:
         return '<p class="muted">The stimulator output was never on.</p>'
-    rows = [(_fmt(ma, 1, " mA"), _fmt(hz, 1, " Hz"), _fmt(s, 1, " s")) for ma, hz, s in scores.dose]
-    rows.append(("total", "", _fmt(scores.stim_total_s, 1, " s")))
-    return _table(("intensity", "frequency", "time with output on"), rows, "dose")
+    groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    for d in scores.dose:
+        groups.setdefault((d.channel, d.frequency_hz), []).append((d.intensity_ma, d.seconds))
+    rows: list[Sequence[Any]] = []
+    for (channel, hz), parts in sorted(groups.items()):
+        seconds = sum(s for _ma, s in parts)
+        mean = sum(ma * s for ma, s in parts) / seconds if seconds else 0.0
+        peak = max(ma for ma, _s in parts)
+        rows.append((channel, _fmt(hz, 1, " Hz"), _fmt(seconds, 1, " s"), _fmt(mean, 1, " mA"),
+                     _fmt(peak, 1, " mA")))  # fmt: skip
+    for channel, total in sorted(scores.stim_total_s.items()):
+        rows.append((f"{channel} total", "", _fmt(total, 1, " s"), "", ""))
+    return _table(
+        ("channel", "frequency", "time with output on", "mean intensity", "highest"), rows, "dose"
+    )
 
 
 def _emg(scores: SessionScores) -> str:

@@ -9,7 +9,8 @@
 - LRJ: per block the accuracy, median RT of correct answers and left/right bias (share of "R"
   answers minus share of right-side stimuli); the change post - pre.
 - Ratings: NRS and ROM by moment.
-- Stimulation dose: time at each (intensity, frequency) with the output on, and in total.
+- Stimulation dose: per stimulator channel, time with the output on at each (intensity,
+  frequency), and in total.
 - EMG: RMS in the second before and after each e-stim switch on and off.
 - Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty.
 """
@@ -112,8 +113,8 @@ class SessionScores:
     lrj: list[LrjBlockScore]
     nrs: dict[str, list[int]]
     rom: dict[str, dict[str, float]]  # movement: {when: degrees}
-    dose: list[tuple[float, float, float]]  # intensity mA, frequency Hz, seconds with output on
-    stim_total_s: float
+    dose: list[Dose]
+    stim_total_s: dict[str, float]  # per stimulator channel: seconds with the output on
     emg_rms: list[dict[str, Any]]
     quality: list[StreamQuality]
     reconnects: dict[str, int]
@@ -210,27 +211,36 @@ def _lrj(events: list[Event]) -> list[LrjBlockScore]:
     return scores
 
 
-def _dose(events: list[Event], end_ns: int) -> tuple[list[tuple[float, float, float]], float]:
-    """Seconds with the output on at each (intensity, frequency), over every stimulator channel."""
-    current: dict[tuple[str, int], tuple[int, StimSettingsEvent]] = {}
-    at: dict[tuple[float, float], float] = {}
+@dataclass(frozen=True)
+class Dose:
+    """Seconds one stimulator channel spent with its output on at one (intensity, frequency)."""
 
-    def close(key: tuple[str, int], t_ns: int) -> None:
-        if key in current:
-            start, e = current.pop(key)
+    channel: str  # "<device> ch<k>"
+    intensity_ma: float
+    frequency_hz: float
+    seconds: float
+
+
+def _dose(events: list[Event], end_ns: int) -> list[Dose]:
+    """Time with the output on at each (intensity, frequency), per stimulator channel."""
+    current: dict[str, tuple[int, StimSettingsEvent]] = {}
+    at: dict[tuple[str, float, float], float] = {}
+
+    def close(channel: str, t_ns: int) -> None:
+        if channel in current:
+            start, e = current.pop(channel)
             if e.settings.output_on and e.settings.intensity_ma > 0:
-                dose_key = (e.settings.intensity_ma, e.settings.frequency_hz)
-                at[dose_key] = at.get(dose_key, 0.0) + (t_ns - start) / 1e9
+                key = (channel, e.settings.intensity_ma, e.settings.frequency_hz)
+                at[key] = at.get(key, 0.0) + (t_ns - start) / 1e9
 
     for e in events:
         if isinstance(e, StimSettingsEvent):
-            key = (e.source, e.settings.channel)
-            close(key, e.t_ns)
-            current[key] = (e.t_ns, e)
-    for key in list(current):
-        close(key, end_ns)
-    dose = sorted((ma, hz, s) for (ma, hz), s in at.items())
-    return dose, float(sum(seconds for *_x, seconds in dose))
+            channel = f"{e.source} ch{e.settings.channel}"
+            close(channel, e.t_ns)
+            current[channel] = (e.t_ns, e)
+    for channel in list(current):
+        close(channel, end_ns)
+    return [Dose(*key, seconds) for key, seconds in sorted(at.items())]
 
 
 def _emg_rms(s: Any, events: list[Event]) -> list[dict[str, Any]]:
@@ -307,7 +317,10 @@ def score_session(path: str | Path) -> SessionScores:
                 nrs.setdefault(e.when or "-", []).append(e.value)
             elif isinstance(e, RomEvent):
                 rom.setdefault(e.movement, {})[e.when or "-"] = e.degrees
-        dose, total = _dose(typed, end_ns)
+        dose = _dose(typed, end_ns)
+        total: dict[str, float] = {}
+        for d in dose:
+            total[d.channel] = total.get(d.channel, 0.0) + d.seconds
         reconnects = Counter(
             e.source for e in typed if isinstance(e, DeviceStateEvent) and e.state == "reconnecting"
         )

@@ -103,6 +103,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.duration_s = duration_s
         self.script = script
         self.script_stop = threading.Event()
+        self._script_thread: threading.Thread | None = None
         config = session.config
         self.setWindowTitle(f"needlelab · {config.session.patient_id}")
         self.resize(1500, 950)
@@ -240,10 +241,11 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
                 self.manual_panels.append(panel)
                 self._right_layout.insertWidget(self._right_layout.count() - 1, panel)
         if self.script is not None:
-            threading.Thread(
+            self._script_thread = threading.Thread(
                 target=self.script, args=(self.session, self.script_stop), daemon=True,
                 name="monitor-script",
-            ).start()  # fmt: skip
+            )  # fmt: skip
+            self._script_thread.start()
         if self.duration_s is not None:
             QtCore.QTimer.singleShot(round(self.duration_s * 1000), self.stop_recording)
         self.message(f"recording to {self.session.path}")
@@ -304,6 +306,10 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         if stim != self.stim_label.text():
             self.stim_label.setText(stim)
         self._sync_channel_table()
+        script = self._script_thread
+        if script is not None and not script.is_alive() and self.duration_s is None:
+            self._script_thread = None  # the script ran to its end: so does the recording
+            self.stop_recording()
         if now_ns - self._last_health_ns >= HEALTH_EVERY_S * 1e9:
             self._last_health_ns = now_ns
             self._refresh_health()
