@@ -229,9 +229,15 @@ def _verify(path: Path, as_json: bool = False) -> int:
 
 
 def _load_or_say(path: Path) -> SessionConfig | None:
-    """The config at `path`, or None after printing its problems, one line each."""
+    """The config at `path` (and its protocol template, if it names one), or None after printing
+    their problems, one line each."""
+    from needlelab.clinic.protocol import load_protocol
+
     try:
-        return load_config(path)
+        config = load_config(path)
+        if config.session.protocol:
+            load_protocol(config.session.protocol, config.localization)
+        return config
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)

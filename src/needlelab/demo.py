@@ -1,7 +1,7 @@
 """The demo's clinician and patient: the default protocol, end to end, on the session clock.
 
-`demo_script` walks the session's protocol (`[session] protocol`, the shipped `low-back-l3` in
-the demo config) with a simulated patient (`sim.patient`): ratings, TPD staircases, LRJ blocks
+`demo_script` walks the session's protocol run (`[session] protocol`, the shipped `low-back-l3`
+in the demo config) with a simulated patient (`sim.patient`): ratings, TPD staircases, LRJ blocks
 and, during needling with e-stim, localization questions. The clinician's pace is quicker than a
 clinic's (a TPD trial every 0.06 s, a question every 1.5 s, 6 LRJ pictures a block) so the whole
 protocol runs in under a minute; the patient's reaction times are waited for, so every time in
@@ -27,9 +27,11 @@ RATING_S = 0.4
 
 def demo_script(session: Session, stop: threading.Event) -> None:
     """Run the session's protocol with a simulated patient until it ends or `stop` is set."""
-    config = session.config
-    protocol = load_protocol(config.session.protocol or "low-back-l3", config.localization)
-    run = ProtocolRun(session, protocol)
+    run = session.protocol_run
+    if run is None:  # a config without a protocol: the default one
+        protocol = load_protocol("low-back-l3", session.config.localization)
+        run = session.protocol_run = ProtocolRun(session.hub, session.localization, protocol)
+    protocol = run.protocol
     patient = SimulatedPatient(seed=1)
     log = session.localization
     session.mark("patient prone; sites marked")

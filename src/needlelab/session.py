@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from needlelab import __version__
 from needlelab.clinic.localization import Localization
+from needlelab.clinic.protocol import Protocol, load_protocol
+from needlelab.clinic.run import ProtocolRun
 from needlelab.clock import ClockSegment, SessionClock
 from needlelab.config import (
     SessionConfig,
@@ -81,6 +83,12 @@ class Session:
         # The needling and localization log: one per session, whoever drives it (the monitor,
         # the console, a script).
         self.localization = Localization(self.hub, config.localization)
+        # The protocol the session follows (checked now: a bad template fails before any file
+        # exists); its run starts with the recording.
+        self.protocol: Protocol | None = None
+        if config.session.protocol:
+            self.protocol = load_protocol(config.session.protocol, config.localization)
+        self.protocol_run: ProtocolRun | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,6 +110,8 @@ class Session:
         self._writer.on_error = self._on_writer_error
         self._writer.start()
         self.hub.emit(RecordingEvent(action="start", source="session"))
+        if self.protocol is not None:
+            self.protocol_run = ProtocolRun(self.hub, self.localization, self.protocol)
         try:
             endpoints = self._start_simulators()
             for device_config in self.config.devices:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from needlelab.clinic.localization import Localization
 from needlelab.clinic.protocol import Phase, Protocol
 from needlelab.clinic.tpd import Answer, Orientation, Staircase, TpdTrial
 from needlelab.events import (
@@ -23,7 +24,7 @@ from needlelab.events import (
     RomEvent,
     TpdTrialEvent,
 )
-from needlelab.session import Session
+from needlelab.hub import Hub
 
 Side = Literal["L", "R"]
 
@@ -42,14 +43,15 @@ class TpdTrack:
 class ProtocolRun:
     """The protocol's progress in one session. Calls come from one thread at a time."""
 
-    def __init__(self, session: Session, protocol: Protocol) -> None:
-        self.session = session
+    def __init__(self, hub: Hub, localization: Localization, protocol: Protocol) -> None:
+        self.hub = hub
+        self.localization = localization
         self.protocol = protocol
         self.index = -1  # the current phase; -1 before the first
         self.tracks: list[TpdTrack] = []
         self._lock = threading.Lock()
         self._lrj_trials: dict[str, int] = {}
-        session.hub.emit(
+        hub.emit(
             ProtocolEvent(
                 name=protocol.protocol.name,
                 template=protocol.model_dump(mode="json"),
@@ -80,11 +82,11 @@ class ProtocolRun:
     def advance(self) -> Phase | None:
         """End the current phase and start the next (`phase` events); the new phase or None."""
         with self._lock:
-            hub = self.session.hub
+            hub = self.hub
             if self.phase is not None:
                 hub.emit(PhaseEvent(name=self.phase.name, boundary="end", source="clinician"))
                 if self.phase.kind == "needling":
-                    self.session.localization.set_site(estim_on=False)
+                    self.localization.set_site(estim_on=False)
             self.index += 1
             phase = self.phase
             self.tracks = []
@@ -95,7 +97,7 @@ class ProtocolRun:
                 self.tracks = self._tracks(phase)
             elif phase.kind == "needling" and phase.site is not None:
                 site = self.protocol.site(phase.site)
-                self.session.localization.set_site(
+                self.localization.set_site(
                     region=site.region,
                     level=site.level,
                     side=site.side,
@@ -131,7 +133,7 @@ class ProtocolRun:
         when there is one (the distance actually applied); otherwise the staircase's distance."""
         trial: TpdTrial
         trial, correct, reversal = track.staircase.answer(answer)
-        event = self.session.hub.emit(
+        event = self.hub.emit(
             TpdTrialEvent(
                 staircase=track.name,
                 site=track.site,
@@ -154,14 +156,14 @@ class ProtocolRun:
     def nrs(self, value: int) -> NrsEvent:
         """Pain now, 0-10."""
         when = self.phase.when if self.phase else ""
-        event = self.session.hub.emit(NrsEvent(value=value, when=when, source="clinician"))
+        event = self.hub.emit(NrsEvent(value=value, when=when, source="clinician"))
         assert isinstance(event, NrsEvent)
         return event
 
     def rom(self, movement: str, degrees: float) -> RomEvent:
         """Range of motion of one movement."""
         when = self.phase.when if self.phase else ""
-        event = self.session.hub.emit(
+        event = self.hub.emit(
             RomEvent(movement=movement, degrees=degrees, when=when, source="clinician")
         )
         assert isinstance(event, RomEvent)
@@ -180,7 +182,7 @@ class ProtocolRun:
         block = self.phase.when if self.phase else ""
         number = self._lrj_trials[block] = self._lrj_trials.get(block, 0) + 1
         rt = None if answered_t_ns is None else (answered_t_ns - shown_t_ns) / 1e6
-        event = self.session.hub.emit(
+        event = self.hub.emit(
             LrjTrialEvent(
                 t_ns=answered_t_ns if answered_t_ns is not None else -1,
                 block=block,
