@@ -18,7 +18,15 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from needlelab.clinic.localization import AnswerKeys
 from needlelab.devices.stim_manual import ManualStimulator
-from needlelab.events import CorrectionEvent, NeedleSiteEvent, PromptEvent, ResponseEvent
+from needlelab.events import (
+    CorrectionEvent,
+    NeedleSiteEvent,
+    PhaseEvent,
+    PromptEvent,
+    ProtocolEvent,
+    ResponseEvent,
+    TpdTrialEvent,
+)
 from needlelab.monitor.health import HealthTracker
 from needlelab.monitor.panels import (
     RED,
@@ -28,6 +36,7 @@ from needlelab.monitor.panels import (
     RecordingBar,
 )
 from needlelab.monitor.plots import TracePanel
+from needlelab.monitor.protocol_panel import ProtocolPanel
 from needlelab.session import Session
 
 Qt = QtCore.Qt
@@ -150,6 +159,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.device_panel = DevicePanel()
         self.device_panel.setMaximumHeight(170)
         right_layout.addWidget(self.device_panel)
+        self.protocol_panel = ProtocolPanel(session, self.message)
+        right_layout.addWidget(self.protocol_panel)
         self.localization_panel = LocalizationPanel(self.keys, self.message)
         right_layout.addWidget(self.localization_panel)
         self.manual_panels: list[ManualStimPanel] = []
@@ -292,15 +303,18 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         """Pull what is new from the hub and redraw."""
         session = self.session
         now_ns = session.clock.now_ns()
-        touched_localization = False
+        touched_localization = touched_protocol = False
         for event in session.hub.recent_events(after_id=self._last_event_id):
             self._last_event_id = event.id
             self.traces.add_event(event)
             self.health.take_event(event)
             if isinstance(event, NeedleSiteEvent | PromptEvent | ResponseEvent | CorrectionEvent):
                 touched_localization = True
+            touched_protocol |= isinstance(event, PhaseEvent | TpdTrialEvent | ProtocolEvent)
         if touched_localization:
             self.localization_panel.show_state()
+        if touched_protocol:
+            self.protocol_panel.show_state()
         self.traces.refresh(now_ns / 1e9)
         stim = self.traces.stim_text()
         if stim != self.stim_label.text():
@@ -313,6 +327,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         if now_ns - self._last_health_ns >= HEALTH_EVERY_S * 1e9:
             self._last_health_ns = now_ns
             self._refresh_health()
+            self.protocol_panel.tick()
         self.frames += 1
 
     def _refresh_health(self) -> None:
