@@ -3,7 +3,7 @@
 Runs the demo config (simulators in-process) in the monitor on Qt's offscreen platform, lets the
 demo's scripted clinician set the needle site and log three answers, and saves the window.
 
-    python scripts/monitor_screenshot.py [--out docs/monitor.png] [--at 14.3]
+    python scripts/monitor_screenshot.py [--out docs/monitor.png] [--at 27]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from needlelab.session import Session
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/monitor.png"))
-    parser.add_argument("--at", type=float, default=14.3, help="seconds into the session")
+    parser.add_argument("--at", type=float, default=27.0, help="seconds into the session")
     args = parser.parse_args()
     app = pg.mkQApp("needlelab")
     with tempfile.TemporaryDirectory() as tmp:
