@@ -26,17 +26,17 @@ Qt = QtCore.Qt
 RED, GREEN, AMBER, GREY = "#c62828", "#2e7d32", "#ef6c00", "#616161"
 
 
-def _button(text: str, on_click: Callable[[], object], tip: str = "") -> QtWidgets.QPushButton:
+def button(text: str, on_click: Callable[[], object], tip: str = "") -> QtWidgets.QPushButton:
     """A button that never takes keyboard focus: keys belong to the localization grammar."""
-    button = QtWidgets.QPushButton(text)
-    button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-    button.clicked.connect(lambda _checked=False: on_click())
+    widget = QtWidgets.QPushButton(text)
+    widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    widget.clicked.connect(lambda _checked=False: on_click())
     if tip:
-        button.setToolTip(tip)
-    return button
+        widget.setToolTip(tip)
+    return widget
 
 
-def _big(text: str = "", size: int = 16) -> QtWidgets.QLabel:
+def big_label(text: str = "", size: int = 16) -> QtWidgets.QLabel:
     label = QtWidgets.QLabel(text)
     font = label.font()
     font.setPointSize(size)
@@ -57,13 +57,13 @@ class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
         super().__init__()
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        self.indicator = _big("● READY", 14)
-        self.elapsed = _big("00:00", 14)
+        self.indicator = big_label("● READY", 14)
+        self.elapsed = big_label("00:00", 14)
         self.file = QtWidgets.QLabel("")
         self.file.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.start_button = _button("Start", on_start, "start recording")
-        self.pause_button = _button("Pause", on_pause, "mark a pause (data keep being written)")
-        self.stop_button = _button("Stop", on_stop, "stop and close the session file")
+        self.start_button = button("Start", on_start, "start recording")
+        self.pause_button = button("Pause", on_pause, "mark a pause (data keep being written)")
+        self.stop_button = button("Stop", on_stop, "stop and close the session file")
         for widget in (self.indicator, self.elapsed, self.start_button, self.pause_button):
             layout.addWidget(widget)
         layout.addWidget(self.stop_button)
@@ -151,7 +151,7 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
 
         site_box = QtWidgets.QGroupBox("Needle site  (Alt+1…0 level, Alt+L/R/M side, Alt+E e-stim)")
         site = QtWidgets.QGridLayout(site_box)
-        self.site_label = _big("no site set", 15)
+        self.site_label = big_label("no site set", 15)
         site.addWidget(self.site_label, 0, 0, 1, 5)
         self.region_combo = QtWidgets.QComboBox()
         self.region_combo.addItems(list(log.config.regions))
@@ -187,8 +187,8 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         )
         answer = QtWidgets.QVBoxLayout(answer_box)
         top = QtWidgets.QHBoxLayout()
-        top.addWidget(_button("Prompt  [Space]", partial(self.press, "Space")))
-        self.draft_label = _big("", 14)
+        top.addWidget(button("Prompt  [Space]", partial(self.press, "Space")))
+        self.draft_label = big_label("", 14)
         top.addWidget(self.draft_label, 1)
         answer.addLayout(top)
         self.level_grid = QtWidgets.QGridLayout()
@@ -197,12 +197,12 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         answer.addLayout(self.level_grid)
         sides = QtWidgets.QHBoxLayout()
         for key, side in ANSWER_SIDE_KEYS.items():
-            sides.addWidget(_button(f"{key}  {side}", partial(self.press, key)))
+            sides.addWidget(button(f"{key}  {side}", partial(self.press, key)))
         answer.addLayout(sides)
         words = QtWidgets.QGridLayout()
         for i, word in enumerate(log.config.descriptors):
             key = f"F{i + 1}"
-            words.addWidget(_button(f"{key} {word}", partial(self.press, key)), i // 4, i % 4)
+            words.addWidget(button(f"{key} {word}", partial(self.press, key)), i // 4, i % 4)
         answer.addLayout(words)
         self.text_edit = QtWidgets.QLineEdit()
         self.text_edit.setPlaceholderText("free text (optional); Enter commits")
@@ -210,9 +210,9 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.text_edit.returnPressed.connect(partial(self.press, "Return"))
         answer.addWidget(self.text_edit)
         actions = QtWidgets.QHBoxLayout()
-        actions.addWidget(_button("Commit  [Enter]", partial(self.press, "Return")))
-        actions.addWidget(_button("Correct last  [Ctrl+Enter]", partial(self.press, "Ctrl+Return")))
-        actions.addWidget(_button("Undo last  [Ctrl+Z]", partial(self.press, "Ctrl+Z")))
+        actions.addWidget(button("Commit  [Enter]", partial(self.press, "Return")))
+        actions.addWidget(button("Correct last  [Ctrl+Enter]", partial(self.press, "Ctrl+Return")))
+        actions.addWidget(button("Undo last  [Ctrl+Z]", partial(self.press, "Ctrl+Z")))
         answer.addLayout(actions)
         self.accuracy_label = QtWidgets.QLabel("no answers yet")
         answer.addWidget(self.accuracy_label)
@@ -239,15 +239,15 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
 
     def _level_buttons(self) -> None:
         """One button per level of the region in use (they change with the region)."""
-        for button in self.level_buttons:
-            self.level_grid.removeWidget(button)
-            button.deleteLater()
+        for old in self.level_buttons:
+            self.level_grid.removeWidget(old)
+            old.deleteLater()
         self.level_buttons = [
-            _button(f"{key}  {level}", partial(self.press, key))
+            button(f"{key}  {level}", partial(self.press, key))
             for key, level in zip(LEVEL_KEYS, self.keys.log.levels, strict=False)
         ]
-        for i, button in enumerate(self.level_buttons):
-            self.level_grid.addWidget(button, i // 5, i % 5)
+        for i, level_button in enumerate(self.level_buttons):
+            self.level_grid.addWidget(level_button, i // 5, i % 5)
 
     def _region_changed(self, region: str) -> None:
         self.keys.log.region = region

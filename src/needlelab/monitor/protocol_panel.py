@@ -15,7 +15,7 @@ from needlelab.clinic.lrj import block_stimuli
 from needlelab.clinic.run import ProtocolRun
 from needlelab.clinic.tpd import Answer
 from needlelab.monitor.lrj import LrjTask
-from needlelab.monitor.panels import _big, _button
+from needlelab.monitor.panels import big_label, button
 from needlelab.session import Session
 
 Qt = QtCore.Qt
@@ -34,9 +34,9 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self._shown_index = -2
         layout = QtWidgets.QVBoxLayout(self)
         top = QtWidgets.QHBoxLayout()
-        self.phase_label = _big("", 15)
+        self.phase_label = big_label("", 15)
         top.addWidget(self.phase_label, 1)
-        self.next_button = _button("Next phase ▶", self.advance)
+        self.next_button = button("Next phase ▶", self.advance)
         top.addWidget(self.next_button)
         layout.addLayout(top)
         self.next_label = QtWidgets.QLabel("")
@@ -63,18 +63,18 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self.nrs_spin = QtWidgets.QSpinBox()
         self.nrs_spin.setRange(0, 10)
         row.addWidget(self.nrs_spin)
-        row.addWidget(_button("Record NRS", self.record_nrs))
+        row.addWidget(button("Record NRS", self.record_nrs))
         self.page["nrs"] = nrs
         # ROM
         rom = QtWidgets.QWidget()
         self.rom_form = QtWidgets.QFormLayout(rom)
         self.rom_spins: dict[str, QtWidgets.QDoubleSpinBox] = {}
-        self.rom_button = _button("Record ROM", self.record_rom)
+        self.rom_button = button("Record ROM", self.record_rom)
         self.page["rom"] = rom
         # TPD
         tpd = QtWidgets.QWidget()
         grid = QtWidgets.QVBoxLayout(tpd)
-        self.tpd_label = _big("", 14)
+        self.tpd_label = big_label("", 14)
         grid.addWidget(self.tpd_label)
         self.caliper_label = QtWidgets.QLabel("caliper: no reading")
         grid.addWidget(self.caliper_label)
@@ -83,7 +83,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         grid.addWidget(self.use_caliper)
         answers = QtWidgets.QHBoxLayout()
         for answer in ANSWERS:
-            answers.addWidget(_button(f"patient: {answer}", partial(self.tpd_answer, answer)))
+            answers.addWidget(button(f"patient: {answer}", partial(self.tpd_answer, answer)))
         grid.addLayout(answers)
         self.tpd_status = QtWidgets.QLabel("")
         grid.addWidget(self.tpd_status)
@@ -91,7 +91,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         # LRJ
         lrj = QtWidgets.QWidget()
         row = QtWidgets.QHBoxLayout(lrj)
-        self.lrj_button = _button("Start the LRJ block (full screen)", self.start_lrj)
+        self.lrj_button = button("Start the LRJ block (full screen)", self.start_lrj)
         row.addWidget(self.lrj_button)
         self.lrj_status = QtWidgets.QLabel("")
         row.addWidget(self.lrj_status, 1)
@@ -220,7 +220,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
                 spin.setSuffix(" °")
                 self.rom_spins[movement] = spin
                 self.rom_form.addRow(movement, spin)
-            self.rom_button = _button("Record ROM", self.record_rom)
+            self.rom_button = button("Record ROM", self.record_rom)
             self.rom_form.addRow(self.rom_button)
         if kind == "note" and phase is not None:
             self.note_label.setText(phase.text)
