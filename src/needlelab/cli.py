@@ -1,5 +1,5 @@
-"""The `needlelab` command line: check, devices, demo, monitor, record, report, verify, info,
-sim."""
+"""The `needlelab` command line: check, devices, demo, monitor, record, report, export, verify,
+info, sim."""
 
 from __future__ import annotations
 
@@ -426,6 +426,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a session file to XDF, EDF+, BDF+, CSV or FIF."""
+    from needlelab.record import ExportError, RecordingError, export
+
+    bids = None
+    if args.bids is not None:
+        if not (args.subject and args.session):
+            _err("--bids needs --subject and --session")
+            return EXIT_USAGE
+        bids = (args.bids, args.subject, args.session)
+    try:
+        path = export(args.path, args.to, args.out, bids)
+    except (ExportError, RecordingError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _err(f"cannot write the export: {exc}")
+        return EXIT_PROBLEM
+    print(f"exported: {path}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Integrity check and what a crash cost."""
     return _verify(args.file, args.json)
@@ -497,6 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", action="store_true", help="start recording at once")
     p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("export", help="export a session to XDF, EDF+, BDF+, CSV or FIF")
+    p.add_argument("path", type=Path, help="a session file")
+    p.add_argument("--to", required=True, choices=("xdf", "edf", "bdf", "csv", "fif"))
+    p.add_argument("--out", type=Path, default=None, help="file (csv: folder); default beside it")
+    p.add_argument("--bids", type=Path, metavar="ROOT", help="BIDS-like layout under ROOT")
+    p.add_argument("--subject", help="BIDS subject label (letters and digits)")
+    p.add_argument("--session", help="BIDS session label (letters and digits)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write a session's HTML report (report extra)")
     p.add_argument("path", type=Path, help="a session file, or with --patient a folder")

@@ -1,0 +1,543 @@
+"""Exports of a session file to the formats research tools read, and the Python loading API.
+
+Every export is generated from the SQLite store, at any time: after a clean stop or after a
+crash (a killed recorder's file opens as it is, up to its last commit).
+
+- XDF (`to_xdf`): written from the XDF 1.0 specification (FileHeader, StreamHeader, Samples,
+  ClockOffset, Boundary, StreamFooter chunks). Every stream keeps its own sample times from the
+  clock model (seconds on the session clock); markers and clinical events are one string stream
+  of JSON payloads; channel labels, units and the clock model go in each stream's `<desc>`.
+- EDF+ / BDF+ (`to_edf`, via edfio): EDF and BDF hold signals at fixed rates that start with the
+  file, so each regular stream is put on a uniform grid at its nominal rate from the session
+  start (linear interpolation at the clock-model times; zero where there were no samples, marked
+  by a `gap` annotation). Irregular streams (stimulator settings, caliper readings) and every
+  event are annotations, never resampled. EMG channels are labelled `EMG <site> <n>`.
+- CSV (`to_csv`): one tidy table per event kind, one per signal, and `data_dictionary.csv`.
+- FIF (`to_fif`, via MNE): the EDF grid as an `mne.io.Raw` with annotations (`to_mne`).
+
+`export(path, fmt, out)` picks by name; `--bids` puts an EDF/BDF export in a BIDS-like folder.
+Formats whose optional packages are missing raise `ExportError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import os
+import struct
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from needlelab.events import Event
+from needlelab.record.reader import UnknownEvent, open_session
+from needlelab.streams import StreamKind, StreamSpec
+
+FORMATS = ("xdf", "edf", "bdf", "csv", "fif")
+
+
+class ExportError(Exception):
+    """An export that cannot be made, with what to do about it (one line)."""
+
+
+@dataclass
+class StreamData:
+    """One stream, loaded: its spec, per-sample session times (ns), values and clock model."""
+
+    spec: StreamSpec
+    t_ns: npt.NDArray[np.int64]
+    values: npt.NDArray[Any]
+    clock_model: dict[str, Any] | None = None
+
+
+@dataclass
+class LoadedSession:
+    """A whole session in memory: `needlelab.record.load(path)`."""
+
+    path: Path
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    streams: dict[str, StreamData]
+    events: list[Event | UnknownEvent] = field(default_factory=list)
+
+    @property
+    def patient_id(self) -> str:
+        """The pseudonymous patient id."""
+        return str(self.meta["patient_id"])
+
+    @property
+    def start(self) -> dt.datetime:
+        """Wall-clock time (UTC) of session time 0."""
+        return dt.datetime.fromtimestamp(self.meta["anchor_wall_ns"] / 1e9, tz=dt.UTC)
+
+    @property
+    def end_ns(self) -> int:
+        """The last session time anything was recorded at."""
+        ends = [int(s.t_ns[-1]) for s in self.streams.values() if len(s.t_ns)]
+        ends += [e.t_ns for e in self.events]
+        if self.meta.get("closed_t_ns") is not None:
+            ends.append(int(self.meta["closed_t_ns"]))
+        return max(ends, default=0)
+
+    def events_frame(self) -> Any:
+        """Events as a pandas DataFrame (id, t_ns, t_s, kind, source, then payload fields)."""
+        try:
+            import pandas as pd  # type: ignore[import-untyped]
+        except ImportError:
+            raise ExportError(
+                "events_frame() needs pandas: pip install 'needlelab[export]'"
+            ) from None
+        return pd.DataFrame([_event_row(e) for e in self.events])
+
+    def to_mne(self) -> Any:
+        """The regular streams on a uniform grid as an `mne.io.Raw`, events as annotations."""
+        return _to_mne(self)
+
+
+def load(path: str | Path) -> LoadedSession:
+    """Load a session file: streams (numpy, clock-model times), events, clock models, config."""
+    with open_session(path) as s:
+        streams = {}
+        for name, spec in s.streams.items():
+            t_ns, values = s.stream(name)
+            streams[name] = StreamData(spec, t_ns, values, s.clock_models.get(name))
+        return LoadedSession(Path(path), dict(s.meta), s.config, streams, s.events())
+
+
+def _event_row(e: Event | UnknownEvent) -> dict[str, Any]:
+    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
+    return {"id": e.id, "t_ns": e.t_ns, "t_s": e.t_ns / 1e9, "kind": e.kind, "source": e.source,
+            **payload}  # fmt: skip
+
+
+def _event_text(e: Event | UnknownEvent) -> str:
+    """An event as one line of JSON: kind, source and payload."""
+    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
+    return json.dumps({"kind": e.kind, "source": e.source, "id": e.id, **payload}, default=str)
+
+
+# -- uniform grids (EDF, BDF, FIF) ----------------------------------------------------------------
+@dataclass
+class Grid:
+    """A regular stream on a uniform grid from session time 0: values (n, channels), and the
+    stretches where there were no samples (start s, end s)."""
+
+    spec: StreamSpec
+    rate_hz: float
+    values: npt.NDArray[np.float64]
+    empty: list[tuple[float, float]]
+
+
+def grid_seconds(end_ns: int) -> int:
+    """The whole seconds a grid spans: up to `end_ns`, rounded up (EDF data records are 1 s)."""
+    return max(1, math.ceil(end_ns / 1e9))
+
+
+def uniform_grid(stream: StreamData, end_ns: int) -> Grid:
+    """Resample a regular stream at its nominal rate from session time 0 over `grid_seconds`."""
+    rate = stream.spec.nominal_rate_hz
+    n = round(grid_seconds(end_ns) * rate)
+    grid_t = np.arange(n) / rate
+    out = np.zeros((n, stream.spec.channel_count))
+    empty: list[tuple[float, float]] = []
+    if not len(stream.t_ns):
+        return Grid(stream.spec, rate, out, [(0.0, n / rate)])
+    t = stream.t_ns / 1e9
+    order = np.argsort(t, kind="stable")
+    t, values = t[order], np.asarray(stream.values, dtype=np.float64)[order]
+    # Where consecutive samples are more than 1.5 periods apart there is nothing to interpolate.
+    breaks = np.flatnonzero(np.diff(t) > 1.5 / rate)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, len(t) - 1]
+    covered = np.zeros(n, dtype=bool)
+    for a, b in zip(starts, ends, strict=True):
+        inside = (grid_t >= t[a]) & (grid_t <= t[b])
+        covered |= inside
+        for c in range(values.shape[1]):
+            out[inside, c] = np.interp(grid_t[inside], t[a : b + 1], values[a : b + 1, c])
+    edges = np.flatnonzero(np.diff(np.r_[True, covered, True].astype(np.int8)))
+    for lo, hi in zip(edges[::2], edges[1::2], strict=False):
+        if hi > lo:
+            empty.append((lo / rate, hi / rate))
+    return Grid(stream.spec, rate, out, empty)
+
+
+def _regular(session: LoadedSession) -> list[StreamData]:
+    return [s for s in session.streams.values() if s.spec.kind is StreamKind.REGULAR]
+
+
+def _annotations(session: LoadedSession, grids: list[Grid]) -> list[tuple[float, str]]:
+    """(onset s, text) of every event, every irregular-stream sample and every empty stretch."""
+    notes = [(e.t_ns / 1e9, _event_text(e)) for e in session.events]
+    for stream in session.streams.values():
+        if stream.spec.kind is StreamKind.REGULAR:
+            continue
+        for t, row in zip(stream.t_ns, np.asarray(stream.values), strict=True):
+            cells = ", ".join(
+                f"{ch}={float(v):g}{'' if u in ('', 'bool') else ' ' + u}"
+                for ch, v, u in zip(stream.spec.channels, row, stream.spec.units, strict=True)
+            )
+            notes.append((int(t) / 1e9, f"{stream.spec.name}: {cells}"))
+    for grid in grids:
+        for lo, hi in grid.empty:
+            notes.append((lo, f"gap: {grid.spec.name} has no samples until {hi:.3f} s"))
+    return sorted(notes, key=lambda n: n[0])
+
+
+def _emg_label(spec: StreamSpec, channel: int) -> str:
+    """`EMG <site> <n>` so MNE infers the channel type from the label."""
+    label = spec.channels[channel]
+    return label if label.upper().startswith("EMG") else f"EMG {label}"
+
+
+EDF_LABEL_CHARS = 16
+
+
+def _edf_label(spec: StreamSpec, channel: int) -> str:
+    """A label that fits EDF's 16 characters: the start of `EMG <site>`, then the channel
+    number (the whole label goes in the transducer field)."""
+    label = _emg_label(spec, channel) if spec.type == "EMG" else spec.channels[channel]
+    if len(label) <= EDF_LABEL_CHARS:
+        return label
+    suffix = f" {channel + 1}"
+    stem = label.removesuffix(suffix) if label.endswith(suffix) else label
+    return stem[: EDF_LABEL_CHARS - len(suffix)].rstrip() + suffix
+
+
+# -- EDF+ / BDF+ ----------------------------------------------------------------------------------
+def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
+    """Write EDF+ (16 bit) or BDF+ (24 bit)."""
+    try:
+        import edfio
+    except ImportError:
+        raise ExportError(f"{'BDF' if bdf else 'EDF'} export needs edfio: pip install "
+                          "'needlelab[export]'") from None  # fmt: skip
+    end = session.end_ns
+    regular = _regular(session)
+    odd = [s.spec.name for s in regular if s.spec.nominal_rate_hz != round(s.spec.nominal_rate_hz)]
+    if odd:
+        raise ExportError(f"EDF/BDF need whole-number sampling rates; {', '.join(odd)} have not: "
+                          "export XDF or CSV")  # fmt: skip
+    grids = [uniform_grid(s, end) for s in regular]
+    signal_class = edfio.BdfSignal if bdf else edfio.EdfSignal
+    digital = (-8_388_608, 8_388_607) if bdf else (-32768, 32767)
+    signals: list[Any] = []  # EdfSignal or BdfSignal, one kind per file
+    for grid in grids:
+        for c in range(grid.spec.channel_count):
+            data = grid.values[:, c]
+            peak = max(1.0, float(np.max(np.abs(data))) * 1.01)
+            full = _emg_label(grid.spec, c) if grid.spec.type == "EMG" else grid.spec.channels[c]
+            signals.append(
+                signal_class(
+                    data,
+                    grid.rate_hz,
+                    label=_edf_label(grid.spec, c),
+                    transducer_type=full[:80],
+                    physical_dimension=grid.spec.units[c],
+                    physical_range=(-peak, peak),
+                    digital_range=digital,
+                )
+            )
+    duration = float(grid_seconds(end))
+    annotations = [edfio.EdfAnnotation(onset, None, text[:200]) for onset, text in
+                   _annotations(session, grids) if onset >= 0]  # fmt: skip
+    file_class = edfio.Bdf if bdf else edfio.Edf
+    start = session.start
+    edf = file_class(
+        signals,
+        patient=edfio.Patient(code=session.patient_id),
+        recording=edfio.Recording(startdate=start.date()),
+        starttime=start.time().replace(tzinfo=None, microsecond=0),
+        data_record_duration=1.0 if signals else duration,
+        annotations=annotations,
+    )
+    edf.write(path)
+    os.chmod(path, 0o600)
+    return path
+
+
+# -- XDF ------------------------------------------------------------------------------------------
+def _varlen(n: int) -> bytes:
+    if n < 256:
+        return bytes([1, n])
+    if n < 2**32:
+        return bytes([4]) + struct.pack("<I", n)
+    return bytes([8]) + struct.pack("<Q", n)
+
+
+def _chunk(tag: int, content: bytes) -> bytes:
+    body = struct.pack("<H", tag) + content
+    return _varlen(len(body)) + body
+
+
+def _xml(tag: str, fields: dict[str, Any]) -> str:
+    def render(key: str, value: Any) -> str:
+        if isinstance(value, dict):
+            return f"<{key}>" + "".join(render(k, v) for k, v in value.items()) + f"</{key}>"
+        if isinstance(value, list):
+            return "".join(render(key, v) for v in value)
+        text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<{key}>{text}</{key}>"
+
+    return '<?xml version="1.0"?>' + render(tag, fields)
+
+
+def to_xdf(session: LoadedSession, path: Path) -> Path:
+    """Write XDF 1.0: one stream per recorded stream, plus a string stream of every event."""
+    out = bytearray(b"XDF:")
+    out += _chunk(1, _xml("info", {"version": "1.0"}).encode())
+    created = session.meta["anchor_monotonic_ns"] / 1e9
+    streams: list[tuple[int, dict[str, Any], npt.NDArray[np.float64], list[Any], str]] = []
+    for k, stream in enumerate(session.streams.values(), start=1):
+        spec = stream.spec
+        desc: dict[str, Any] = {
+            "channels": {"channel": [{"label": c, "unit": u, "type": spec.type}
+                                     for c, u in zip(spec.channels, spec.units, strict=True)]},
+            "acquisition": {"manufacturer": "needlelab", "device": spec.device},
+            "clock_model": stream.clock_model or {},
+        }  # fmt: skip
+        info = {
+            "name": spec.name, "type": spec.type, "channel_count": spec.channel_count,
+            "nominal_srate": spec.nominal_rate_hz if spec.kind is StreamKind.REGULAR else 0,
+            "channel_format": "double64", "source_id": f"{session.meta['session_id']}:{spec.name}",
+            "created_at": created, "desc": desc,
+        }  # fmt: skip
+        streams.append((k, info, stream.t_ns / 1e9, list(np.asarray(stream.values)), "double64"))
+    marker_id = len(streams) + 1
+    marker_info = {
+        "name": "needlelab events", "type": "Markers", "channel_count": 1, "nominal_srate": 0,
+        "channel_format": "string", "source_id": f"{session.meta['session_id']}:events",
+        "created_at": created, "desc": {"payload": "JSON: kind, source, id and the event's fields"},
+    }  # fmt: skip
+    events = [e for e in session.events]
+    streams.append(
+        (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in events]),
+         [_event_text(e) for e in events], "string")
+    )  # fmt: skip
+    for sid, info, _t, _v, _fmt in streams:
+        out += _chunk(2, struct.pack("<I", sid) + _xml("info", info).encode())
+    for sid, _info, times, values, fmt in streams:
+        out += _chunk(4, struct.pack("<Idd", sid, times[0] if len(times) else 0.0, 0.0))
+        for start in range(0, len(times), 4096):
+            body = bytearray(struct.pack("<I", sid)) + _varlen(len(times[start : start + 4096]))
+            for t, v in zip(times[start : start + 4096], values[start : start + 4096], strict=True):
+                body += b"\x08" + struct.pack("<d", t)
+                if fmt == "string":
+                    raw = str(v).encode()
+                    body += _varlen(len(raw)) + raw
+                else:
+                    body += np.asarray(v, dtype="<f8").tobytes()
+            out += _chunk(3, bytes(body))
+        out += _chunk(5, uuid.UUID("6a65f4a6-6de3-4e59-a96b-a0a7fbd1a0c9").bytes)
+    for sid, _info, times, _values, _fmt in streams:
+        footer = {
+            "first_timestamp": float(times[0]) if len(times) else 0.0,
+            "last_timestamp": float(times[-1]) if len(times) else 0.0,
+            "sample_count": len(times),
+            "clock_offsets": {"offset": [{"time": float(times[-1]) if len(times) else 0.0,
+                                          "value": 0.0}]},
+        }  # fmt: skip
+        out += _chunk(4, struct.pack("<Idd", sid, footer["last_timestamp"], 0.0))
+        out += _chunk(6, struct.pack("<I", sid) + _xml("info", footer).encode())
+    _write_private(path, bytes(out))
+    return path
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+def to_csv(session: LoadedSession, folder: Path) -> Path:
+    """One CSV per event kind and per stream, and `data_dictionary.csv` describing every column."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dictionary: list[tuple[str, str, str, str]] = []
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for e in session.events:
+        by_kind.setdefault(e.kind, []).append(_event_row(e))
+    for kind, rows in sorted(by_kind.items()):
+        name = f"events_{kind.replace('.', '_')}.csv"
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        _write_csv(folder / name, columns, [[_cell(row.get(c)) for c in columns] for row in rows])
+        for c in columns:
+            dictionary.append(
+                (name, c, _describe(c, kind), "ns" if c == "t_ns" else ("s" if c == "t_s" else ""))
+            )
+    for stream in session.streams.values():
+        spec = stream.spec
+        name = f"signal_{spec.name.replace('.', '_')}.csv"
+        columns = ["t_s", *spec.channels]
+        signal_rows = ([f"{int(t) / 1e9:.9f}", *(repr(float(v)) for v in row)]
+                for t, row in zip(stream.t_ns, np.asarray(stream.values), strict=True))  # fmt: skip
+        _write_csv(folder / name, columns, signal_rows)
+        dictionary.append((name, "t_s", "sample time on the session clock (clock model for "
+                           "regular streams)", "s"))  # fmt: skip
+        for ch, unit in zip(spec.channels, spec.units, strict=True):
+            dictionary.append((name, ch, f"{spec.type} channel of stream {spec.name}", unit))
+    _write_csv(
+        folder / "data_dictionary.csv", ["file", "column", "description", "unit"], dictionary
+    )
+    return folder
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
+    return str(value)
+
+
+def _describe(column: str, kind: str) -> str:
+    common = {
+        "id": "event id, increasing within the session",
+        "t_ns": "session time of the event",
+        "t_s": "session time of the event",
+        "kind": "event kind",
+        "source": "who recorded it (device name, clinician, session, patient)",
+    }
+    return common.get(
+        column, f"field {column} of {kind} events (ARCHITECTURE.md, event vocabulary)"
+    )
+
+
+def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[str]]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+# -- MNE / FIF ------------------------------------------------------------------------------------
+def _to_mne(session: LoadedSession) -> Any:
+    try:
+        import mne
+    except ImportError:
+        raise ExportError("MNE export needs mne: pip install 'needlelab[export]'") from None
+    end = session.end_ns
+    grids = [uniform_grid(s, end) for s in _regular(session)]
+    if not grids:
+        raise ExportError("the session has no regular streams to put in an mne.io.Raw")
+    rates = {g.rate_hz for g in grids}
+    if len(rates) > 1:
+        raise ExportError(f"regular streams at different rates {sorted(rates)}: export EDF instead")
+    rate = rates.pop()
+    n = min(len(g.values) for g in grids)
+    names, types, data = [], [], []
+    for grid in grids:
+        for c in range(grid.spec.channel_count):
+            emg = grid.spec.type == "EMG"
+            names.append(_emg_label(grid.spec, c) if emg else grid.spec.channels[c])
+            types.append("emg" if emg else "misc")
+            scale = (
+                1e-6
+                if grid.spec.units[c] == "uV"
+                else (1e-3 if grid.spec.units[c] == "mV" else 1.0)
+            )
+            data.append(grid.values[:n, c] * scale)  # MNE keeps volts
+    info = mne.create_info(names, rate, types, verbose=False)
+    raw = mne.io.RawArray(np.array(data), info, verbose=False)
+    raw.set_meas_date(session.start)
+    notes = _annotations(session, grids)
+    raw.set_annotations(
+        mne.Annotations([t for t, _ in notes], [0.0] * len(notes), [d for _, d in notes],
+                        orig_time=session.start)
+    )  # fmt: skip
+    return raw
+
+
+def to_fif(session: LoadedSession, path: Path) -> Path:
+    """Write MNE's FIF."""
+    raw = _to_mne(session)
+    raw.save(path, overwrite=True, verbose=False)
+    os.chmod(path, 0o600)
+    return path
+
+
+# -- dispatch -------------------------------------------------------------------------------------
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def export(
+    path: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    bids: tuple[Path, str, str] | None = None,
+) -> Path:
+    """Export a session file to `fmt` (xdf, edf, bdf, csv, fif); the written path.
+
+    `out` is the output file (or folder, for csv); default: beside the session file. `bids`
+    (root, subject, session) writes EDF/BDF into `root/sub-<s>/ses-<n>/emg/` with its sidecars.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}")
+    session = load(path)
+    source = Path(path)
+    if bids is not None:
+        return _to_bids(session, fmt, *bids)
+    suffix = {"csv": "", "fif": "_raw.fif"}.get(fmt, f".{fmt}")
+    target = (
+        Path(out)
+        if out is not None
+        else source.with_name(source.stem + suffix if suffix else source.stem + "_csv")
+    )
+    if fmt == "xdf":
+        return to_xdf(session, target)
+    if fmt in ("edf", "bdf"):
+        return to_edf(session, target, bdf=fmt == "bdf")
+    if fmt == "csv":
+        return to_csv(session, target)
+    return to_fif(session, target)
+
+
+def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number: str) -> Path:
+    if fmt not in ("edf", "bdf"):
+        raise ExportError("the BIDS layout takes EDF or BDF (BIDS EMG); use --to edf or bdf")
+    for part, value in (("subject", subject), ("session", number)):
+        if not value.isalnum():
+            raise ExportError(f"BIDS {part} must be letters and digits only (got {value!r})")
+    folder = root / f"sub-{subject}" / f"ses-{number}" / "emg"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stem = f"sub-{subject}_ses-{number}_task-needling"
+    data = to_edf(session, folder / f"{stem}_emg.{fmt}", bdf=fmt == "bdf")
+    regular = _regular(session)
+    sidecar = {
+        "TaskName": "needling",
+        "SamplingFrequency": regular[0].spec.nominal_rate_hz if regular else None,
+        "PowerLineFrequency": "n/a",
+        "EMGChannelCount": sum(s.spec.channel_count for s in regular if s.spec.type == "EMG"),
+        "RecordingDuration": session.end_ns / 1e9,
+        "SoftwareVersions": f"needlelab {session.meta.get('software_version', '')}",
+        "RecordingType": "continuous",
+    }
+    _write_private(folder / f"{stem}_emg.json", json.dumps(sidecar, indent=2).encode())
+    rows = [["name", "type", "units", "sampling_frequency"]]
+    for stream in regular:
+        for c in range(stream.spec.channel_count):
+            rows.append([_emg_label(stream.spec, c) if stream.spec.type == "EMG" else
+                         stream.spec.channels[c], stream.spec.type, stream.spec.units[c],
+                         f"{stream.spec.nominal_rate_hz:g}"])  # fmt: skip
+    _write_private(
+        folder / f"{stem}_channels.tsv", "\n".join("\t".join(r) for r in rows).encode() + b"\n"
+    )
+    events = [["onset", "duration", "trial_type", "value"]]
+    for e in session.events:
+        events.append([f"{e.t_ns / 1e9:.6f}", "0", e.kind, _event_text(e).replace("\t", " ")])
+    _write_private(
+        folder / f"{stem}_events.tsv", "\n".join("\t".join(r) for r in events).encode() + b"\n"
+    )
+    return data
+
+
+__all__ = [
+    "FORMATS", "ExportError", "LoadedSession", "StreamData", "export", "load", "to_csv",
+    "to_edf", "to_fif", "to_xdf", "uniform_grid",
+]  # fmt: skip

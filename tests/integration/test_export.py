@@ -1,0 +1,203 @@
+"""Exports read back by the tools researchers use: pyxdf, edfio, MNE and the csv module."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import edfio
+import mne
+import numpy as np
+import pytest
+import pyxdf
+
+from needlelab.config import load_config
+from needlelab.record import export, load
+from needlelab.record.export import uniform_grid
+from needlelab.resources import configs_dir
+from needlelab.session import Session
+from needlelab.testing.plugin import wait_until
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few seconds of the demo config (in-process simulators) with clinical events."""
+    tmp = tmp_path_factory.mktemp("export")
+    config = load_config(configs_dir() / "demo.toml")
+    session = Session(config, tmp)
+    session.start()
+    try:
+        wait_until(lambda: session.devices["caliper"].stats.samples >= 4, timeout_s=20)
+        assert session.protocol_run is not None
+        session.protocol_run.advance()
+        session.protocol_run.nrs(6)
+        session.localization.set_site(level="L3", side="R", estim_on=True)
+        session.localization.prompt()
+        session.localization.answer("L4", "R", ["dull"], 'tab\there, comma, "quote"')
+        time.sleep(0.5)
+    finally:
+        session.stop()
+    return session.path
+
+
+def test_xdf_reads_back_in_pyxdf_with_every_sample_time_and_event(
+    recorded: Path, tmp_path: Path
+) -> None:
+    session = load(recorded)
+    path = export(recorded, "xdf", tmp_path / "s.xdf")
+    streams, header = pyxdf.load_xdf(str(path), dejitter_timestamps=False)
+    assert header["info"]["version"] == ["1.0"]
+    by_name = {s["info"]["name"][0]: s for s in streams}
+    assert set(by_name) == {*session.streams, "needlelab events"}
+    for name, stream in session.streams.items():
+        xdf = by_name[name]
+        assert np.array_equal(xdf["time_series"], np.asarray(stream.values, dtype=np.float64))
+        assert np.allclose(xdf["time_stamps"], stream.t_ns / 1e9, atol=1e-9, rtol=0)
+        labels = [c["label"][0] for c in xdf["info"]["desc"][0]["channels"][0]["channel"]]
+        assert labels == list(stream.spec.channels)
+    emg = by_name["emg.emg"]["info"]
+    assert float(emg["nominal_srate"][0]) == 2000.0
+    assert "drift_ppm" in emg["desc"][0]["clock_model"][0]
+    markers = by_name["needlelab events"]
+    payloads = [json.loads(m[0]) for m in markers["time_series"]]
+    assert [p["id"] for p in payloads] == [e.id for e in session.events]
+    assert np.allclose(markers["time_stamps"], [e.t_ns / 1e9 for e in session.events])
+    answer = next(p for p in payloads if p["kind"] == "response")
+    assert answer["level"] == "L4" and answer["text"] == 'tab\there, comma, "quote"'
+
+
+@pytest.mark.parametrize("fmt", ["edf", "bdf"])
+def test_edf_and_bdf_read_back_in_edfio_and_mne(recorded: Path, tmp_path: Path, fmt: str) -> None:
+    session = load(recorded)
+    path = export(recorded, fmt, tmp_path / f"s.{fmt}")
+    grid = uniform_grid(session.streams["emg.emg"], session.end_ns)
+    edf = (edfio.read_bdf if fmt == "bdf" else edfio.read_edf)(path)
+    emg = [s for s in edf.signals if s.label.startswith("EMG")]
+    full = list(session.streams["emg.emg"].spec.channels)  # "EMG L3 multifidus R 1"...
+    assert [s.transducer_type for s in emg] == full
+    labels = [s.label for s in emg]  # EDF allows 16 characters
+    assert labels[0] == "EMG L3 multifi 1" and len(set(labels)) == len(full)
+    assert emg[0].sampling_frequency == 2000 and emg[0].physical_dimension == "uV"
+    resolution = (emg[0].physical_range.max - emg[0].physical_range.min) / (
+        emg[0].digital_range.max - emg[0].digital_range.min
+    )
+    assert np.max(np.abs(emg[0].data - grid.values[:, 0])) <= resolution
+    # The largest peak (a stimulation artefact) is at the same time, within one sample.
+    stream = session.streams["emg.emg"]
+    k = int(np.argmax(np.abs(stream.values[:, 0])))
+    g = int(np.argmax(np.abs(emg[0].data)))
+    assert abs(g / 2000 - stream.t_ns[k] / 1e9) <= 1 / 2000
+    read = mne.io.read_raw_bdf if fmt == "bdf" else mne.io.read_raw_edf
+    raw = read(path, infer_types=True, preload=True, verbose=False)
+    assert set(raw.get_channel_types()) == {"emg"}
+    assert np.allclose(raw.get_data()[0] * 1e6, grid.values[:, 0], atol=resolution)
+    # Every event is an annotation, at its time (EDF+ keeps onsets to 100 µs).
+    texts = list(raw.annotations.description)
+    onsets = raw.annotations.onset
+    for event in session.events:
+        k = next(i for i, t in enumerate(texts) if f'"id": {event.id},' in t)
+        assert abs(onsets[k] - event.t_ns / 1e9) < 1e-3
+    # Irregular streams (stimulator, caliper) are annotations too, one per sample.
+    caliper = session.streams["caliper.distance"]
+    assert sum(t.startswith("caliper.distance:") for t in texts) == len(caliper.t_ns)
+    assert any(t.startswith("gap: emg.emg") for t in texts)  # before its first sample
+
+
+def test_csv_tables_and_their_dictionary(recorded: Path, tmp_path: Path) -> None:
+    session = load(recorded)
+    folder = export(recorded, "csv", tmp_path / "csv")
+    with open(folder / "events_response.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["level"] == "L4" and row["text"] == 'tab\there, comma, "quote"'
+    assert json.loads(row["descriptors"]) == ["dull"]
+    with open(folder / "signal_emg_emg.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    emg = session.streams["emg.emg"]
+    assert rows[0] == ["t_s", *emg.spec.channels] and len(rows) - 1 == len(emg.t_ns)
+    values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    assert np.array_equal(values, np.asarray(emg.values, dtype=np.float64))
+    times = np.array([float(r[0]) for r in rows[1:]])
+    assert np.max(np.abs(times - emg.t_ns / 1e9)) < 1e-9 + 1e-12
+    with open(folder / "data_dictionary.csv", newline="") as f:
+        described = {(r["file"], r["column"]) for r in csv.DictReader(f)}
+    for name in os.listdir(folder):
+        if name != "data_dictionary.csv":
+            with open(folder / name, newline="") as f:
+                header = next(csv.reader(f))
+            assert {(name, c) for c in header} <= described, name
+
+
+def test_fif_and_to_mne(recorded: Path, tmp_path: Path) -> None:
+    session = load(recorded)
+    raw = session.to_mne()
+    assert raw.info["sfreq"] == 2000 and set(raw.get_channel_types()) == {"emg"}
+    path = export(recorded, "fif", tmp_path / "s_raw.fif")
+    back = mne.io.read_raw_fif(path, preload=True, verbose=False)
+    assert np.allclose(back.get_data(), raw.get_data(), atol=1e-12)
+    assert len(back.annotations) == len(raw.annotations) > len(session.events)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_bids_layout(recorded: Path, tmp_path: Path) -> None:
+    path = export(recorded, "edf", None, (tmp_path / "bids", "P01", "1"))
+    folder = tmp_path / "bids" / "sub-P01" / "ses-1" / "emg"
+    assert path == folder / "sub-P01_ses-1_task-needling_emg.edf"
+    sidecar = json.loads((folder / "sub-P01_ses-1_task-needling_emg.json").read_text())
+    assert sidecar["SamplingFrequency"] == 2000 and sidecar["EMGChannelCount"] == 8
+    channels = (folder / "sub-P01_ses-1_task-needling_channels.tsv").read_text().splitlines()
+    assert channels[0].split("\t") == ["name", "type", "units", "sampling_frequency"]
+    assert len(channels) == 9
+    events = (folder / "sub-P01_ses-1_task-needling_events.tsv").read_text().splitlines()
+    assert events[0].split("\t") == ["onset", "duration", "trial_type", "value"]
+
+
+def test_a_killed_recording_exports(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        (configs_dir() / "demo.toml").read_text().replace('protocol = "low-back-l3"', "")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "needlelab.cli", "record", str(config), "--out", str(tmp_path),
+         "--no-console"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        files: list[Path] = []
+        while time.monotonic() < deadline and not files:
+            files = list(tmp_path.glob("DEMO01_*.sqlite"))
+            time.sleep(0.2)
+        time.sleep(4)  # some EMG in the file
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    (path,) = files
+    streams, _header = pyxdf.load_xdf(str(export(path, "xdf", tmp_path / "k.xdf")))
+    emg = next(s for s in streams if s["info"]["name"][0] == "emg.emg")
+    assert len(emg["time_stamps"]) > 2000
+    edf = edfio.read_edf(export(path, "edf", tmp_path / "k.edf"))
+    assert edf.signals[0].sampling_frequency == 2000
+
+
+def test_a_missing_extra_is_one_line_naming_it(recorded: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['edfio'] = None; "
+        "from needlelab.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "export", str(recorded), "--to", "edf", "--out",
+         str(tmp_path / "x.edf")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "pip install 'needlelab[export]'" in line
