@@ -249,6 +249,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     config = _load_or_say(args.config)
     if config is None:
         return EXIT_USAGE
+    if args.lsl:
+        config = config.model_copy(update={"lsl": config.lsl.model_copy(update={"enabled": True})})
     status, session = _record(config, args.out, args.duration, console=not args.no_console)
     if session is not None and session.path.exists():
         print(f"saved {session.path}")
@@ -543,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-console",
         action="store_true",
         help="do not read clinician commands (stim ..., mark ...) from stdin",
+    )
+    p.add_argument(
+        "--lsl",
+        action="store_true",
+        help="publish every stream on LSL (this machine only unless [lsl] share_on_lan)",
     )
     p.set_defaults(func=cmd_record)
 

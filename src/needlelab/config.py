@@ -161,8 +161,26 @@ class CaliperBleConfig(BleDeviceConfig):
         return self
 
 
+class LslInletConfig(DeviceBase):
+    """Record a Lab Streaming Layer stream another program publishes (an EEG amplifier, a task
+    on another machine), found by its name, type or source_id; its time stamps are mapped onto
+    the session clock with LSL's time correction."""
+
+    kind: Literal["lsl_inlet"]
+    stream_name: str | None = None
+    stream_type: str | None = None
+    source_id: str | None = None
+    resolve_timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _findable(self) -> LslInletConfig:
+        if not (self.stream_name or self.stream_type or self.source_id):
+            raise ValueError("give stream_name, stream_type or source_id to find the stream")
+        return self
+
+
 DeviceConfig = Annotated[
-    StimSerialConfig | StimManualConfig | EmgBleConfig | CaliperBleConfig,
+    StimSerialConfig | StimManualConfig | EmgBleConfig | CaliperBleConfig | LslInletConfig,
     Field(discriminator="kind"),
 ]
 """Any device config, discriminated on `kind`."""
@@ -224,6 +242,14 @@ class MonitorConfig(_Strict):
     rms: bool = False  # RMS envelope over the traces
 
 
+class LslConfig(_Strict):
+    """Lab Streaming Layer outlets: off unless enabled; this machine only unless shared."""
+
+    enabled: bool = False
+    # On: liblsl's default network settings, every interface; patient data on the LAN.
+    share_on_lan: bool = False
+
+
 class SessionConfig(_Strict):
     """A whole session: who, where, which devices, and what the clinician logs."""
 
@@ -231,6 +257,7 @@ class SessionConfig(_Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     localization: LocalizationConfig = Field(default_factory=LocalizationConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    lsl: LslConfig = Field(default_factory=LslConfig)
 
     @model_validator(mode="after")
     def _unique_device_names(self) -> SessionConfig:

@@ -31,6 +31,7 @@ from needlelab.hub import Hub
 from needlelab.record import RecordingError, SessionMeta, SessionWriter, session_file_name
 
 if TYPE_CHECKING:
+    from needlelab.lsl import LslPublisher
     from needlelab.sim.serve import SimulatorProcess, SimulatorSet
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Session:
         config: SessionConfig,
         out_dir: Path | None = None,
         separate_simulators: bool = False,
+        lsl: bool | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir if out_dir is not None else config.session.out_dir)
@@ -89,6 +91,8 @@ class Session:
         if config.session.protocol:
             self.protocol = load_protocol(config.session.protocol, config.localization)
         self.protocol_run: ProtocolRun | None = None
+        self.lsl_enabled = config.lsl.enabled if lsl is None else lsl
+        self.lsl: LslPublisher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +116,15 @@ class Session:
         self.hub.emit(RecordingEvent(action="start", source="session"))
         if self.protocol is not None:
             self.protocol_run = ProtocolRun(self.hub, self.localization, self.protocol)
+        if self.lsl_enabled:
+            from needlelab.lsl import LslPublisher, LslUnavailable
+
+            try:
+                self.lsl = LslPublisher(self.hub, self.config.lsl, self.session_id)
+            except LslUnavailable as exc:
+                self.stop("LSL unavailable")
+                raise RuntimeError(f"LSL is enabled but cannot run: {exc}") from None
+            self.lsl.start()
         try:
             endpoints = self._start_simulators()
             for device_config in self.config.devices:
@@ -150,6 +163,10 @@ class Session:
             return
         for device in self.devices.values():
             device.stop()
+        if self.lsl is not None:
+            self.lsl.publish_new()  # the last samples too
+            self.lsl.stop()
+            self.lsl = None
         if self.simulators is not None:
             with contextlib.suppress(Exception):
                 self.simulators.stop()

@@ -20,6 +20,7 @@ DEVICE_CLASSES: dict[str, tuple[str, str, str | None]] = {
     "stim_manual": ("needlelab.devices.stim_manual", "ManualStimulator", None),
     "emg_ble": ("needlelab.devices.ble_sensor", "EmgBleSensor", None),
     "caliper_ble": ("needlelab.devices.ble_sensor", "CaliperBleSensor", None),
+    "lsl_inlet": ("needlelab.devices.lsl_inlet", "LslInlet", "lsl"),
 }
 
 
