@@ -40,8 +40,16 @@ ResolveScope = machine
 Interfaces = {127.0.0.1}
 ListenAddress = 127.0.0.1
 TTLOverride = 0
+
+[lab]
+KnownPeers = {127.0.0.1}
 """
-"""liblsl's configuration for this machine only (../shared/reference/formats-and-sync.md)."""
+"""liblsl's configuration for this machine only (../shared/reference/formats-and-sync.md).
+
+`KnownPeers = {127.0.0.1}` is ours: on loopback the resolver's "multicast" to 127.0.0.1 is
+unicast, and of the outlets of one process only the last bound socket receives it, so another
+process (LabRecorder) found one stream of needlelab's. With 127.0.0.1 as a known peer the
+resolver also asks every outlet on its own port, still without leaving the machine."""
 
 LSL_HINT = (
     "LSL needs pylsl and its liblsl: pip install 'needlelab[lsl]' (pylsl bundles liblsl for "
@@ -134,7 +142,7 @@ class LslPublisher:
         markers = self.pylsl.StreamInfo(
             "needlelab events", "Markers", 1, 0.0, "string", f"needlelab:{session_id}:events"
         )
-        self.markers = self.pylsl.StreamOutlet(markers)
+        self.markers: Any = self.pylsl.StreamOutlet(markers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lsl-publisher", daemon=True)
         hub.subscribe(self._on_event)
@@ -153,13 +161,18 @@ class LslPublisher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        # Dropping the outlets closes them: no other program can find this session's streams.
         self._outlets.clear()
+        self.markers = None
 
     def _on_event(self, event: Event) -> None:
         # Called on the emitting thread; liblsl's push is thread-safe and does not block.
+        markers = self.markers
+        if markers is None:  # stopped
+            return
         text = json.dumps({"kind": event.kind, "source": event.source, "id": event.id,
                            **event.payload()}, default=str)  # fmt: skip
-        self.markers.push_sample([text], self.lsl_time(event.t_ns))
+        markers.push_sample([text], self.lsl_time(event.t_ns))
 
     def _run(self) -> None:
         while not self._stop.wait(self.POLL_S):

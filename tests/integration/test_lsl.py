@@ -68,7 +68,9 @@ def test_outlets_carry_samples_and_markers_on_the_session_clock(tmp_path: Path) 
         data = np.arange(2000, dtype=np.float32).reshape(1000, 2)
         session.hub.push(Chunk("emg.emg", data[:1], session.clock.now_ns(), 0))  # the outlet
         (emg_info,) = pylsl.resolve_byprop("name", "emg.emg", 1, 5.0)
-        (marker_info,) = pylsl.resolve_byprop("type", "Markers", 1, 5.0)
+        (marker_info,) = pylsl.resolve_byprop(
+            "source_id", f"needlelab:{session.session_id}:events", 1, 5.0
+        )
         emg_in = pylsl.StreamInlet(emg_info)
         info = emg_in.info(timeout=5)
         assert info.nominal_srate() == 1000 and info.channel_count() == 2
