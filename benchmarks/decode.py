@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 
+from _results import Row, write_json
 from needlelab.devices.emg_codecs import EmgDecoder, encode_ref_frames
 from needlelab.profiles import load_emg_profile
 
@@ -33,6 +35,7 @@ def struct_loop(payloads: list[bytes], scale: float) -> list[list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="seconds of 2 kHz data")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     frame = load_emg_profile("needlelab-emg-ref").frame
     n = int(args.seconds * frame.rate_hz / frame.samples_per_frame)
@@ -61,6 +64,12 @@ def main() -> None:
         print(f"{name:<36} {total / seconds:>14,.0f} {total / seconds / 2000:>12,.0f}")
     ratio = peer / ours
     print(f"ratio: {ratio:.1f}x; goal >= 10x: {'met' if ratio >= 10 else 'NOT met'}")
+    write_json(
+        args.json,
+        [Row("P2", "EMG decode (reference frames)", total / ours, "samples/s", ">= 10 x peer",
+             ratio >= 10, "per-notification struct.unpack loop", total / peer, ratio)],
+        seconds=args.seconds,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The `needlelab` command line: check, devices, demo, monitor, record, report, export, verify,
-info, sim."""
+"""The `needlelab` command line: check, devices, demo, monitor, record, report, export, bench,
+verify, info, sim."""
 
 from __future__ import annotations
 
@@ -450,6 +450,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run every benchmark and print one table (and JSON); fails only if one crashed."""
+    from needlelab.bench import format_table, machine, run_bench
+
+    try:
+        rows, crashed = run_bench(args.quick, sys.stderr)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    info = machine()
+    print(
+        f"needlelab {__version__} bench{' --quick' if args.quick else ''}: {info['cpus']} CPUs, "
+        f"Python {info['python']}, {info['platform']}"
+    )
+    print(format_table(rows))
+    if crashed:
+        print(f"crashed: {', '.join(crashed)}")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {"machine": info, "quick": args.quick, "rows": rows, "crashed": crashed}, indent=2
+            )
+        )
+    return EXIT_PROBLEM if crashed else EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Integrity check and what a crash cost."""
     return _verify(args.file, args.json)
@@ -521,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", action="store_true", help="start recording at once")
     p.add_argument("--duration", type=_positive, default=None, help="stop after this many s")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("bench", help="run every benchmark: one table of figures, goals, peers")
+    p.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a session to XDF, EDF+, BDF+, CSV or FIF")
     p.add_argument("path", type=Path, help="a session file")

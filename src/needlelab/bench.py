@@ -1,0 +1,114 @@
+"""`needlelab bench`: every benchmark in `benchmarks/`, one table, each figure beside its goal
+and its peer, and the same as JSON to track over time.
+
+The scripts run one after another in child processes (each measures alone), each told to write
+its rows as JSON (`benchmarks/_results.py`). `--quick` shortens each run to fit the whole table
+in about two minutes; the figures are then rougher, never fake. The exit status is 1 only if a
+benchmark crashed: goals not met are reported, since timings on shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One script and its arguments for a quick and a full run."""
+
+    script: str
+    quick: tuple[str, ...]
+    full: tuple[str, ...] = ()
+
+
+PLAN = (
+    Benchmark("ingest.py", ("--seconds", "60"), ("--seconds", "600")),
+    Benchmark("decode.py", ("--seconds", "120")),
+    Benchmark("sync.py", ("--streams", "5")),
+    Benchmark("monitor_fps.py", ("--seconds", "3")),
+    Benchmark("ble_latency.py", ("--seconds", "4")),
+    Benchmark("soak.py", ("--hours", "0.25")),
+    Benchmark("kill.py", ("--kills", "3")),
+)
+
+
+def benchmarks_dir() -> Path | None:
+    """The source checkout's `benchmarks/` folder, or None (an installed wheel has none)."""
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    return folder if (folder / "_results.py").exists() else None
+
+
+def run_bench(quick: bool, out: TextIO) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every benchmark; (rows, names of the ones that crashed)."""
+    folder = benchmarks_dir()
+    if folder is None:
+        raise FileNotFoundError(
+            "needlelab bench runs the scripts of a source checkout's benchmarks/ folder: "
+            "git clone the project and pip install -e it"
+        )
+    rows: list[dict[str, Any]] = []
+    crashed: list[str] = []
+    env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for bench in PLAN:
+            result = Path(tmp) / f"{bench.script}.json"
+            args = bench.quick if quick else bench.full
+            start = time.monotonic()
+            out.write(f"running {bench.script} {' '.join(args)} ...\n")
+            out.flush()
+            done = subprocess.run(
+                [sys.executable, str(folder / bench.script), *args, "--json", str(result)],
+                cwd=folder.parent, capture_output=True, text=True, env=env,
+            )  # fmt: skip
+            took = time.monotonic() - start
+            if done.returncode != 0 or not result.exists():
+                crashed.append(bench.script)
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                out.write(f"  CRASHED after {took:.0f} s: {' | '.join(tail)}\n")
+                continue
+            for row in json.loads(result.read_text())["rows"]:
+                rows.append({**row, "script": bench.script, "seconds": round(took, 1)})
+    return rows, crashed
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The table: figure, value, goal and whether it is met, the peer and the ratio."""
+
+    def num(value: float | None, unit: str = "") -> str:
+        if value is None:
+            return "—"
+        if abs(value) >= 1000:
+            return f"{value:,.0f} {unit}".strip()
+        return f"{value:.3g} {unit}".strip()
+
+    lines = [
+        f"{'#':<3} {'figure':<58} {'value':>18} {'goal':<28} {'met':<4} {'peer':<34} "
+        f"{'peer value':>16} {'ratio':>7}"
+    ]
+    for r in rows:
+        ratio = "—" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"{r['id']:<3} {r['figure'][:58]:<58} {num(r['value'], r['unit']):>18} "
+            f"{r['goal'][:28]:<28} {'yes' if r['met'] else 'NO':<4} {r.get('peer', '')[:34]:<34} "
+            f"{num(r.get('peer_value'), r['unit']):>16} {ratio:>7}"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
