@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any, TextIO
 
 from needlelab import __version__
 from needlelab.config import ConfigError, SessionConfig, load_config
+from needlelab.signals import SignalStop
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -183,10 +183,8 @@ def _record(
     from needlelab.session import Session
 
     ignore_sigxfsz()  # a file-size limit must give a clear error, not kill the process
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    signals = SignalStop().install()
+    stop = signals.event
     session = Session(config, out_dir, separate_simulators=separate_simulators)
     progress = _Progress(session, sys.stderr)
     try:
@@ -208,8 +206,7 @@ def _record(
     finally:
         session.stop("stopped by user" if stop.is_set() else "duration reached")
         progress.done()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
     if session.error:
         _err(session.error)
         return EXIT_PROBLEM, session

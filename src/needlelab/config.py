@@ -95,7 +95,8 @@ class EmgSimulatorConfig(_Strict):
     """Serve a simulated BLE EMG sensor in-process (a bumble peripheral on a local link)."""
 
     seed: int = 0
-    drift_ppm: float = Field(0.0, ge=-1000, le=1000)  # the sensor crystal's rate error
+    # The sensor crystal's rate error: positive runs fast (more samples per true second).
+    drift_ppm: float = Field(0.0, ge=-1000, le=1000)
     jitter_ms: float = Field(0.0, ge=0, le=100)  # one-sided arrival jitter
     connection_interval_ms: float = Field(15.0, ge=7.5, le=100)
     loss: float = Field(0.0, ge=0, le=0.5)  # probability a notification is lost

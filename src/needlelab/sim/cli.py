@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import tempfile
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from needlelab.config import ConfigError, FaultSpec, format_validation_error
+from needlelab.signals import SignalStop
 
 FAULT_HELP = (
     "KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
@@ -108,10 +108,7 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
 
 def _stop_on_signals() -> threading.Event:
     """An event set by SIGINT or SIGTERM (installed before serving: no window to die in)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    return SignalStop().install().event
 
 
 def _wait(stop: threading.Event) -> None:

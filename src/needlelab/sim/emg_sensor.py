@@ -55,12 +55,13 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         self.lost_frames: list[int] = []
         self._lp = np.zeros(profile.frame.channels)
         self.stim_history = stim_history
-        self._outbox: asyncio.Queue[list[tuple[int, int, bytes]]] = asyncio.Queue()
+        # (send at loop time, frames); a negative time marks garbage, sent as it is, at once.
+        self._outbox: asyncio.Queue[tuple[float, list[tuple[int, int, bytes]]]] = asyncio.Queue()
         self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
 
     def sample_period_ns(self) -> float:
-        """The true host-time period of one sample: nominal, stretched by the crystal's drift."""
-        return 1e9 / self.profile.frame.rate_hz * (1 + self.sim.drift_ppm * 1e-6)
+        """The true host-time period of one sample: shorter when the crystal runs fast."""
+        return 1e9 / self.profile.frame.rate_hz / (1 + self.sim.drift_ppm * 1e-6)
 
     def _signal(self, n: int) -> np.ndarray:
         """n samples × channels of EMG in µV: band-limited noise, bursts of activation."""
@@ -100,7 +101,7 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             for fault in self.faults.due(now - t0):
                 junk = await self._apply_fault(peripheral, fault, now)
                 if junk:
-                    self._outbox.put_nowait([(-1, 0, payload) for payload in junk])
+                    self._outbox.put_nowait((-1.0, [(-1, 0, payload) for payload in junk]))
             # Frame k is complete once its last sample, index (k+1)*spf - 1, has been taken.
             due = int(((now - t0) * 1e9 / period_ns + 1) // spf)
             if due <= self.frames_made:
@@ -129,32 +130,35 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                     seq, encode_frames(frame, len(self.data_uuids), seq, t_us, counts), strict=True
                 )
             ]
-            # One-sided latency: a burst is never early. It is scheduled, not slept for, so the
-            # connection-event cadence stays put, and never before the previous burst (a link
-            # delivers in order).
+            # One-sided latency: a burst is never early, and never before the previous one (a
+            # link delivers in order). The sender waits for each burst's time in turn: separate
+            # timers would fire bursts due at the same instant in any order.
             send_at = now + self.jitter_rng.uniform(0, self.sim.jitter_ms) / 1000
             send_at = max(send_at, last_send_at)
             last_send_at = send_at
-            loop.call_at(send_at, self._send_burst, peripheral, frames)
+            self._outbox.put_nowait((send_at, frames))
 
-    def _send_burst(self, peripheral: GattPeripheral, frames: list[tuple[int, int, bytes]]) -> None:
-        """Queue a connection event's frames (sequence number, characteristic, bytes), less the
-        ones the simulated link loses."""
-        if not peripheral.device.connections:
-            return
+    def _keep(self, frames: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+        """A connection event's frames (sequence number, characteristic, bytes), less the ones
+        the simulated link loses."""
         kept = []
         for frame in frames:
             if self.sim.loss and self.jitter_rng.random() < self.sim.loss:
                 self.lost_frames.append(frame[0])
             else:
                 kept.append(frame)
-        if kept:
-            self.frames_sent += len(kept)
-            self._outbox.put_nowait(kept)
+        self.frames_sent += len(kept)
+        return kept
 
     async def _sender(self, peripheral: GattPeripheral) -> None:
-        """Send bursts one after another: a link delivers in order, bursts never interleave."""
+        """Send bursts one after another, each at its time: bursts never overtake or interleave."""
+        loop = asyncio.get_running_loop()
         while True:
-            burst = await self._outbox.get()
-            for _seq, turn, payload in burst:
+            send_at, burst = await self._outbox.get()
+            delay = send_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not peripheral.device.connections:
+                continue
+            for _seq, turn, payload in self._keep(burst) if send_at >= 0 else burst:
                 await peripheral.notify(self.data_uuids[turn], payload)
