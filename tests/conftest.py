@@ -8,8 +8,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Fuzzing: a few hundred cases per property in everyday runs; `--hypothesis-profile=soak` runs
+# ten thousand each (README, "Reliability and performance").
+settings.register_profile("everyday", max_examples=300, deadline=None)
+settings.register_profile("soak", max_examples=10_000, deadline=None)
+settings.load_profile("everyday")
 
 
 def _live_threads() -> set[threading.Thread]:

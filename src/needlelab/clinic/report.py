@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from needlelab.clinic.scoring import SessionScores, score_session
 from needlelab.clinic.tpd import TpdSettings
+from needlelab.private import write_private
 
 REPORT_EXTRA_HINT = "the report needs matplotlib: pip install 'needlelab[report]'"
 
@@ -298,20 +298,12 @@ def render_report(scores: SessionScores) -> str:
     )
 
 
-def _write_private(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
-
-
 def write_report(session_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the report of one session file; its path."""
     session_path = Path(session_path)
     out = Path(out_dir) if out_dir is not None else session_path.parent
     scores = score_session(session_path)
-    return _write_private(out / f"{session_path.stem}.report.html", render_report(scores))
+    return write_private(out / f"{session_path.stem}.report.html", render_report(scores))
 
 
 def write_trend_report(
@@ -370,4 +362,4 @@ def write_trend_report(
         f"{html.escape(str(folder))}</p>{table}{_png(fig)}</body></html>"
     )
     out = Path(out_dir) if out_dir is not None else folder
-    return _write_private(out / f"{patient_id}.trend.html", page)
+    return write_private(out / f"{patient_id}.trend.html", page)

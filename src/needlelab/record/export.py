@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
-import os
 import struct
 import uuid
 from collections.abc import Iterable
@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from needlelab.events import Event
+from needlelab.private import private_dir, write_private
 from needlelab.record.reader import UnknownEvent, open_session
 from needlelab.streams import StreamKind, StreamSpec
 
@@ -258,8 +259,8 @@ def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
         data_record_duration=1.0 if signals else duration,
         annotations=annotations,
     )
+    write_private(path, b"")  # created owner-only before edfio fills it: never readable by others
     edf.write(path)
-    os.chmod(path, 0o600)
     return path
 
 
@@ -346,14 +347,14 @@ def to_xdf(session: LoadedSession, path: Path) -> Path:
         }  # fmt: skip
         out += _chunk(4, struct.pack("<Idd", sid, footer["last_timestamp"], 0.0))
         out += _chunk(6, struct.pack("<I", sid) + _xml("info", footer).encode())
-    _write_private(path, bytes(out))
+    write_private(path, bytes(out))
     return path
 
 
 # -- CSV ------------------------------------------------------------------------------------------
 def to_csv(session: LoadedSession, folder: Path) -> Path:
     """One CSV per event kind and per stream, and `data_dictionary.csv` describing every column."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)
     dictionary: list[tuple[str, str, str, str]] = []
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in session.events:
@@ -405,11 +406,11 @@ def _describe(column: str, kind: str) -> str:
 
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[str]]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    write_private(path, buffer.getvalue())
 
 
 # -- MNE / FIF ------------------------------------------------------------------------------------
@@ -453,19 +454,12 @@ def _to_mne(session: LoadedSession) -> Any:
 def to_fif(session: LoadedSession, path: Path) -> Path:
     """Write MNE's FIF."""
     raw = _to_mne(session)
+    write_private(path, b"")  # as for EDF: owner-only before MNE writes into it
     raw.save(path, overwrite=True, verbose=False)
-    os.chmod(path, 0o600)
     return path
 
 
 # -- dispatch -------------------------------------------------------------------------------------
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def export(
     path: str | Path,
     fmt: str,
@@ -505,7 +499,7 @@ def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number:
         if not value.isalnum():
             raise ExportError(f"BIDS {part} must be letters and digits only (got {value!r})")
     folder = root / f"sub-{subject}" / f"ses-{number}" / "emg"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)
     stem = f"sub-{subject}_ses-{number}_task-needling"
     data = to_edf(session, folder / f"{stem}_emg.{fmt}", bdf=fmt == "bdf")
     regular = _regular(session)
@@ -518,20 +512,20 @@ def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number:
         "SoftwareVersions": f"needlelab {session.meta.get('software_version', '')}",
         "RecordingType": "continuous",
     }
-    _write_private(folder / f"{stem}_emg.json", json.dumps(sidecar, indent=2).encode())
+    write_private(folder / f"{stem}_emg.json", json.dumps(sidecar, indent=2).encode())
     rows = [["name", "type", "units", "sampling_frequency"]]
     for stream in regular:
         for c in range(stream.spec.channel_count):
             rows.append([_emg_label(stream.spec, c) if stream.spec.type == "EMG" else
                          stream.spec.channels[c], stream.spec.type, stream.spec.units[c],
                          f"{stream.spec.nominal_rate_hz:g}"])  # fmt: skip
-    _write_private(
+    write_private(
         folder / f"{stem}_channels.tsv", "\n".join("\t".join(r) for r in rows).encode() + b"\n"
     )
     events = [["onset", "duration", "trial_type", "value"]]
     for e in session.events:
         events.append([f"{e.t_ns / 1e9:.6f}", "0", e.kind, _event_text(e).replace("\t", " ")])
-    _write_private(
+    write_private(
         folder / f"{stem}_events.tsv", "\n".join("\t".join(r) for r in events).encode() + b"\n"
     )
     return data

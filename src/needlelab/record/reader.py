@@ -6,8 +6,10 @@ file whose writer was killed opens as it is, with no repair step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +119,7 @@ class SessionFile:
             self.streams: dict[str, StreamSpec] = {}
             self._stream_ids: dict[str, int] = {}
             self.clock_models: dict[str, dict[str, Any]] = {}
+            self.damaged_blocks = 0  # blocks skipped because their bytes were damaged
             for (
                 sid,
                 name,
@@ -144,7 +147,8 @@ class SessionFile:
                 self._stream_ids[name] = sid
                 if model:
                     self.clock_models[name] = json.loads(model)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            # SQLite's own errors, and header rows whose JSON or kinds were damaged.
             self.close()
             raise NotASessionError(f"{self.path}: damaged session file ({exc})") from None
         except NotASessionError:
@@ -176,7 +180,12 @@ class SessionFile:
     @property
     def config(self) -> dict[str, Any]:
         """The validated session config stored in the file."""
-        result: dict[str, Any] = json.loads(self.meta["config_json"])
+        try:
+            result = json.loads(self.meta["config_json"])
+        except (TypeError, ValueError):
+            result = None
+        if not isinstance(result, dict):
+            raise NotASessionError(f"{self.path}: the stored config is damaged")
         return result
 
     def blocks(self, stream: str) -> list[Block]:
@@ -184,14 +193,25 @@ class SessionFile:
         spec = self._spec(stream)
         dtype = np.dtype(spec.dtype).newbyteorder("<")
         out = []
-        for first, n, t_host, counter, dev_t, t_blob, data in self._conn.execute(
-            "SELECT first_index, n, t_host_ns, device_counter, device_t_us, t_ns, data "
-            "FROM blocks WHERE stream_id = ? ORDER BY id",
-            (self._stream_ids[stream],),
-        ):
-            values = np.frombuffer(data, dtype=dtype).reshape(n, spec.channel_count)
-            t_ns = None if t_blob is None else np.frombuffer(t_blob, dtype="<i8")
-            out.append(Block(first, n, t_host, counter, dev_t, t_ns, values))
+        with self._damage():
+            rows = self._conn.execute(
+                "SELECT first_index, n, t_host_ns, device_counter, device_t_us, t_ns, data "
+                "FROM blocks WHERE stream_id = ? ORDER BY id",
+                (self._stream_ids[stream],),
+            ).fetchall()
+        for first, n, t_host, counter, dev_t, t_blob, data in rows:
+            try:
+                values = np.frombuffer(data, dtype=dtype).reshape(n, spec.channel_count)
+                t_ns = None if t_blob is None else np.frombuffer(t_blob, dtype="<i8")
+                if t_ns is not None and len(t_ns) != n:
+                    raise ValueError("times and values disagree")
+                ints = (int(first), int(t_host))
+            except (TypeError, ValueError):
+                # A block whose bytes were damaged cannot be decoded: skipped and counted, and
+                # the blocks around it are read as usual.
+                self.damaged_blocks += 1
+                continue
+            out.append(Block(ints[0], n, ints[1], counter, dev_t, t_ns, values))
         return out
 
     def stream(self, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.generic]]:
@@ -212,13 +232,30 @@ class SessionFile:
             else self._conn.execute(sql + " ORDER BY id")
         )
         out: list[Event | UnknownEvent] = []
-        for eid, t_ns, k, source, payload in rows:
-            data = json.loads(payload)
-            try:
-                out.append(event_from_row(eid, t_ns, k, source, data))
-            except ValidationError:
-                out.append(UnknownEvent(eid, t_ns, k, source, data))
+        with self._damage():
+            for eid, t_ns, k, source, payload in rows:
+                try:
+                    data = json.loads(payload)
+                    if not isinstance(data, dict):
+                        raise ValueError("not a JSON object")
+                except (TypeError, ValueError):
+                    # A damaged row is kept, marked, with what is left of it: nothing is dropped.
+                    raw = payload if isinstance(payload, str) else repr(payload)
+                    out.append(UnknownEvent(eid, t_ns, str(k), str(source), {"damaged": raw[:500]}))
+                    continue
+                try:
+                    out.append(event_from_row(eid, t_ns, k, source, data))
+                except (ValidationError, TypeError):
+                    out.append(UnknownEvent(eid, t_ns, str(k), str(source), data))
         return out
+
+    @contextlib.contextmanager
+    def _damage(self) -> Iterator[None]:
+        """SQLite errors while reading: the file is damaged (a `RecordingError`, one line)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise NotASessionError(f"{self.path}: damaged session file ({exc})") from None
 
     def events_frame(self) -> Any:
         """Events as a pandas DataFrame (columns id, t_ns, t_s, kind, source + payload fields)."""

@@ -21,6 +21,7 @@ from needlelab.clock import ClockSegment, StreamClock
 from needlelab.config import PATIENT_ID_PATTERN
 from needlelab.events import EventBase
 from needlelab.hub import Hub, StreamAdded
+from needlelab.private import private_dir
 from needlelab.record.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordingError
 from needlelab.streams import Chunk, StreamKind, StreamSpec
 
@@ -62,7 +63,7 @@ def ignore_sigxfsz() -> None:
 def create_private_file(path: Path) -> None:
     """Create `path` owner-only (0600) and its folder owner-only (0700) if new; never overwrite."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         raise RecordingError(f"{path} already exists; a recording is never overwritten") from None
