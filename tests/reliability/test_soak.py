@@ -1,0 +1,36 @@
+"""The soak (opt-in: `pytest -m soak`): a 2-hour session run accelerated, with every kind of
+stream and event; memory stays flat, nothing is dropped, and the recording exports."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import pyxdf
+
+from needlelab.record import export
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_two_hours_accelerated(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("soak", BENCHMARKS / "soak.py")
+        assert spec is not None and spec.loader is not None
+        soak = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(soak)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    result = soak.run(2.0, tmp_path)
+    assert result["growth_mb"] <= 50
+    assert result["stored"] == result["pushed"] == 2 * 3600 * 2000
+    assert result["verified"]
+    xdf = export(result["path"], "xdf", tmp_path / "soak.xdf")
+    streams, _ = pyxdf.load_xdf(str(xdf), dejitter_timestamps=False)
+    emg = next(s for s in streams if s["info"]["name"][0] == "emg.emg")
+    assert len(emg["time_stamps"]) == result["stored"]
