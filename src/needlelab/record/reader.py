@@ -226,13 +226,13 @@ class SessionFile:
     def events(self, kind: str | None = None) -> list[Event | UnknownEvent]:
         """Events in id order (optionally of one kind) as typed records."""
         sql = "SELECT id, t_ns, kind, source, payload FROM events"
-        rows = (
-            self._conn.execute(sql + " WHERE kind = ? ORDER BY id", (kind,))
-            if kind
-            else self._conn.execute(sql + " ORDER BY id")
-        )
         out: list[Event | UnknownEvent] = []
         with self._damage():
+            rows = (
+                self._conn.execute(sql + " WHERE kind = ? ORDER BY id", (kind,))
+                if kind
+                else self._conn.execute(sql + " ORDER BY id")
+            )
             for eid, t_ns, k, source, payload in rows:
                 try:
                     data = json.loads(payload)
@@ -280,7 +280,8 @@ class SessionFile:
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (for verify/info and power users)."""
-        return self._conn.execute(sql, params).fetchall()
+        with self._damage():
+            return self._conn.execute(sql, params).fetchall()
 
     def _spec(self, name: str) -> StreamSpec:
         try:

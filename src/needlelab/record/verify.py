@@ -60,7 +60,14 @@ def verify_report(path: str | Path) -> dict[str, Any]:
     file whose writer was killed is still ok: `closed_cleanly` is false and `last_commit_t_s` /
     `last_sample_t_s` say how far the data reach.
     """
-    path = Path(path)
+    try:
+        return _verify_report(Path(path))
+    except (TypeError, ValueError, KeyError) as exc:
+        # Header values damaged into the wrong types (a NULL time, text for a number).
+        raise NotASessionError(f"{path}: damaged session file ({exc})") from None
+
+
+def _verify_report(path: Path) -> dict[str, Any]:
     with SessionFile(path) as s:
         try:
             integrity = "; ".join(r[0] for r in s.execute("PRAGMA integrity_check"))
