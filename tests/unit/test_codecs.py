@@ -93,7 +93,7 @@ def test_line_over_long_counts_once_however_it_is_read() -> None:
         assert (got1 + got2, bad1 + bad2) == ([b"OK"], 1), cut
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(st.lists(st.binary(max_size=300), max_size=30))
 def test_arbitrary_bytes_never_raise_and_buffers_stay_bounded(chunks: list[bytes]) -> None:
     for profile in ("needlelab-stim-ascii", "needlelab-stim-frame"):
@@ -140,7 +140,7 @@ def feed_in_reads(
     return got, counted
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(
     st.lists(st.sampled_from(["valid", "overlong", "truncated", "bad_crc", "run"]), max_size=40),
     st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=20),
@@ -167,7 +167,7 @@ def test_frames_survive_interleaved_garbage_with_an_exact_count(
     assert counted == bad
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(
     st.lists(st.sampled_from(["valid", "overlong", "nomatch", "binary"]), max_size=40),
     st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=20),

@@ -64,7 +64,7 @@ def test_myo_and_ascii_formats() -> None:
     assert batch.values[:, 0].tolist() == [512.5, 0.0] and batch.malformed == 2
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_no_notification_bytes_make_a_decoder_raise(payloads: list[bytes]) -> None:
     for frame in (REF, MYO, ASCII):
@@ -73,7 +73,7 @@ def test_no_notification_bytes_make_a_decoder_raise(payloads: list[bytes]) -> No
         assert batch.values.shape[0] == len(batch.good) * frame.samples_per_frame
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(st.lists(st.binary(max_size=40), max_size=20))
 def test_no_caliper_notification_bytes_make_its_decoder_raise(payloads: list[bytes]) -> None:
     for fmt in ("sylvac-simple", "needlelab-caliper"):
@@ -82,7 +82,7 @@ def test_no_caliper_notification_bytes_make_its_decoder_raise(payloads: list[byt
         assert np.isfinite(readings).all()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # cases: the profile (tests/conftest.py)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**9)), max_size=60),
     st.sampled_from([(1, False), (4, True), (1 << 16, False)]),
