@@ -17,7 +17,6 @@ clock (both are the system's monotonic clock; the offset between them is measure
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 from needlelab.config import LslConfig
 from needlelab.events import Event
 from needlelab.hub import Hub
+from needlelab.record.reader import event_json
 from needlelab.streams import StreamKind, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,7 @@ class LslPublisher:
         markers = self.markers
         if markers is None:  # stopped
             return
-        text = json.dumps({"kind": event.kind, "source": event.source, "id": event.id,
-                           **event.payload()}, default=str)  # fmt: skip
+        text = event_json(event)
         markers.push_sample([text], self.lsl_time(event.t_ns))
 
     def _run(self) -> None:

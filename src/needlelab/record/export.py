@@ -38,7 +38,13 @@ import numpy.typing as npt
 
 from needlelab.events import Event
 from needlelab.private import private_dir, write_private
-from needlelab.record.reader import UnknownEvent, open_session
+from needlelab.record.reader import (
+    UnknownEvent,
+    event_json,
+    event_row,
+    events_frame,
+    open_session,
+)
 from needlelab.streams import StreamKind, StreamSpec
 
 FORMATS = ("xdf", "edf", "bdf", "csv", "fif")
@@ -90,12 +96,11 @@ class LoadedSession:
     def events_frame(self) -> Any:
         """Events as a pandas DataFrame (id, t_ns, t_s, kind, source, then payload fields)."""
         try:
-            import pandas as pd  # type: ignore[import-untyped]
+            return events_frame(self.events)
         except ImportError:
             raise ExportError(
                 "events_frame() needs pandas: pip install 'needlelab[export]'"
             ) from None
-        return pd.DataFrame([_event_row(e) for e in self.events])
 
     def to_mne(self) -> Any:
         """The regular streams on a uniform grid as an `mne.io.Raw`, events as annotations."""
@@ -110,18 +115,6 @@ def load(path: str | Path) -> LoadedSession:
             t_ns, values = s.stream(name)
             streams[name] = StreamData(spec, t_ns, values, s.clock_models.get(name))
         return LoadedSession(Path(path), dict(s.meta), s.config, streams, s.events())
-
-
-def _event_row(e: Event | UnknownEvent) -> dict[str, Any]:
-    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
-    return {"id": e.id, "t_ns": e.t_ns, "t_s": e.t_ns / 1e9, "kind": e.kind, "source": e.source,
-            **payload}  # fmt: skip
-
-
-def _event_text(e: Event | UnknownEvent) -> str:
-    """An event as one line of JSON: kind, source and payload."""
-    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
-    return json.dumps({"kind": e.kind, "source": e.source, "id": e.id, **payload}, default=str)
 
 
 # -- uniform grids (EDF, BDF, FIF) ----------------------------------------------------------------
@@ -176,7 +169,7 @@ def _regular(session: LoadedSession) -> list[StreamData]:
 
 def _annotations(session: LoadedSession, grids: list[Grid]) -> list[tuple[float, str]]:
     """(onset s, text) of every event, every irregular-stream sample and every empty stretch."""
-    notes = [(e.t_ns / 1e9, _event_text(e)) for e in session.events]
+    notes = [(e.t_ns / 1e9, event_json(e)) for e in session.events]
     for stream in session.streams.values():
         if stream.spec.kind is StreamKind.REGULAR:
             continue
@@ -320,7 +313,7 @@ def to_xdf(session: LoadedSession, path: Path) -> Path:
     events = [e for e in session.events]
     streams.append(
         (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in events]),
-         [_event_text(e) for e in events], "string")
+         [event_json(e) for e in events], "string")
     )  # fmt: skip
     for sid, info, _t, _v, _fmt in streams:
         out += _chunk(2, struct.pack("<I", sid) + _xml("info", info).encode())
@@ -358,7 +351,7 @@ def to_csv(session: LoadedSession, folder: Path) -> Path:
     dictionary: list[tuple[str, str, str, str]] = []
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in session.events:
-        by_kind.setdefault(e.kind, []).append(_event_row(e))
+        by_kind.setdefault(e.kind, []).append(event_row(e))
     for kind, rows in sorted(by_kind.items()):
         name = f"events_{kind.replace('.', '_')}.csv"
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -524,7 +517,7 @@ def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number:
     )
     events = [["onset", "duration", "trial_type", "value"]]
     for e in session.events:
-        events.append([f"{e.t_ns / 1e9:.6f}", "0", e.kind, _event_text(e).replace("\t", " ")])
+        events.append([f"{e.t_ns / 1e9:.6f}", "0", e.kind, event_json(e).replace("\t", " ")])
     write_private(
         folder / f"{stem}_events.tsv", "\n".join("\t".join(r) for r in events).encode() + b"\n"
     )

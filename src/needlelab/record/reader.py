@@ -259,24 +259,7 @@ class SessionFile:
 
     def events_frame(self) -> Any:
         """Events as a pandas DataFrame (columns id, t_ns, t_s, kind, source + payload fields)."""
-        try:
-            import pandas as pd  # type: ignore[import-untyped]  # optional, no stubs needed
-        except ImportError:
-            raise ImportError("events_frame() needs pandas: pip install pandas") from None
-        rows = []
-        for e in self.events():
-            if isinstance(e, UnknownEvent):
-                rows.append(
-                    {"id": e.id, "t_ns": e.t_ns, "kind": e.kind, "source": e.source, **e.payload}
-                )
-            else:
-                rows.append(
-                    {"id": e.id, "t_ns": e.t_ns, "kind": e.kind, "source": e.source, **e.payload()}
-                )
-        frame = pd.DataFrame(rows)
-        if len(frame):
-            frame.insert(2, "t_s", frame["t_ns"] / 1e9)
-        return frame
+        return events_frame(self.events())
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (for verify/info and power users)."""
@@ -290,6 +273,28 @@ class SessionFile:
             raise KeyError(
                 f"no stream {name!r} in {self.path}; streams: {sorted(self.streams)}"
             ) from None
+
+
+def event_row(e: Event | UnknownEvent) -> dict[str, Any]:
+    """An event as a flat row: id, t_ns, t_s, kind, source, then its payload fields."""
+    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
+    return {"id": e.id, "t_ns": e.t_ns, "t_s": e.t_ns / 1e9, "kind": e.kind, "source": e.source,
+            **payload}  # fmt: skip
+
+
+def event_json(e: Event | UnknownEvent) -> str:
+    """An event as one line of JSON: kind, source, id and its payload (exports, LSL markers)."""
+    payload = e.payload if isinstance(e, UnknownEvent) else e.payload()
+    return json.dumps({"kind": e.kind, "source": e.source, "id": e.id, **payload}, default=str)
+
+
+def events_frame(events: list[Event | UnknownEvent]) -> Any:
+    """Events as a pandas DataFrame of `event_row`s."""
+    try:
+        import pandas as pd  # type: ignore[import-untyped]  # optional, no stubs needed
+    except ImportError:
+        raise ImportError("events_frame() needs pandas: pip install pandas") from None
+    return pd.DataFrame([event_row(e) for e in events])
 
 
 def open_session(path: str | Path) -> SessionFile:
