@@ -10,24 +10,40 @@ the file afterwards:
   fitted drift);
 - the device is streaming again at the end, where the fault allows it.
 
-Session-level faults (disk full, SIGKILL of the recorder, SIGKILL of the simulator process)
-are in tests/integration/test_record_faults.py and test_sim_session.py.
+The session-level faults run the same devices the way hardware is reached: each device's
+simulator in its own process (`needlelab sim session`: a pty, a bumble controller on a unix
+socket), so one can be SIGKILLed alone, as a unit or dongle would vanish:
+
+- a device's simulator process killed, and started again a second later;
+- the recorder (`needlelab record`) SIGKILLed, then started again;
+- the disk full under the recorder (RLIMIT_FSIZE), then a recording with room.
+
+How much a SIGKILL of the recorder loses is measured in tests/integration/test_record_faults.py
+and benchmarks/kill.py.
 """
 
 from __future__ import annotations
 
+import json
+import resource
+import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from needlelab.config import load_config
+from needlelab.config import SessionConfig, load_config
 from needlelab.events import GapEvent
 from needlelab.record import open_session, verify_report
 from needlelab.resources import configs_dir
 from needlelab.session import Session
+from needlelab.sim.serve import SimulatorProcess
 from needlelab.testing.plugin import wait_until
+
+from ..integration.test_record_faults import record_cmd
 
 KINDS = ("stim", "emg", "caliper")
 FAULTS: dict[str, dict[str, Any]] = {
@@ -49,8 +65,16 @@ def gaps_of(path: Path) -> list[GapEvent]:
         return [e for e in s.events("gap") if isinstance(e, GapEvent)]
 
 
-def run_case(tmp_path: Path, kind: str, fault: str) -> tuple[Session, Path]:
+def demo_config() -> SessionConfig:
+    """The demo's three devices, without its protocol (no prompts, no patient)."""
     config = load_config(configs_dir() / "demo.toml")
+    return config.model_copy(
+        update={"session": config.session.model_copy(update={"protocol": None})}
+    )
+
+
+def run_case(tmp_path: Path, kind: str, fault: str) -> tuple[Session, Path]:
+    config = demo_config()
     devices = []
     for device in config.devices:
         if device.name == kind:
@@ -61,21 +85,22 @@ def run_case(tmp_path: Path, kind: str, fault: str) -> tuple[Session, Path]:
                 update={"simulator": simulator.model_copy(update=_faults(extra))}
             )
         devices.append(device)
-    session_section = config.session.model_copy(update={"protocol": None})
-    config = config.model_copy(update={"devices": devices, "session": session_section})
+    config = config.model_copy(update={"devices": devices})
     session = Session(config, tmp_path)
     session.start()
     try:
         wait_until(lambda: session.devices["emg"].stats.samples > 1000, timeout_s=15)
         time.sleep(6.0)  # the fault at 1.5 s after the simulator started, and the way back
         wait_until(
-            lambda: all(d.stats.state.value == "streaming" for d in session.devices.values()),
-            timeout_s=10,
-            what="every device streaming again",
+            lambda: all_streaming(session), timeout_s=10, what="every device streaming again"
         )
     finally:
         session.stop()
     return session, session.path
+
+
+def all_streaming(session: Session) -> bool:
+    return all(d.stats.state.value == "streaming" for d in session.devices.values())
 
 
 def _faults(extra: dict[str, Any]) -> dict[str, Any]:
@@ -133,3 +158,167 @@ def test_fault(tmp_path: Path, kind: str, fault: str) -> None:
         assert not mine, mine
         assert abs(model["drift_ppm"]) < 2000 and model["uncertainty_ns"] < 20e6, model
     assert stats.state.value == "closed"  # it was streaming again before the stop (run_case)
+
+
+# Session-level faults ----------------------------------------------------------------------
+
+
+class ServedDevices:
+    """The demo's devices, each served by its own simulator process; `config` reaches them."""
+
+    def __init__(self, workdir: Path) -> None:
+        base = demo_config()
+        self.workdir = workdir
+        self.alone: dict[str, SessionConfig] = {}
+        for device in base.devices:
+            sim = device.simulator
+            if sim is not None and getattr(sim, "artefacts_from", None):
+                # Its stimulator is in another process now: no artefacts to follow.
+                device = device.model_copy(
+                    update={"simulator": sim.model_copy(update={"artefacts_from": None})}
+                )
+            self.alone[device.name] = base.model_copy(update={"devices": [device]})
+        self.processes: dict[str, SimulatorProcess] = {}
+        self.endpoints = {name: self.start(name) for name in self.alone}
+        self.config = base.model_copy(
+            update={
+                "devices": [
+                    d.model_copy(update={**self.endpoints[d.name], "simulator": None})
+                    for d in base.devices
+                ]
+            }
+        )
+
+    def start(self, name: str) -> dict[str, Any]:
+        """(Re)start one device's simulator process; its endpoint."""
+        process = SimulatorProcess(self.alone[name], self.workdir / f"sim-{name}")
+        self.processes[name] = process
+        return process.start()[name]
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def write_config(self, path: Path) -> Path:
+        """The config as a TOML file, for `needlelab record`."""
+        data = self.config.model_dump(mode="json", exclude_none=True)
+        path.write_text("".join(f"{key} = {_toml(value)}\n" for key, value in data.items()))
+        return path
+
+
+def _toml(value: Any) -> str:
+    """A JSON-like value as a TOML value (inline tables and arrays)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)  # strings, numbers and booleans are spelt alike in both
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedDevices]:
+    devices = ServedDevices(tmp_path)
+    try:
+        yield devices
+    finally:
+        devices.stop()
+
+
+def check_others(
+    report: dict[str, Any], gaps: list[GapEvent], kind: str, sparse: tuple[str, ...] = ()
+) -> None:
+    """Every stream but those of device `kind`: samples recorded, none lost, no gap.
+
+    Streams of the `sparse` devices need not have samples (a caliper sends only on a press)."""
+    for stream in report["streams"]:
+        name = stream["name"]
+        if not name.startswith(f"{kind}."):
+            assert stream["samples"] > 0 or name.split(".")[0] in sparse, name
+            assert stream["samples_lost_known"] == 0, name
+            assert not [g for g in gaps if g.stream == name], name
+
+
+def check_comes_back(config: Path, out: Path) -> None:
+    """A new recording reaches every device again and closes cleanly with data from each."""
+    result = subprocess.run(
+        record_cmd(config, out, "--duration", "4"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("*.sqlite")
+    report = verify_report(path)
+    assert report["ok"] and report["closed_cleanly"]
+    check_others(report, gaps_of(path), kind="-")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_simulator_process_killed(tmp_path: Path, served: ServedDevices, kind: str) -> None:
+    session = Session(served.config, tmp_path / "out")
+    session.start()
+    target = session.devices[kind]
+    try:
+        wait_until(lambda: all_streaming(session), timeout_s=15, what="every device streaming")
+        time.sleep(1.0)
+        t_kill = time.monotonic()
+        served.kill(kind)
+        wait_until(lambda: target.stats.state.value != "streaming", timeout_s=5, what="noticed")
+        noticed_s = time.monotonic() - t_kill
+        time.sleep(1.0)
+        assert served.start(kind) == served.endpoints[kind]  # the same pty link or socket
+        wait_until(lambda: all_streaming(session), timeout_s=20, what="the device back")
+        time.sleep(1.0)
+    finally:
+        session.stop()
+    report = verify_report(session.path)
+    assert report["ok"] and report["closed_cleanly"]
+    gaps = gaps_of(session.path)
+    check_others(report, gaps, kind)
+    assert [g for g in gaps if g.stream.startswith(f"{kind}.")], "no gap recorded"
+    assert target.stats.reconnects >= 1
+    # The link's loss is seen at once (a closed pty, a dead HCI socket), not by a watchdog.
+    assert noticed_s < 1.0, noticed_s
+
+
+def test_recorder_killed(tmp_path: Path, served: ServedDevices) -> None:
+    config = served.write_config(tmp_path / "served.toml")
+    proc = subprocess.Popen(
+        record_cmd(config, tmp_path / "killed"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("recording to"), "the recorder did not start"
+    time.sleep(5.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stderr.close()
+    (path,) = (tmp_path / "killed").glob("*.sqlite")
+    report = verify_report(path)
+    assert report["ok"] and not report["closed_cleanly"]
+    check_others(report, gaps_of(path), kind="-")
+    # The simulators saw their central vanish without a goodbye; a new recorder reaches them.
+    check_comes_back(config, tmp_path / "again")
+
+
+def test_disk_full(tmp_path: Path, served: ServedDevices) -> None:
+    config = served.write_config(tmp_path / "served.toml")
+    limit = 1024 * 1024
+
+    def small_files() -> None:  # in the recorder only: its files cannot grow past 1 MB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        record_cmd(config, tmp_path / "full", "--duration", "60"),
+        preexec_fn=small_files, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "recording stopped" in result.stderr and "Free disk space" in result.stderr
+    (path,) = (tmp_path / "full").glob("*.sqlite")
+    report = verify_report(path)
+    assert report["ok"] and not report["closed_cleanly"]
+    assert 0 < report["last_sample_t_s"] <= report["last_commit_t_s"]
+    # The write-ahead log reaches 1 MB in about a second, before the caliper's first press.
+    check_others(report, gaps_of(path), kind="-", sparse=("caliper",))
+    check_comes_back(config, tmp_path / "room")

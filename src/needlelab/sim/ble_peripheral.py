@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bumble import gatt
+from bumble import gatt, hci, ll
 from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
@@ -51,6 +51,27 @@ _PROPS = {
     "notify": gatt.Characteristic.Properties.NOTIFY,
     "indicate": gatt.Characteristic.Properties.INDICATE,
 }
+
+
+class CentralController(Controller):
+    """The controller a simulator process serves to the app: bumble's, and Reset ends links.
+
+    bumble's Controller takes HCI Reset as a no-op. A real controller drops every link on Reset,
+    and its peers see the link end. Without that, an app SIGKILLed mid-session left the
+    peripheral connected to a central nobody drove: it never advertised again, and the next
+    app (whose stack resets the controller first) found nothing.
+    """
+
+    def on_hci_reset_command(
+        self, command: hci.HCI_Reset_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        for connection in list(self.le_connections.values()):
+            # What the peripheral sees when a central falls silent: the supervision timeout.
+            connection.send_ll_control_pdu(
+                ll.TerminateInd(hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR)
+            )
+            del self.le_connections[connection.peer_address]
+        return super().on_hci_reset_command(command)
 
 
 class GattPeripheral:

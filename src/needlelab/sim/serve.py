@@ -129,11 +129,11 @@ class SimulatorSet:
         await sensor.start()
         if self.ble_mode == "local":
             return f"local:{sensor.link_name}"
-        from bumble.controller import Controller
         from bumble.transport import open_transport
         from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
 
         from needlelab.ble.bumble_backend import local_link
+        from needlelab.sim.ble_peripheral import CentralController
 
         if self.ble_mode == "unix":
             path = self.workdir / f"{name}.hci"
@@ -146,7 +146,7 @@ class SimulatorSet:
             spec = f"tcp-client:127.0.0.1:{sock.getsockname()[1]}"
         self._hci.append(transport)
         # The central's controller lives here, on the peripheral's link; the app is its host.
-        Controller(
+        CentralController(
             f"hci-{name}", host_source=transport.source, host_sink=transport.sink,
             link=local_link(sensor.link_name),
         )  # fmt: skip
