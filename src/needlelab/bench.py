@@ -34,7 +34,7 @@ PLAN = (
     Benchmark("ingest.py", ("--seconds", "60"), ("--seconds", "600")),
     Benchmark("decode.py", ("--seconds", "120")),
     Benchmark("sync.py", ("--streams", "5")),
-    Benchmark("monitor_fps.py", ("--seconds", "3")),
+    Benchmark("monitor_fps.py", ("--seconds", "3", "--max-only")),
     Benchmark("ble_latency.py", ("--seconds", "4")),
     Benchmark("soak.py", ("--hours", "0.25")),
     Benchmark("kill.py", ("--kills", "3")),

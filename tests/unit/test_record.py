@@ -104,6 +104,8 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
         assert isinstance(events[0], StimSettingsEvent) and events[0].settings == settings
         assert s.events_frame()["kind"].tolist() == ["stim.settings", "marker"]
         assert s.clock_models[EMG.name]["method"] == "lower-envelope"
+    # A finished recording is one file: reading it leaves nothing beside it.
+    assert sorted(p.name for p in writer.path.parent.iterdir()) == [writer.path.name]
 
 
 def test_files_are_owner_only_and_names_carry_no_names(tmp_path: Path) -> None:

@@ -341,7 +341,10 @@ class SessionWriter:
         try:
             if self.error is None:
                 # Fold the WAL into the main file: a finished recording is one self-contained file.
+                # Leaving WAL mode too means readers (read-only) need no -wal/-shm beside it, and
+                # would otherwise leave both behind at every open.
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.Error as exc:
             log.warning("checkpoint of %s failed: %s", self.path, exc)
         finally:
