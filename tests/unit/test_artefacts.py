@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,30 @@ def test_artefacts_added_block_by_block_equal_the_whole_stream() -> None:
         add_block_artefacts(blocks[start : start + 10], history, 1, start * period, period)
     assert np.abs(whole).max() > 1000
     assert np.allclose(blocks, whole)
+
+
+def test_pulses_window_by_window_equal_the_whole_range() -> None:
+    """A window's pulses keep the phase set before it, however long the history (the scan
+    starts where the pulse clock was last set, not at the session's start)."""
+    rng = np.random.default_rng(5)
+    history = []
+    t = 0
+    for _ in range(400):
+        t += int(rng.integers(50, 400)) * MS
+        history.append(
+            (t, settings(
+                channel=int(rng.integers(1, 3)), output_on=bool(rng.random() < 0.8),
+                intensity_ma=float(rng.choice([0.0, 2.0, 5.0, 9.0])),
+                frequency_hz=float(rng.choice([2.0, 10.0, 80.0])),
+                mode=str(rng.choice(["continuous", "burst"])),
+            ))
+        )  # fmt: skip
+    edges = np.linspace(0, t + 1000 * MS, 97).astype(np.int64)
+    for channel in (1, 2):
+        whole, whole_ma = pulse_times(history, channel, 0, int(edges[-1]))
+        parts = [
+            pulse_times(history, channel, int(a), int(b)) for a, b in itertools.pairwise(edges)
+        ]
+        assert len(whole) > 1000
+        assert np.array_equal(np.concatenate([p[0] for p in parts]), whole)
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), whole_ma)

@@ -14,6 +14,7 @@ recording; comparing them with `pulse_times` measures the whole chain's timing e
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def pulse_times(
     levels: list[np.ndarray] = []
     history = [(t, s) for t, s in changes if s.channel == channel]
     anchor: int | None = None
-    for i, (t_change, s) in enumerate(history):
-        if not (s.output_on and s.intensity_ma > 0):
+    for i in range(_pulse_clock_start(history, t0_ns), len(history)):
+        t_change, s = history[i]
+        if not _pulsing(s):
             anchor = None
             continue
         previous = history[i - 1][1]  # unused at i = 0, where anchor is still None
@@ -68,6 +70,29 @@ def pulse_times(
     if not times:
         return np.empty(0, np.int64), np.empty(0)
     return np.concatenate(times), np.concatenate(levels)
+
+
+def _pulsing(settings: StimSettings) -> bool:
+    return settings.output_on and settings.intensity_ma > 0
+
+
+def _pulse_clock_start(history: Sequence[tuple[int, StimSettings]], t0_ns: int) -> int:
+    """Where `pulse_times` starts reading one channel's history for pulses from `t0_ns` on.
+
+    Entries that ended before `t0_ns` make no pulses there, but the pulse clock's phase comes
+    from the entry where the output came on or the frequency or mode last changed: start at that
+    one. A simulated sensor asks for every block, and rescanning a session-long history each
+    time grew without bound.
+    """
+    i = bisect.bisect_right(history, t0_ns, key=lambda change: change[0]) - 1
+    while i > 0:
+        previous, current = history[i - 1][1], history[i][1]
+        if not (_pulsing(previous) and _pulsing(current)):
+            return i  # the output came on here, or is off: the clock starts afresh
+        if (previous.frequency_hz, previous.mode) != (current.frequency_hz, current.mode):
+            return i
+        i -= 1
+    return 0
 
 
 def add_artefacts(
