@@ -19,7 +19,8 @@ class Row:
     met: bool
     peer: str = ""
     peer_value: float | None = None
-    ratio: float | None = None  # needlelab / peer, or peer / needlelab where lower is better
+    ratio: float | None = None  # times better than the peer: needlelab / peer, or peer /
+    # needlelab where lower is better (> 1: needlelab does better)
 
 
 def write_json(path: Path | None, rows: list[Row], **context: object) -> None:

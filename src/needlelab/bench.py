@@ -81,7 +81,8 @@ def run_bench(quick: bool, out: TextIO) -> tuple[list[dict[str, Any]], list[str]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The table: figure, value, goal and whether it is met, the peer and the ratio."""
+    """The table: figure, value, goal and whether it is met, the peer, and how many times better
+    needlelab does than the peer ("vs peer", > 1 is better)."""
 
     def num(value: float | None, unit: str = "") -> str:
         if value is None:
@@ -90,18 +91,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             return f"{value:,.0f} {unit}".strip()
         return f"{value:.3g} {unit}".strip()
 
-    lines = [
-        f"{'#':<3} {'figure':<58} {'value':>18} {'goal':<28} {'met':<4} {'peer':<34} "
-        f"{'peer value':>16} {'ratio':>7}"
-    ]
-    for r in rows:
-        ratio = "—" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
-        lines.append(
-            f"{r['id']:<3} {r['figure'][:58]:<58} {num(r['value'], r['unit']):>18} "
-            f"{r['goal'][:28]:<28} {'yes' if r['met'] else 'NO':<4} {r.get('peer', '')[:34]:<34} "
-            f"{num(r.get('peer_value'), r['unit']):>16} {ratio:>7}"
+    header = ("#", "figure", "value", "goal", "met", "peer", "peer value", "vs peer")
+    table = [header] + [
+        (
+            r["id"], r["figure"], num(r["value"], r["unit"]), r["goal"],
+            "yes" if r["met"] else "NO", r.get("peer", ""),
+            num(r.get("peer_value"), r["unit"]),
+            "—" if r.get("ratio") is None else f"{r['ratio']:.2f}x",
         )
-    return "\n".join(lines)
+        for r in rows
+    ]  # fmt: skip
+    # Every column as wide as its widest cell (nothing cut); numbers right-aligned.
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    right = {2, 6, 7}
+    return "\n".join(
+        " ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in table
+    )
 
 
 def machine() -> dict[str, Any]:
