@@ -65,6 +65,20 @@ def gaps_of(path: Path) -> list[GapEvent]:
         return [e for e in s.events("gap") if isinstance(e, GapEvent)]
 
 
+def check_others(
+    report: dict[str, Any], gaps: list[GapEvent], kind: str = "", sparse: tuple[str, ...] = ()
+) -> None:
+    """Every stream (but those of device `kind`, if given): samples recorded, none lost, no gap.
+
+    Streams of the `sparse` devices need not have samples (a caliper sends only on a press)."""
+    for stream in report["streams"]:
+        name = stream["name"]
+        if not (kind and name.startswith(f"{kind}.")):
+            assert stream["samples"] > 0 or name.split(".")[0] in sparse, name
+            assert stream["samples_lost_known"] == 0, name
+            assert not [g for g in gaps if g.stream == name], name
+
+
 def demo_config() -> SessionConfig:
     """The demo's three devices, without its protocol (no prompts, no patient)."""
     config = load_config(configs_dir() / "demo.toml")
@@ -119,11 +133,7 @@ def test_fault(tmp_path: Path, kind: str, fault: str) -> None:
     gaps = gaps_of(path)
     streams = {s["name"]: s for s in report["streams"]}
     target = session.devices[kind]
-    # The other devices: nothing lost, no gap.
-    for name, stream in streams.items():
-        if not name.startswith(f"{kind}."):
-            assert stream["samples_lost_known"] == 0, name
-            assert not [g for g in gaps if g.stream == name], name
+    check_others(report, gaps, kind)
     mine = [g for g in gaps if g.stream.startswith(f"{kind}.")]
     stats = target.stats
     if fault == "link loss":
@@ -227,20 +237,6 @@ def served(tmp_path: Path) -> Iterator[ServedDevices]:
         devices.stop()
 
 
-def check_others(
-    report: dict[str, Any], gaps: list[GapEvent], kind: str, sparse: tuple[str, ...] = ()
-) -> None:
-    """Every stream but those of device `kind`: samples recorded, none lost, no gap.
-
-    Streams of the `sparse` devices need not have samples (a caliper sends only on a press)."""
-    for stream in report["streams"]:
-        name = stream["name"]
-        if not name.startswith(f"{kind}."):
-            assert stream["samples"] > 0 or name.split(".")[0] in sparse, name
-            assert stream["samples_lost_known"] == 0, name
-            assert not [g for g in gaps if g.stream == name], name
-
-
 def check_comes_back(config: Path, out: Path) -> None:
     """A new recording reaches every device again and closes cleanly with data from each."""
     result = subprocess.run(
@@ -250,7 +246,7 @@ def check_comes_back(config: Path, out: Path) -> None:
     (path,) = out.glob("*.sqlite")
     report = verify_report(path)
     assert report["ok"] and report["closed_cleanly"]
-    check_others(report, gaps_of(path), kind="-")
+    check_others(report, gaps_of(path))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -296,7 +292,7 @@ def test_recorder_killed(tmp_path: Path, served: ServedDevices) -> None:
     (path,) = (tmp_path / "killed").glob("*.sqlite")
     report = verify_report(path)
     assert report["ok"] and not report["closed_cleanly"]
-    check_others(report, gaps_of(path), kind="-")
+    check_others(report, gaps_of(path))
     # The simulators saw their central vanish without a goodbye; a new recorder reaches them.
     check_comes_back(config, tmp_path / "again")
 
@@ -320,5 +316,5 @@ def test_disk_full(tmp_path: Path, served: ServedDevices) -> None:
     assert report["ok"] and not report["closed_cleanly"]
     assert 0 < report["last_sample_t_s"] <= report["last_commit_t_s"]
     # The write-ahead log reaches 1 MB in about a second, before the caliper's first press.
-    check_others(report, gaps_of(path), kind="-", sparse=("caliper",))
+    check_others(report, gaps_of(path), sparse=("caliper",))
     check_comes_back(config, tmp_path / "room")
