@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -135,23 +136,36 @@ class StreamClock:
     nominal_rate_hz: float
     gap_ns: int = 500_000_000
     min_latency_ns: int = 0  # the profile's known floor of host latency, removed from the offset
-    # Packed int64 arrays, not lists: a 2 h BLE recording adds 1.4 M points (8 bytes each here,
-    # about 36 as Python ints).
+    # At most this many of the latest points are kept (None: all). A live clock needs only the
+    # latest; a 2 h BLE recording has 1.4 M points, which the file holds anyway.
+    keep: int | None = None
+    # Packed int64 arrays, not lists: 8 bytes a value here, about 36 as Python ints.
     _x: array[int] = field(default_factory=lambda: array("q"))
     _t: array[int] = field(default_factory=lambda: array("q"))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     segments: list[ClockSegment] = field(default_factory=list)
 
     def add(self, x_last: int, t_host_ns: int) -> None:
         """Add one block: its last sample's index (or device time) and its host arrival time."""
-        self._x.append(x_last)
-        self._t.append(t_host_ns)
+        with self._lock:
+            self._x.append(x_last)
+            self._t.append(t_host_ns)
+            if self.keep is not None and len(self._x) >= 2 * self.keep:
+                # Drop the older half at once: a deletion at an array's front copies the rest.
+                del self._x[: -self.keep]
+                del self._t[: -self.keep]
+
+    @property
+    def points(self) -> int:
+        """How many arrivals it holds."""
+        return len(self._x)
 
     def recent(self, n_points: int = 2000) -> ClockSegment | None:
         """A quick fit of the latest stretch (at most `n_points`, none before the last gap), for
         live displays. Safe to call from another thread than the one adding points."""
-        end = len(self._t)  # `add` appends to _x first: both hold at least `end` points
-        x = np.frombuffer(self._x[max(0, end - n_points) : end], dtype=np.int64)
-        t = np.frombuffer(self._t[max(0, end - n_points) : end], dtype=np.int64)
+        with self._lock:
+            x = np.frombuffer(self._x[-n_points:], dtype=np.int64)
+            t = np.frombuffer(self._t[-n_points:], dtype=np.int64)
         if len(x) < 8:
             return None
         breaks = np.flatnonzero((np.diff(t) > self.gap_ns) | (np.diff(x) <= 0)) + 1

@@ -27,7 +27,9 @@ def test_two_hours_accelerated(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(BENCHMARKS))
     result = soak.run(2.0, tmp_path)
-    assert result["growth_mb"] <= 50
+    # The goal is 50 MB; flat means far less (2-3 MB here). Growth with session length, as the
+    # clock-model points once gave (23.7 MB over 2 h), must show.
+    assert result["growth_mb"] <= 10
     assert result["stored"] == result["pushed"] == 2 * 3600 * 2000
     assert result["verified"]
     xdf = export(result["path"], "xdf", tmp_path / "soak.xdf")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from needlelab.clock import SessionClock
+from needlelab.clock import SessionClock, StreamClock
 from needlelab.events import GapEvent, MarkerEvent, StimSettings, StimSettingsEvent
 from needlelab.hub import Hub
 from needlelab.record import (
@@ -106,6 +106,34 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
         assert s.clock_models[EMG.name]["method"] == "lower-envelope"
     # A finished recording is one file: reading it leaves nothing beside it.
     assert sorted(p.name for p in writer.path.parent.iterdir()) == [writer.path.name]
+
+
+def test_clock_model_is_fitted_from_every_block_in_the_file(tmp_path: Path) -> None:
+    """The live clock keeps only the latest arrivals (memory flat over hours); the model stored
+    at the close is still the fit of every block, the same one the reader makes."""
+    from needlelab.record.writer import LIVE_CLOCK_POINTS
+
+    hub, writer = make_writer(tmp_path)
+    writer.start()
+    hub.add_stream(EMG)
+    rng = np.random.default_rng(2)
+    full = StreamClock(EMG.nominal_rate_hz)
+    block = np.zeros((10, 2), np.int16)
+    for i in range(3 * LIVE_CLOCK_POINTS):
+        # 1 kHz, a crystal 80 ppm slow, 0-20 ms of one-sided latency
+        t = round((i + 1) * 10e6 * (1 + 80e-6)) + int(rng.integers(0, 20_000_000))
+        hub.push(Chunk(EMG.name, block, t_host_ns=t, first_index=i * 10))
+        full.add(i * 10 + 9, t)
+    writer.stop()
+    assert writer.error is None and writer.dropped == 0
+    full.fit()
+    with open_session(writer.path) as s:
+        stored = s.clock_models[EMG.name]
+        t_read, _ = s.stream(EMG.name)
+    assert stored["drift_ppm"] == pytest.approx(full.summary()["drift_ppm"], abs=1e-9)
+    assert stored["drift_ppm"] == pytest.approx(-80, abs=5)
+    assert stored["offset_ns"] == full.summary()["offset_ns"]
+    assert np.array_equal(t_read, full.times(np.arange(3 * LIVE_CLOCK_POINTS * 10)))
 
 
 def test_files_are_owner_only_and_names_carry_no_names(tmp_path: Path) -> None:

@@ -65,3 +65,16 @@ def test_lower_envelope_line_lies_under_every_point() -> None:
     assert np.all(y - (c + m * x) >= -1e-9)
     assert m == pytest.approx(3.0, abs=0.05)
     assert c == pytest.approx(10, abs=2)
+
+
+def test_a_bounded_clock_keeps_the_latest_points_and_fits_them_like_a_full_one() -> None:
+    x, t, _ = simulate(2000.0, 10, 60, ppm=100, jitter_ms=30, loss=0.0, seed=3)
+    full = StreamClock(2000.0, min_latency_ns=2_000_000)
+    bounded = StreamClock(2000.0, min_latency_ns=2_000_000, keep=1000)
+    for xi, ti in zip(x, t, strict=True):
+        full.add(int(xi), int(ti))
+        bounded.add(int(xi), int(ti))
+    assert len(x) > 10_000 and 1000 <= bounded.points < 2000
+    # The live fit sees the same latest 500 points either way.
+    assert bounded.recent(500) == full.recent(500)
+    assert bounded.fit()[0].x0 > 0  # the model of what is kept, from the latest points only

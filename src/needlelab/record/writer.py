@@ -28,6 +28,7 @@ from needlelab.streams import Chunk, StreamKind, StreamSpec
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 16384
+LIVE_CLOCK_POINTS = 4096  # arrivals a live clock keeps: `StreamClock.recent` fits the last 2000
 
 
 class SessionMeta(BaseModel):
@@ -240,7 +241,7 @@ class SessionWriter:
                 conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
             conn.execute("UPDATE heartbeat SET t_ns = ?, commits = commits + 1", (now,))
             if final:
-                for name, model in self._clock_models().items():
+                for name, model in self._clock_models(conn).items():
                     conn.execute("UPDATE streams SET clock_model = ? WHERE name = ?", (model, name))
                 conn.execute("UPDATE session SET closed_t_ns = ?", (now,))
             conn.execute("COMMIT")
@@ -273,7 +274,7 @@ class SessionWriter:
         self._specs[spec.name] = spec
         if spec.kind is StreamKind.REGULAR:
             self._clocks[spec.name] = StreamClock(
-                spec.nominal_rate_hz, min_latency_ns=spec.latency_ns
+                spec.nominal_rate_hz, min_latency_ns=spec.latency_ns, keep=LIVE_CLOCK_POINTS
             )
 
     def _block_row(self, chunk: Chunk) -> tuple[object, ...]:
@@ -301,9 +302,22 @@ class SessionWriter:
         clock = self._clocks.get(stream)
         return clock.recent() if clock is not None else None
 
-    def _clock_models(self) -> dict[str, str]:
+    def _clock_models(self, conn: sqlite3.Connection) -> dict[str, str]:
+        """Each regular stream's clock model, fitted from every block in the file.
+
+        The live clocks keep only their latest points, so memory stays flat however long the
+        session; the file has them all (and the reader refits from the same rows).
+        """
         models = {}
-        for name, clock in self._clocks.items():
+        for name, live in self._clocks.items():
+            clock = StreamClock(live.nominal_rate_hz, min_latency_ns=live.min_latency_ns)
+            rows = conn.execute(
+                "SELECT first_index + n - 1, t_host_ns FROM blocks "
+                "WHERE stream_id = ? AND n > 0 ORDER BY id",
+                (self._stream_ids[name],),
+            )
+            for x_last, t_host_ns in rows:
+                clock.add(x_last, t_host_ns)
             if clock.fit():
                 models[name] = json.dumps({"method": "lower-envelope", **clock.summary()})
         return models
