@@ -21,6 +21,7 @@ class Row:
     peer_value: float | None = None
     ratio: float | None = None  # times better than the peer: needlelab / peer, or peer /
     # needlelab where lower is better (> 1: needlelab does better)
+    better: str = "higher"  # which way the value improves: "higher" or "lower"
 
 
 def write_json(path: Path | None, rows: list[Row], **context: object) -> None:

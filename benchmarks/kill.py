@@ -162,7 +162,7 @@ def main() -> None:
         args.json,
         [Row("K1", "SIGKILL data loss (max of kills)", worst, "s", "<= 0.1 s", worst <= 0.1,
              "LabRecorder over LSL" if cli else "", max(lab_values) if lab_values else None,
-             (max(lab_values) / worst) if lab_values and worst > 0 else None)],
+             (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower")],
         kills=args.kills, needlelab=ours, labrecorder=peer,
     )  # fmt: skip
 

@@ -129,7 +129,7 @@ def main() -> None:
     write_json(
         args.json,
         [Row("P6", f"memory growth, {args.hours:g} h session accelerated", r["growth_mb"], "MB",
-             "<= 50 MB, no sample dropped", bool(ok))],
+             "<= 50 MB, no sample dropped", bool(ok), better="lower")],
         hours=args.hours, **{k: v for k, v in r.items() if k != "path"},
     )  # fmt: skip
 

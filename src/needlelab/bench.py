@@ -113,6 +113,55 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+SAME_WITHIN = 0.10  # a change smaller than this is noise on a shared machine
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """A saved run (`needlelab bench --json`): its figures by id, kind of run, date and machine.
+
+    `ValueError` with one line if the file is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [{"id": str(r["id"]), "value": float(r["value"])} for r in data["rows"]]
+        machine = data.get("machine")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: not the JSON of `needlelab bench --json` ({type(exc).__name__}: {exc})"
+        ) from None
+    if not rows:
+        raise ValueError(f"{path}: it holds no figures")
+    return {
+        "rows": rows,
+        "quick": data.get("quick") is True,
+        "when": str(data.get("when", "date unknown")),
+        "machine": machine if isinstance(machine, dict) else {},
+    }
+
+
+def format_comparison(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> str:
+    """Each figure now against a saved run: the factor and whether it got better or worse.
+
+    A factor within `SAME_WITHIN` of 1 is "same". The direction comes from each row's `better`.
+    """
+    then = {r["id"]: r for r in baseline["rows"]}
+    lines = []
+    for r in rows:
+        old = then.get(r["id"])
+        if old is None or not old["value"] or not r["value"]:
+            lines.append(f"{r['id']:<3} {'new' if old is None else 'not comparable (zero)'}")
+            continue
+        factor = r["value"] / old["value"]
+        gain = factor if r.get("better", "higher") == "higher" else 1 / factor
+        verdict = "same" if abs(gain - 1) < SAME_WITHIN else "better" if gain > 1 else "WORSE"
+        lines.append(
+            f"{r['id']:<3} {old['value']:>12.4g} -> {r['value']:<12.4g} {r['unit']:<10} "
+            f"x{factor:<8.3f} {verdict}"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -449,8 +450,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run every benchmark and print one table (and JSON); fails only if one crashed."""
-    from needlelab.bench import format_table, machine, run_bench
+    from needlelab.bench import format_comparison, format_table, load_baseline, machine, run_bench
 
+    baseline = None
+    if args.baseline is not None:
+        try:  # before the runs: a wrong file should not cost minutes
+            baseline = load_baseline(args.baseline)
+        except ValueError as exc:
+            _err(f"{exc}. Give a file written by `needlelab bench --json`.")
+            return EXIT_USAGE
     try:
         rows, crashed = run_bench(args.quick, sys.stderr)
     except FileNotFoundError as exc:
@@ -464,12 +472,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if crashed:
         print(f"crashed: {', '.join(crashed)}")
+    if baseline is not None:
+        kind = "quick" if baseline["quick"] else "full"
+        cpus = baseline["machine"].get("cpus", "?")
+        print(f"\nagainst {args.baseline} ({kind} run, {baseline['when']}, {cpus} CPUs):")
+        if baseline["quick"] != args.quick or baseline["machine"] != info:
+            print("  (a different kind of run or machine: expect differences)")
+        print(format_comparison(rows, baseline))
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {"machine": info, "quick": args.quick, "rows": rows, "crashed": crashed}, indent=2
-            )
-        )
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        saved = {"when": when, "version": __version__, "machine": info, "quick": args.quick}
+        args.json.write_text(json.dumps({**saved, "rows": rows, "crashed": crashed}, indent=2))
     return EXIT_PROBLEM if crashed else EXIT_OK
 
 
@@ -548,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run every benchmark: one table of figures, goals, peers")
     p.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--baseline", type=Path, default=None, help="compare with a saved --json of an earlier run"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a session to XDF, EDF+, BDF+, CSV or FIF")
