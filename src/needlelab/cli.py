@@ -1,5 +1,5 @@
 """The `needlelab` command line: check, devices, demo, monitor, record, report, export, bench,
-verify, info, sim."""
+verify, info, seal, sim."""
 
 from __future__ import annotations
 
@@ -491,6 +491,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _verify(args.file, args.json)
 
 
+def cmd_seal(args: argparse.Namespace) -> int:
+    """Fold a killed recording's write-ahead log into it: one self-contained file."""
+    from needlelab.record import RecordingError, seal
+
+    try:
+        folded = seal(args.file)
+    except RecordingError as exc:
+        _err(str(exc))
+        return EXIT_PROBLEM
+    if folded:
+        print(f"sealed {args.file}: its write-ahead log is folded in; the file alone holds it all")
+    else:
+        print(f"{args.file}: already one self-contained file; nothing to fold")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Human summary of a session file."""
     from needlelab.record import RecordingError, format_info, info_report
@@ -606,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("seal", help="fold a killed recording's write-ahead log into the file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_seal)
+
     from needlelab.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
@@ -621,9 +641,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         status: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        # Whatever read our output (`| head`) stopped reading: not a fault to report. Point
+        # stdout at /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PROBLEM
     return status
 
 

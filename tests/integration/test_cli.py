@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,6 +108,21 @@ def test_verify_on_garbage_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not a readable SQLite file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_output_piped_to_a_reader_that_stops_is_no_traceback() -> None:
+    """`needlelab ... | head`: the reader goes away before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "needlelab.cli", "check", str(configs_dir() / "demo.toml")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""
 
 
 def test_devices_lists_serial_ports() -> None:

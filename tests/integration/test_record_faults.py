@@ -1,4 +1,5 @@
-"""`needlelab record` killed with SIGKILL: what it loses; an unwritable output folder.
+"""`needlelab record` killed with SIGKILL: what it loses, and sealing the file after; an
+unwritable output folder.
 
 The fault matrix (tests/reliability/test_fault_matrix.py) has the disk-full and SIGKILL rows
 with every device.
@@ -6,9 +7,12 @@ with every device.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from needlelab.record import open_session, verify_report
+from needlelab.record import RecordingError, open_session, verify_report
 
 from .test_stim_serial import start_sim_process, stop_process
 
@@ -114,3 +118,64 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path, where: str) -
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "cannot start recording" in result.stderr and "--out" in result.stderr
+
+
+def sample_count(path: Path) -> int:
+    with open_session(path) as s:
+        return sum(len(s.stream(name)[0]) for name in s.streams)
+
+
+def test_a_killed_recording_is_sealed_into_one_self_contained_file(tmp_path: Path) -> None:
+    """After a SIGKILL the latest commits are in NAME-wal: verify says so, and `needlelab seal`
+    folds them in, so the .sqlite copied alone holds everything. A live recording is refused."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        CONFIG.replace('port = "{port}"', "").replace(
+            "poll_interval_ms = 20", "poll_interval_ms = 20\n[devices.simulator]\ntransport = 'pty'"
+        )
+    )
+    proc = subprocess.Popen(
+        record_cmd(config, tmp_path / "out"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("recording to")
+    time.sleep(1.5)
+    (path,) = (tmp_path / "out").glob("*.sqlite")
+    live = subprocess.run(cli("seal", str(path)), capture_output=True, text=True, timeout=30)
+    assert live.returncode == 1 and "in use" in live.stderr and "Traceback" not in live.stderr
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait(10)
+    proc.stderr.close()
+
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0
+    recorded = sample_count(path)
+    assert recorded > 50  # the refused seal took nothing from the recording
+    shown = subprocess.run(cli("verify", str(path)), capture_output=True, text=True, timeout=30)
+    assert f"{path.name}-wal" in shown.stdout and "needlelab seal" in shown.stdout
+    alone = tmp_path / "copied" / path.name
+    alone.parent.mkdir()
+    shutil.copyfile(path, alone)
+    with contextlib.suppress(RecordingError):  # or not even the first commit is there
+        assert sample_count(alone) < recorded  # the .sqlite without its log lacks the latest
+
+    sealed = subprocess.run(cli("seal", str(path)), capture_output=True, text=True, timeout=30)
+    assert sealed.returncode == 0 and "sealed" in sealed.stdout, sealed.stderr
+    assert not wal.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    shutil.copyfile(path, alone)
+    assert sample_count(alone) == recorded
+    report = verify_report(alone)
+    assert report["ok"] and not report["closed_cleanly"]  # sealing does not pretend otherwise
+    assert report["wal_bytes"] == 0
+    again = subprocess.run(cli("seal", str(path)), capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and "nothing to fold" in again.stdout
+    not_ours = tmp_path / "notes.sqlite"
+    not_ours.write_text("not a database")
+    wrong = subprocess.run(cli("seal", str(not_ours)), capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 1 and "not a readable SQLite file" in wrong.stderr
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "needlelab.cli", *args]

@@ -68,6 +68,8 @@ def verify_report(path: str | Path) -> dict[str, Any]:
 
 
 def _verify_report(path: Path) -> dict[str, Any]:
+    wal = Path(f"{path}-wal")
+    wal_bytes = wal.stat().st_size if wal.is_file() else 0  # as found, before this open
     with SessionFile(path) as s:
         try:
             integrity = "; ".join(r[0] for r in s.execute("PRAGMA integrity_check"))
@@ -96,6 +98,7 @@ def _verify_report(path: Path) -> dict[str, Any]:
             "started_utc": _iso(s.meta["anchor_wall_ns"]),
             "anchor_monotonic_ns": s.meta["anchor_monotonic_ns"],
             "closed_cleanly": s.closed_cleanly,
+            "wal_bytes": wal_bytes,  # commits not yet folded into the file (needlelab seal)
             "closed_t_s": (s.meta["closed_t_ns"] / 1e9 if s.closed_cleanly else None),
             "commits": heartbeat[0][1] if heartbeat else 0,
             "last_commit_t_s": heartbeat[0][0] / 1e9 if heartbeat else None,
@@ -128,6 +131,12 @@ def format_verify(r: dict[str, Any]) -> str:
             f"was at t={r['last_commit_t_s']:.3f} s"
             + (f", the last sample at t={last_sample:.3f} s" if last_sample is not None else "")
             + "; anything after the last commit was lost (at most one commit interval)"
+        )
+    if r.get("wal_bytes"):
+        name = Path(r["file"]).name
+        lines.append(
+            f"  its latest commits are in {name}-wal ({r['wal_bytes'] / 1e3:.0f} kB) beside it: "
+            f"copy both files together, or fold them in with `needlelab seal {r['file']}`"
         )
     lines.append(
         f"  {'stream':<24} {'kind':<9} {'samples':>9} {'first t (s)':>12} "

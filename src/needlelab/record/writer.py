@@ -89,6 +89,49 @@ def connect_for_writing(path: Path, new_file: bool = False) -> sqlite3.Connectio
     return conn
 
 
+def seal(path: str | Path) -> bool:
+    """Fold a session file's write-ahead log into it, so that the one file holds every commit.
+
+    A recording that was killed keeps its latest commits in `NAME.sqlite-wal` beside it (a
+    reader sees them; a copy of the .sqlite alone would not). Sealing changes nothing else: the
+    file still says it was not closed cleanly. True if there was a log to fold. `RecordingError`
+    if the file is not a session, is being recorded now, or cannot be written.
+    """
+    path = Path(path)
+    wal = Path(f"{path}-wal")
+    had_log = wal.exists() and wal.stat().st_size > 0
+    if not path.is_file():
+        raise RecordingError(f"{path}: no such session file")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=1.0)
+    except sqlite3.Error as exc:
+        raise RecordingError(f"{path}: cannot open it for writing: {exc}") from None
+    try:
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise RecordingError(f"{path}: not a readable SQLite file ({exc})") from None
+        if app_id != APPLICATION_ID:
+            raise RecordingError(f"{path}: not a needlelab session file")
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            raise sqlite3.OperationalError("database is locked")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise RecordingError(
+                f"{path} is in use (being recorded now, or open in another program); seal it "
+                "once that has stopped"
+            ) from None
+        raise RecordingError(
+            f"{path}: cannot fold its write-ahead log in ({exc}). Nothing is lost as long as "
+            f"{wal.name} stays beside it; free disk space if it is full, and try again"
+        ) from None
+    finally:
+        conn.close()
+    return had_log
+
+
 class SessionWriter:
     """Drains the hub's record queue into one SQLite session file, committing on a fixed cadence.
 
