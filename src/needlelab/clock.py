@@ -73,8 +73,11 @@ def lower_envelope_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     if n == 1:
         return float(y[0]), 0.0
     xf, yf = x.astype(np.float64), y.astype(np.float64)
+    xm = xf.mean()
+    keep = _hull_candidates(xf, yf)
+    xf, yf = xf[keep], yf[keep]
     hull: list[int] = []
-    for i in range(n):  # Andrew's monotone chain, lower half
+    for i in range(len(xf)):  # Andrew's monotone chain, lower half
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             cross = (xf[b] - xf[a]) * (yf[i] - yf[a]) - (yf[b] - yf[a]) * (xf[i] - xf[a])
@@ -82,7 +85,6 @@ def lower_envelope_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
                 break
             hull.pop()
         hull.append(i)
-    xm = xf.mean()
     for a, b in itertools.pairwise(hull):
         if xf[a] <= xm <= xf[b]:
             slope = (yf[b] - yf[a]) / (xf[b] - xf[a])
@@ -90,6 +92,27 @@ def lower_envelope_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     a, b = hull[0], hull[-1]  # unreachable for increasing x; keep a sane answer
     slope = (yf[b] - yf[a]) / (xf[b] - xf[a])
     return yf[a] - slope * xf[a], slope
+
+
+def _hull_candidates(xf: np.ndarray, yf: np.ndarray) -> np.ndarray:
+    """Indices of the points that may be lower-hull vertices (x increasing).
+
+    A point on or above the segment joining two others, one each side of it, is never a vertex,
+    whatever the rest: each pass drops every point so placed between its current neighbours, in
+    numpy. Half of a jittered arrival cloud goes per pass, so a few passes leave the monotone
+    chain (a Python loop) a few thousand points instead of 1.4 M after a 2 h session.
+    """
+    idx = np.arange(len(xf))
+    while len(idx) > 2:
+        a, b, c = idx[:-2], idx[1:-1], idx[2:]
+        cross = (xf[b] - xf[a]) * (yf[c] - yf[a]) - (yf[b] - yf[a]) * (xf[c] - xf[a])
+        keep = np.ones(len(idx), dtype=bool)
+        keep[1:-1] = cross > 0  # the chain's own test: b strictly below a-c stays
+        removed = len(idx) - int(keep.sum())
+        idx = idx[keep]
+        if removed * 100 <= len(idx):  # the rest is cheaper in the chain than in more passes
+            break
+    return idx
 
 
 def fit_segment(x: np.ndarray, t_host_ns: np.ndarray, nominal_period_ns: float) -> ClockSegment:

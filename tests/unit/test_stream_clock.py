@@ -67,6 +67,33 @@ def test_lower_envelope_line_lies_under_every_point() -> None:
     assert c == pytest.approx(10, abs=2)
 
 
+@pytest.mark.parametrize("shape", ["jitter", "collinear runs", "convex", "concave"])
+def test_lower_envelope_line_is_the_best_line_under_the_points(shape: str) -> None:
+    """Against brute force: of the lines through two points that pass under every point, the
+    highest at the mean x. (Its hull search first drops points in numpy passes.)"""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        n = int(rng.integers(3, 40))
+        x = np.cumsum(rng.integers(1, 20, n))
+        y = {
+            "jitter": x * 1000.0 + rng.uniform(0, 5e4, n),
+            "collinear runs": x * 1000.0 + rng.choice([0.0, 0.0, 0.0, 1e4], n),
+            "convex": (x**2) * 1.0,
+            "concave": -(x**2) * 1.0 + rng.uniform(0, 10, n),
+        }[shape]
+        c, m = lower_envelope_line(x, y)
+        xm = x.mean()
+        best = -np.inf
+        for i in range(n):
+            for j in range(i + 1, n):
+                slope = (y[j] - y[i]) / (x[j] - x[i])
+                line = y[i] + slope * (x - x[i])
+                if np.all(y - line >= -1e-6 * np.abs(y).max()):
+                    best = max(best, y[i] + slope * (xm - x[i]))
+        assert c + m * xm == pytest.approx(best, rel=1e-12, abs=1e-6)
+        assert np.all(y - (c + m * x) >= -1e-6 * np.abs(y).max())
+
+
 def test_a_bounded_clock_keeps_the_latest_points_and_fits_them_like_a_full_one() -> None:
     x, t, _ = simulate(2000.0, 10, 60, ppm=100, jitter_ms=30, loss=0.0, seed=3)
     full = StreamClock(2000.0, min_latency_ns=2_000_000)
