@@ -39,9 +39,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 phases = " → ".join(p.name for p in protocol.phases)
                 print(f"{path}: ok: protocol {protocol.protocol.name}: {phases}")
                 continue
-            config = load_config(path)
-            if config.session.protocol:
-                load_protocol(config.session.protocol, config.localization)
+            config = _load_with_protocol(path)
         except ConfigError as exc:
             for line in exc.lines:
                 print(line, file=sys.stderr)
@@ -226,16 +224,21 @@ def _verify(path: Path, as_json: bool = False) -> int:
     return EXIT_OK if report["ok"] else EXIT_PROBLEM
 
 
+def _load_with_protocol(path: Path) -> SessionConfig:
+    """The config at `path`, with the protocol template it names checked too (`ConfigError`)."""
+    from needlelab.clinic.protocol import load_protocol
+
+    config = load_config(path)
+    if config.session.protocol:
+        load_protocol(config.session.protocol, config.localization)
+    return config
+
+
 def _load_or_say(path: Path) -> SessionConfig | None:
     """The config at `path` (and its protocol template, if it names one), or None after printing
     their problems, one line each."""
-    from needlelab.clinic.protocol import load_protocol
-
     try:
-        config = load_config(path)
-        if config.session.protocol:
-            load_protocol(config.session.protocol, config.localization)
-        return config
+        return _load_with_protocol(path)
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
@@ -416,10 +419,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             path = write_trend_report(args.patient, args.path, args.out)
         else:
             path = write_report(args.path, args.out)
-    except ImportError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    except (RecordingError, FileNotFoundError, NotADirectoryError) as exc:
+    except (ImportError, RecordingError, FileNotFoundError, NotADirectoryError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     print(f"report: {path}")

@@ -185,10 +185,13 @@ def _annotations(session: LoadedSession, grids: list[Grid]) -> list[tuple[float,
     return sorted(notes, key=lambda n: n[0])
 
 
-def _emg_label(spec: StreamSpec, channel: int) -> str:
-    """`EMG <site> <n>` so MNE infers the channel type from the label."""
+def _channel_label(spec: StreamSpec, channel: int) -> str:
+    """A channel's label in EDF, FIF and BIDS: `EMG <site> <n>` for EMG (so MNE infers the
+    channel type from it), the channel's own name otherwise."""
     label = spec.channels[channel]
-    return label if label.upper().startswith("EMG") else f"EMG {label}"
+    if spec.type != "EMG" or label.upper().startswith("EMG"):
+        return label
+    return f"EMG {label}"
 
 
 EDF_LABEL_CHARS = 16
@@ -197,7 +200,7 @@ EDF_LABEL_CHARS = 16
 def _edf_label(spec: StreamSpec, channel: int) -> str:
     """A label that fits EDF's 16 characters: the start of `EMG <site>`, then the channel
     number (the whole label goes in the transducer field)."""
-    label = _emg_label(spec, channel) if spec.type == "EMG" else spec.channels[channel]
+    label = _channel_label(spec, channel)
     if len(label) <= EDF_LABEL_CHARS:
         return label
     suffix = f" {channel + 1}"
@@ -227,7 +230,7 @@ def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
         for c in range(grid.spec.channel_count):
             data = grid.values[:, c]
             peak = max(1.0, float(np.max(np.abs(data))) * 1.01)
-            full = _emg_label(grid.spec, c) if grid.spec.type == "EMG" else grid.spec.channels[c]
+            full = _channel_label(grid.spec, c)
             signals.append(
                 signal_class(
                     data,
@@ -310,10 +313,9 @@ def to_xdf(session: LoadedSession, path: Path) -> Path:
         "channel_format": "string", "source_id": f"{session.meta['session_id']}:events",
         "created_at": created, "desc": {"payload": "JSON: kind, source, id and the event's fields"},
     }  # fmt: skip
-    events = [e for e in session.events]
     streams.append(
-        (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in events]),
-         [event_json(e) for e in events], "string")
+        (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in session.events]),
+         [event_json(e) for e in session.events], "string")
     )  # fmt: skip
     for sid, info, _t, _v, _fmt in streams:
         out += _chunk(2, struct.pack("<I", sid) + _xml("info", info).encode())
@@ -425,7 +427,7 @@ def _to_mne(session: LoadedSession) -> Any:
     for grid in grids:
         for c in range(grid.spec.channel_count):
             emg = grid.spec.type == "EMG"
-            names.append(_emg_label(grid.spec, c) if emg else grid.spec.channels[c])
+            names.append(_channel_label(grid.spec, c))
             types.append("emg" if emg else "misc")
             scale = (
                 1e-6
@@ -509,8 +511,7 @@ def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number:
     rows = [["name", "type", "units", "sampling_frequency"]]
     for stream in regular:
         for c in range(stream.spec.channel_count):
-            rows.append([_emg_label(stream.spec, c) if stream.spec.type == "EMG" else
-                         stream.spec.channels[c], stream.spec.type, stream.spec.units[c],
+            rows.append([_channel_label(stream.spec, c), stream.spec.type, stream.spec.units[c],
                          f"{stream.spec.nominal_rate_hz:g}"])  # fmt: skip
     write_private(
         folder / f"{stem}_channels.tsv", "\n".join("\t".join(r) for r in rows).encode() + b"\n"
