@@ -203,6 +203,33 @@ class RomEvent(EventBase):
     when: str = ""
 
 
+class DeviceInfoEvent(EventBase):
+    """`device.info`: facts a device or its profile gave on connect (identity, firmware,
+    address, battery, the profile's content hash and the exact bytes the driver may write)."""
+
+    kind: Literal["device.info"] = "device.info"
+    info: dict[str, Any]
+
+
+class DataQualityEvent(EventBase):
+    """`device.quality`: a device's running data-quality counts (cumulative since the start)."""
+
+    kind: Literal["device.quality"] = "device.quality"
+    malformed: int = Field(0, ge=0)  # messages or bytes that could not be decoded
+    duplicates: int = Field(0, ge=0)  # messages seen twice (a repeated counter)
+    resyncs: int = Field(0, ge=0)  # times the decoder had to find the framing again
+
+
+class WarningEvent(EventBase):
+    """`warning`: something the operator should know while recording goes on (a slow disk, LSL
+    ports open beyond this machine, ...); `code` is stable, `message` says what to do."""
+
+    kind: Literal["warning"] = "warning"
+    code: str = Field(pattern=r"^[a-z][a-z0-9_.]*$")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 Event = Annotated[
     StimSettingsEvent
     | DeviceStateEvent
@@ -218,7 +245,10 @@ Event = Annotated[
     | TpdTrialEvent
     | LrjTrialEvent
     | NrsEvent
-    | RomEvent,
+    | RomEvent
+    | DeviceInfoEvent
+    | DataQualityEvent
+    | WarningEvent,
     Field(discriminator="kind"),
 ]
 """Any session event, discriminated on `kind`."""
