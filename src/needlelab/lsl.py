@@ -2,12 +2,18 @@
 
 LSL is off unless the config says `[lsl] enabled = true` (or `needlelab record --lsl`). By
 default liblsl resolves streams with UDP multicast and broadcast on every interface; a session
-carries patient data, so needlelab configures liblsl for this machine only (IPv6 off, resolve
-scope `machine`, multicast on 127.0.0.1 with TTL 0) through `pylsl.set_config_content()`, before
-any other LSL call in the process (`pylsl_module`). Sharing on a LAN is a deliberate config
-choice (`share_on_lan = true`) and logs a warning that patient data will be on the network.
-Even then, and even on loopback, an outlet's TCP data port listens on all interfaces: that is
-liblsl's, and the reason LAN sharing is opt-in.
+carries patient data, so needlelab configures liblsl's stream discovery for this machine only
+(IPv6 off, resolve scope `machine`, multicast on 127.0.0.1 with TTL 0) through
+`pylsl.set_config_content()`, before any other LSL call in the process (`pylsl_module`).
+
+That config cannot keep the streams themselves on this machine: liblsl binds every outlet's TCP
+data port and UDP service port to the any-address (0.0.0.0, or :: with IPv6), whatever the config
+says (its `[multicast] ListenAddress` applies to the discovery responders only; no option
+exists for the others, see `LOOPBACK_CONFIG`). So whenever LSL is on, the publisher measures
+this process's listening sockets from /proc once its outlets exist (`listening_sockets`) and
+says what it found: one log line naming each socket, and an `lsl.exposed` warning event in the
+session file. Sharing on a LAN is the deliberate choice (`share_on_lan = true`: liblsl's own
+network settings); then the event records it as deliberate and the line is an acknowledgement.
 
 `LslPublisher` publishes every stream of a session: regular streams as float32 outlets at their
 nominal rate, irregular ones (stimulator, caliper) at rate 0, and every event as a JSON string
@@ -17,14 +23,21 @@ clock (both are the system's monotonic clock; the offset between them is measure
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import re
+import struct
+import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from needlelab.config import LslConfig
-from needlelab.events import Event
+from needlelab.events import Event, WarningEvent
 from needlelab.hub import Hub
 from needlelab.record.reader import event_json
 from needlelab.streams import StreamKind, StreamSpec
@@ -44,12 +57,27 @@ TTLOverride = 0
 [lab]
 KnownPeers = {127.0.0.1}
 """
-"""liblsl's configuration for this machine only (../shared/reference/formats-and-sync.md).
+"""liblsl's configuration for stream discovery on this machine only.
 
 `KnownPeers = {127.0.0.1}` is ours: on loopback the resolver's "multicast" to 127.0.0.1 is
 unicast, and of the outlets of one process only the last bound socket receives it, so another
 process (LabRecorder) found one stream of needlelab's. With 127.0.0.1 as a known peer the
-resolver also asks every outlet on its own port, still without leaving the machine."""
+resolver also asks every outlet on its own port, still without leaving the machine.
+
+What it cannot do: keep the data on this machine. Measured with the bundled liblsl 1.18.0, each
+outlet listens on TCP 0.0.0.0 (data), UDP 0.0.0.0 (time and info queries) and UDP
+127.0.0.1:16571 (discovery, the only one `ListenAddress` moves). liblsl binds the first two with
+asio's `endpoint(protocol, port)`, which is the any-address (liblsl's src/socket_utils.cpp,
+`bind_port_in_range_`, as of 1.17.7), and the 1.18.0 library reads no config key that could
+change it (its keys: `strings liblsl.so`)."""
+
+LIBLSL_MULTICAST_PORT = 16571
+"""liblsl's default `[ports] MulticastPort`, where each outlet's discovery responder listens
+(the loopback config keeps it)."""
+
+SETTLE_S = 1.0
+"""Outlets appear as devices connect; their sockets are reported once no outlet was added for
+this long: one report per burst of new outlets, not one per stream."""
 
 LSL_HINT = (
     "LSL needs pylsl and its liblsl: pip install 'needlelab[lsl]' (pylsl bundles liblsl for "
@@ -80,10 +108,7 @@ def pylsl_module(share_on_lan: bool | None = False) -> ModuleType:
             raise LslUnavailable(f"{LSL_HINT} ({type(exc).__name__}: {exc})") from None
         if _configured is None:
             if share_on_lan:
-                log.warning(
-                    "LSL shares this session's streams on the network: patient data will be "
-                    "visible to every machine on the LAN"
-                )
+                log.info("LSL runs with liblsl's own network settings ([lsl] share_on_lan)")
             else:
                 pylsl.set_config_content(LOOPBACK_CONFIG)
             _configured = mode
@@ -94,6 +119,137 @@ def pylsl_module(share_on_lan: bool | None = False) -> ModuleType:
             )
         module: ModuleType = pylsl
         return module
+
+
+# -- what this process listens on ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ListeningSocket:
+    """A socket of this process that takes connections or datagrams from others: a TCP socket in
+    LISTEN, or a bound UDP socket without a peer (it receives from any sender)."""
+
+    protocol: str  # "TCP" or "UDP"
+    address: str  # as bound: 0.0.0.0 and :: are every interface
+    port: int
+    purpose: str = ""  # what it is for, where known
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach it."""
+        ip = ipaddress.ip_address(self.address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.protocol} {host}:{self.port}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The socket as stored in an event."""
+        return {"protocol": self.protocol, "address": self.address, "port": self.port,
+                "loopback": self.loopback, "purpose": self.purpose}  # fmt: skip
+
+
+_TCP_LISTEN = 0x0A  # the kernel's TCP_LISTEN in /proc/net/tcp's `st` column
+
+
+def _proc_address(text: str) -> tuple[str, int]:
+    """An address:port of /proc/net/{tcp,udp}[6]: hex words in the machine's byte order."""
+    host, port = text.rsplit(":", 1)
+    packed = b"".join(struct.pack("=I", int(host[i : i + 8], 16)) for i in range(0, len(host), 8))
+    return str(ipaddress.ip_address(packed)), int(port, 16)
+
+
+def listening_sockets(proc: Path = Path("/proc")) -> list[ListeningSocket] | None:
+    """This process's listening sockets, read from /proc (Linux); None where they cannot be read
+    (another platform, no /proc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    fd_dir = proc / "self" / "fd"
+    inodes: set[int] = set()
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                link = os.readlink(fd_dir / fd)
+            except OSError:  # closed since the listing
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    except OSError:
+        return None
+    found: list[ListeningSocket] = []
+    for table, protocol in (("tcp", "TCP"), ("tcp6", "TCP"), ("udp", "UDP"), ("udp6", "UDP")):
+        try:
+            rows = (proc / "self" / "net" / table).read_text().splitlines()[1:]
+        except FileNotFoundError:  # a kernel without IPv6
+            continue
+        except OSError:
+            return None
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10 or int(fields[9]) not in inodes:
+                continue
+            if protocol == "TCP" and int(fields[3], 16) != _TCP_LISTEN:
+                continue
+            if protocol == "UDP" and _proc_address(fields[2])[1] != 0:
+                continue  # connected: it takes datagrams from its peer only
+            address, port = _proc_address(fields[1])
+            found.append(ListeningSocket(protocol, address, port))
+    return sorted(set(found), key=lambda s: (s.protocol, s.port, s.address))
+
+
+def exposure_warning(
+    sockets: list[ListeningSocket] | None, deliberate: bool
+) -> tuple[int, WarningEvent | None]:
+    """The log level and `lsl.exposed` warning for the listening sockets of a process with LSL
+    on (None: they could not be measured); no warning when all of them are on loopback."""
+    if sockets is None:
+        message = (
+            f"LSL is on, and this process's listening sockets cannot be measured on "
+            f"{sys.platform} (needlelab reads them from /proc on Linux): liblsl binds each "
+            "outlet's TCP data port and UDP service port to every interface, so any machine "
+            "that reaches this one can read the session's streams"
+        )
+        if not deliberate:
+            message += "; turn LSL off, or set [lsl] share_on_lan = true if this is meant"
+        event = WarningEvent(
+            code="lsl.exposed", message=message, source="lsl",
+            details={"deliberate": deliberate, "measured": False, "sockets": []},
+        )  # fmt: skip
+        return (logging.INFO if deliberate else logging.WARNING), event
+    named = ", ".join(f"{s} ({s.purpose or 'other'})" for s in sockets)
+    beyond = [s for s in sockets if not s.loopback]
+    if not beyond:
+        return logging.INFO, None
+    if deliberate:
+        message = (
+            f"LSL shares this session on the network as configured ([lsl] share_on_lan = true): "
+            f"this process listens on {named}; any machine that reaches "
+            f"{'it' if len(beyond) == 1 else 'them'} can read the session's streams"
+        )
+    else:
+        message = (
+            f"LSL is on and listens beyond this machine: {named}; any machine that reaches "
+            "this one can read the session's streams on those not on loopback (liblsl cannot "
+            "bind them to loopback): turn LSL off, firewall these ports, or set [lsl] "
+            "share_on_lan = true if this is meant"
+        )
+    event = WarningEvent(
+        code="lsl.exposed", message=message, source="lsl",
+        details={"deliberate": deliberate, "measured": True,
+                 "sockets": [s.as_dict() for s in sockets]},
+    )  # fmt: skip
+    return (logging.INFO if deliberate else logging.WARNING), event
+
+
+def outlet_ports(outlet: Any) -> dict[str, int]:
+    """An outlet's ports as liblsl advertises them (v4data_port, v4service_port, v6...)."""
+    xml = outlet.get_info().as_xml()
+    return {
+        key: int(value)
+        for key, value in re.findall(r"<(v[46](?:data|service)_port)>(\d+)</", xml)
+        if int(value)
+    }
 
 
 def lsl_clock_offset_s(pylsl: ModuleType) -> float:
@@ -130,23 +286,65 @@ class LslPublisher:
     """Publishes a session's streams and events as LSL outlets from its own thread."""
 
     POLL_S = 0.005
+    MARKERS = "needlelab events"
 
     def __init__(self, hub: Hub, config: LslConfig, session_id: str) -> None:
         self.pylsl = pylsl_module(config.share_on_lan)
         self.hub = hub
         self.session_id = session_id
+        self.deliberate = config.share_on_lan
         self.offset_s = lsl_clock_offset_s(self.pylsl)
         self.anchor_s = hub.clock.anchor_monotonic_ns / 1e9
         self._outlets: dict[str, Any] = {}
         self._totals: dict[str, int] = {}
+        self._purposes: dict[tuple[str, int], str] = {
+            ("UDP", LIBLSL_MULTICAST_PORT): "LSL discovery"
+        }
+        self._reported: frozenset[tuple[str, str, int]] | None = None
+        self._report_due: float | None = None
         markers = self.pylsl.StreamInfo(
-            "needlelab events", "Markers", 1, 0.0, "string", f"needlelab:{session_id}:events"
+            self.MARKERS, "Markers", 1, 0.0, "string", f"needlelab:{session_id}:events"
         )
         self.markers: Any = self.pylsl.StreamOutlet(markers)
+        self._learn_ports(self.MARKERS, self.markers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lsl-publisher", daemon=True)
         hub.subscribe(self._on_event)
         self.pushed = 0
+        self.report_exposure()  # the markers outlet's sockets, before any device starts
+
+    def _learn_ports(self, stream: str, outlet: Any) -> None:
+        for key, port in outlet_ports(outlet).items():
+            what = "data" if "data" in key else "time and info queries"
+            self._purposes[("TCP" if "data" in key else "UDP", port)] = f"LSL {what}: {stream}"
+
+    def report_exposure(self) -> WarningEvent | None:
+        """Measure this process's listening sockets and, if some are new since the last report,
+        log one line naming each and record an `lsl.exposed` warning; the warning, if any."""
+        sockets = listening_sockets()
+        if sockets is not None:
+            sockets = [
+                ListeningSocket(s.protocol, s.address, s.port,
+                                self._purposes.get((s.protocol, s.port), ""))
+                for s in sockets
+            ]  # fmt: skip
+            seen = frozenset((s.protocol, s.address, s.port) for s in sockets)
+            if self._reported is not None and seen <= self._reported:
+                return None
+            self._reported = seen
+        elif self._reported is not None:
+            return None  # cannot measure: said once
+        else:
+            self._reported = frozenset()
+        level, warning = exposure_warning(sockets, self.deliberate)
+        if warning is None:
+            assert sockets is not None
+            log.log(level, "LSL listens on this machine only: %s", ", ".join(map(str, sockets)))
+            return None
+        log.log(level, "%s", warning.message)
+        stamped = self.hub.emit(warning)
+        assert isinstance(stamped, WarningEvent)
+        return stamped
 
     def lsl_time(self, t_ns: int | float) -> float:
         """A session time (ns) on LSL's clock (s)."""
@@ -157,10 +355,13 @@ class LslPublisher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop publishing and close the outlets."""
+        """Stop publishing and close the outlets (reporting any sockets not reported yet)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        if self._report_due is not None:
+            self._report_due = None
+            self.report_exposure()
         # Dropping the outlets closes them: no other program can find this session's streams.
         self._outlets.clear()
         self.markers = None
@@ -176,6 +377,10 @@ class LslPublisher:
     def _run(self) -> None:
         while not self._stop.wait(self.POLL_S):
             self.publish_new()
+            due = self._report_due
+            if due is not None and time.monotonic() >= due:
+                self._report_due = None
+                self.report_exposure()
 
     def publish_new(self) -> None:
         """Push every sample that reached the rings since the last call."""
@@ -189,6 +394,8 @@ class LslPublisher:
                 self._outlets[name] = self.pylsl.StreamOutlet(
                     stream_info(self.pylsl, spec, self.session_id), 32, 360
                 )
+                self._learn_ports(name, self._outlets[name])
+                self._report_due = time.monotonic() + SETTLE_S
             t_ns, values = ring.latest(min(total - seen, ring.capacity))
             self._totals[name] = total
             stamps = t_ns / 1e9 + self.anchor_s + self.offset_s

@@ -26,6 +26,7 @@ from needlelab.events import (
     ProtocolEvent,
     ResponseEvent,
     TpdTrialEvent,
+    WarningEvent,
 )
 from needlelab.monitor.health import HealthTracker
 from needlelab.monitor.panels import (
@@ -123,6 +124,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.health = HealthTracker(session)
         self._last_event_id = 0
         self._last_health_ns = 0
+        self._warnings: dict[str, str] = {}  # the latest operator warning of each code
         self._start_ns: int | None = None
         self._elapsed_s = 0.0
         self._stopped = False
@@ -308,6 +310,14 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             self._last_event_id = event.id
             self.traces.add_event(event)
             self.health.take_event(event)
+            if isinstance(event, WarningEvent):  # a deliberate choice is told, not flagged red
+                if event.details.get("cleared"):  # over (the disk caught up): off the banner
+                    self._warnings.pop(event.code, None)
+                    self.message(event.message)
+                elif event.details.get("deliberate"):
+                    self.message(event.message)
+                else:
+                    self._warnings[event.code] = event.message
             if isinstance(event, NeedleSiteEvent | PromptEvent | ResponseEvent | CorrectionEvent):
                 touched_localization = True
             touched_protocol |= isinstance(event, PhaseEvent | TpdTrialEvent | ProtocolEvent)
@@ -347,7 +357,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             return
         health = [self.health.health(d) for d in session.devices.values()]
         self.device_panel.show_health(health)
-        problems = [h.problem for h in health if not h.healthy]
+        problems = [h.problem for h in health if not h.healthy] + list(self._warnings.values())
         if session.error:
             problems.insert(0, f"recording stopped: {session.error}")
         self.show_banner("\n".join(problems))
