@@ -355,10 +355,14 @@ class LslPublisher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop publishing and close the outlets (reporting any sockets not reported yet)."""
+        """Push the last samples, stop publishing and close the outlets (reporting any sockets
+        not reported yet)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        # Only once the thread is gone: two callers of publish_new could both create an outlet
+        # for a new stream, or push the same samples twice.
+        self.publish_new()
         if self._report_due is not None:
             self._report_due = None
             self.report_exposure()
