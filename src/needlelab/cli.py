@@ -429,15 +429,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a session file to XDF, EDF+, BDF+, CSV or FIF."""
     from needlelab.record import ExportError, RecordingError, export
+    from needlelab.record.deidentify import default_key_path
 
+    if args.key is not None and not args.deidentify:
+        _err("--key is the de-identification key: give it with --deidentify")
+        return EXIT_USAGE
+    key = (args.key or default_key_path()) if args.deidentify else None
     bids = None
     if args.bids is not None:
-        if not (args.subject and args.session):
-            _err("--bids needs --subject and --session")
+        if not (args.session and (args.subject or args.deidentify)):
+            _err("--bids needs --subject and --session (with --deidentify, --session)")
             return EXIT_USAGE
-        bids = (args.bids, args.subject, args.session)
+        bids = (args.bids, args.subject or "", args.session)
     try:
-        path = export(args.path, args.to, args.out, bids)
+        path = export(args.path, args.to, args.out, bids, deidentify=key)
     except (ExportError, RecordingError, FileNotFoundError) as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -445,6 +450,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         _err(f"cannot write the export: {exc}")
         return EXIT_PROBLEM
     print(f"exported: {path}")
+    if key is not None:
+        print(f"key: {key} (keep it apart from the export: it links the export to the patient)")
     return EXIT_OK
 
 
@@ -589,6 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bids", type=Path, metavar="ROOT", help="BIDS-like layout under ROOT")
     p.add_argument("--subject", help="BIDS subject label (letters and digits)")
     p.add_argument("--session", help="BIDS session label (letters and digits)")
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="drop free text, map the patient id and shift dates through the key",
+    )
+    p.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="KEYFILE",
+        help="de-identification key, made on first use (default: "
+        "$XDG_DATA_HOME/needlelab/deidentify-key.json); keep it apart from the exports",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write a session's HTML report (report extra)")

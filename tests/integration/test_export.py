@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import signal
@@ -208,3 +209,32 @@ def test_a_missing_extra_is_one_line_naming_it(recorded: Path, tmp_path: Path) -
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "pip install 'needlelab[export]'" in line
+
+
+def test_a_deidentified_recording_keeps_its_timing(recorded: Path, tmp_path: Path) -> None:
+    """A real recording, de-identified: the same samples at the same times in pyxdf and MNE,
+    the response's free text and the patient id gone, the EDF start date moved by whole days."""
+    key, out = tmp_path / "key" / "k.json", tmp_path / "out"
+    plain_xdf, _ = pyxdf.load_xdf(str(export(recorded, "xdf", out / "p.xdf")),
+                                  dejitter_timestamps=False)  # fmt: skip
+    deid_path = export(recorded, "xdf", out / "d.xdf", deidentify=key)
+    deid_xdf, _ = pyxdf.load_xdf(str(deid_path), dejitter_timestamps=False)
+    deid = {s["info"]["name"][0]: s for s in deid_xdf}
+    for stream in plain_xdf:
+        other = deid[stream["info"]["name"][0]]
+        assert np.array_equal(stream["time_stamps"], other["time_stamps"])
+        if stream["info"]["type"][0] != "Markers":
+            assert np.array_equal(stream["time_series"], other["time_series"])
+    answer = next(json.loads(m[0]) for m in deid["needlelab events"]["time_series"]
+                  if json.loads(m[0])["kind"] == "response")  # fmt: skip
+    assert answer["level"] == "L4" and answer["descriptors"] == ["dull"]
+    assert answer["text"] == "[removed]"
+    plain_edf = mne.io.read_raw_edf(export(recorded, "edf", out / "p.edf"), verbose=False)
+    deid_edf_path = export(recorded, "edf", out / "d.edf", deidentify=key)
+    deid_edf = mne.io.read_raw_edf(deid_edf_path, verbose=False)
+    shift = json.loads(key.read_text())["patients"]["DEMO01"]["shift_days"]
+    assert deid_edf.info["meas_date"] - plain_edf.info["meas_date"] == dt.timedelta(days=shift)
+    assert np.array_equal(deid_edf.annotations.onset, plain_edf.annotations.onset)
+    for path in (deid_path, deid_edf_path):
+        data = path.read_bytes()
+        assert b"DEMO01" not in data and b"tab\there" not in data

@@ -15,7 +15,8 @@ crash (a killed recorder's file opens as it is, up to its last commit).
 - CSV (`to_csv`): one tidy table per event kind, one per signal, and `data_dictionary.csv`.
 - FIF (`to_fif`, via MNE): the EDF grid as an `mne.io.Raw` with annotations (`to_mne`).
 
-`export(path, fmt, out)` picks by name; `--bids` puts an EDF/BDF export in a BIDS-like folder.
+`export(path, fmt, out)` picks by name; `--bids` puts an EDF/BDF export in a BIDS-like folder;
+`deidentify=KEY` exports the de-identified view of the session (`needlelab.record.deidentify`).
 Formats whose optional packages are missing raise `ExportError` naming the extra to install.
 """
 
@@ -460,31 +461,46 @@ def export(
     fmt: str,
     out: str | Path | None = None,
     bids: tuple[Path, str, str] | None = None,
+    deidentify: str | Path | None = None,
 ) -> Path:
     """Export a session file to `fmt` (xdf, edf, bdf, csv, fif); the written path.
 
     `out` is the output file (or folder, for csv); default: beside the session file. `bids`
     (root, subject, session) writes EDF/BDF into `root/sub-<s>/ses-<n>/emg/` with its sidecars.
+    `deidentify` is a key file: the export is then of the de-identified session (see
+    `needlelab.record.deidentify`), named by its pseudonym; an empty BIDS subject is the
+    pseudonym.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}")
     session = load(path)
-    source = Path(path)
+    if deidentify is not None:
+        from needlelab.record.deidentify import prepare
+
+        session, bids = prepare(session, fmt, out, bids, Path(deidentify))
+    source = session.path
     if bids is not None:
-        return _to_bids(session, fmt, *bids)
-    suffix = {"csv": "", "fif": "_raw.fif"}.get(fmt, f".{fmt}")
-    target = (
-        Path(out)
-        if out is not None
-        else source.with_name(source.stem + suffix if suffix else source.stem + "_csv")
-    )
-    if fmt == "xdf":
-        return to_xdf(session, target)
-    if fmt in ("edf", "bdf"):
-        return to_edf(session, target, bdf=fmt == "bdf")
-    if fmt == "csv":
-        return to_csv(session, target)
-    return to_fif(session, target)
+        written = _to_bids(session, fmt, *bids)
+    else:
+        suffix = {"csv": "", "fif": "_raw.fif"}.get(fmt, f".{fmt}")
+        target = (
+            Path(out)
+            if out is not None
+            else source.with_name(source.stem + suffix if suffix else source.stem + "_csv")
+        )
+        if fmt == "xdf":
+            written = to_xdf(session, target)
+        elif fmt in ("edf", "bdf"):
+            written = to_edf(session, target, bdf=fmt == "bdf")
+        elif fmt == "csv":
+            written = to_csv(session, target)
+        else:
+            written = to_fif(session, target)
+    if deidentify is not None and fmt == "fif":
+        from needlelab.record.deidentify import clear_fif_machine_ids
+
+        clear_fif_machine_ids(written)
+    return written
 
 
 def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number: str) -> Path:
