@@ -238,3 +238,49 @@ def test_a_deidentified_recording_keeps_its_timing(recorded: Path, tmp_path: Pat
     for path in (deid_path, deid_edf_path):
         data = path.read_bytes()
         assert b"DEMO01" not in data and b"tab\there" not in data
+
+
+def test_events_are_exported_in_time_order(tmp_path: Path) -> None:
+    """An event stamped earlier than one recorded before it (a key press stamped when it
+    happened, another program's marker) comes first in the XDF markers and in events.tsv."""
+    from needlelab.config import parse_config
+    from needlelab.events import MarkerEvent
+    from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+    config = parse_config({"session": {"patient_id": "ORD01", "out_dir": str(tmp_path)}})
+    session = Session(config)
+    session.start()
+    try:
+        # A regular stream too: the BIDS export is EDF, which needs a signal.
+        spec = StreamSpec("emg.emg", "EMG", ("EMG 1",), ("uV",), StreamKind.REGULAR, 100.0)
+        session.hub.add_stream(spec)
+        for k in range(5):
+            block = np.zeros((10, 1), dtype=np.float32)
+            session.hub.push(Chunk("emg.emg", block, session.clock.now_ns(), k * 10))
+            time.sleep(0.1)
+        now = session.clock.now_ns() - 500_000_000
+        stamped = [now + 300_000_000, now + 100_000_000, now + 200_000_000, now + 100_000_000]
+        for k, t in enumerate(stamped):
+            session.hub.emit(MarkerEvent(t_ns=t, text=f"note {k}", source="clinician"))
+    finally:
+        session.stop()
+    want = sorted((t, f"note {k}") for k, t in enumerate(stamped))  # ties: recorded order
+    streams, _ = pyxdf.load_xdf(str(export(session.path, "xdf", tmp_path / "o.xdf")))
+    (markers,) = [s for s in streams if s["info"]["type"] == ["Markers"]]
+    notes = [
+        (round(t * 1e9), json.loads(v[0])["text"])
+        for t, v in zip(markers["time_stamps"], markers["time_series"], strict=True)
+        if json.loads(v[0]).get("kind") == "marker"
+    ]
+    assert [text for _, text in notes] == [text for _, text in want]
+    assert all(abs(t - w) < 1_000 for (t, _), (w, _) in zip(notes, want, strict=True))
+    assert np.all(np.diff(markers["time_stamps"]) >= 0)
+    export(session.path, "edf", bids=(tmp_path / "bids", "ORD01", "1"))
+    (tsv,) = (tmp_path / "bids").rglob("*_events.tsv")
+    with tsv.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    onsets = [float(r["onset"]) for r in rows]
+    assert onsets == sorted(onsets)
+    assert [json.loads(r["value"])["text"] for r in rows if r["trial_type"] == "marker"] == [
+        text for _, text in want
+    ]

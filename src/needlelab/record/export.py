@@ -109,13 +109,18 @@ class LoadedSession:
 
 
 def load(path: str | Path) -> LoadedSession:
-    """Load a session file: streams (numpy, clock-model times), events, clock models, config."""
+    """Load a session file: streams (numpy, clock-model times), events in time order (ties in
+    the order they were recorded), clock models, config."""
     with open_session(path) as s:
         streams = {}
         for name, spec in s.streams.items():
             t_ns, values = s.stream(name)
             streams[name] = StreamData(spec, t_ns, values, s.clock_models.get(name))
-        return LoadedSession(Path(path), dict(s.meta), s.config, streams, s.events())
+        # Ids are the order events reached the hub; an event can carry an earlier time (a key
+        # press stamped when it happened, another program's marker), and every export reads
+        # events as a time series.
+        events = sorted(s.events(), key=lambda e: (e.t_ns, e.id))
+        return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
 
 
 # -- uniform grids (EDF, BDF, FIF) ----------------------------------------------------------------
