@@ -41,10 +41,10 @@ class SessionSection(_Strict):
 class FaultSpec(_Strict):
     """A fault the simulator injects: at `at_s` after start, repeated every `every_s` if set."""
 
-    kind: Literal["garbage", "truncate", "stall", "disconnect"]
+    kind: Literal["garbage", "truncate", "stall", "disconnect", "duplicate"]
     at_s: float = Field(ge=0)
     every_s: float | None = Field(None, gt=0)
-    count: int = Field(1, ge=1, le=1_000_000)  # repetitions, or bytes of garbage
+    count: int = Field(1, ge=1, le=1_000_000)  # messages cut or sent twice, or bytes of garbage
     duration_s: float = Field(0.0, ge=0, le=600)  # stall / disconnect length
 
 

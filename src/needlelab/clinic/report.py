@@ -259,9 +259,24 @@ def _quality(scores: SessionScores) -> str:
         for q in scores.quality
     ]  # fmt: skip
     reconnects = ", ".join(f"{d}: {n}" for d, n in scores.reconnects.items()) or "none"
+    devices = [
+        (html.escape(d.device), str(d.malformed), str(d.duplicates), str(d.resyncs),
+         _fmt(d.as_of_t_s, 1, " s"))
+        for d in scores.device_quality
+    ]  # fmt: skip
+    counts = (
+        _table(("device", "malformed", "duplicates", "resyncs", "as of"), devices, "device-quality")
+        + '<p class="muted">Malformed: messages the decoder could not read. Duplicates: messages '
+        "repeating the one before them (same sequence counter), dropped; only devices whose "
+        "frames carry a counter can tell. Resyncs: times the decoder lost the framing and had "
+        "to find it again (each run of malformed input counts once).</p>"
+        if devices
+        else '<p class="muted">No device recorded data-quality counts in this file.</p>'
+    )
     return (
         _table(("stream", "samples", "lost", "loss", "gaps", "clock uncertainty"), rows, "quality")
         + f"<p>Reconnects: {html.escape(reconnects)}</p>"
+        + counts
     )
 
 

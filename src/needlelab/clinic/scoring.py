@@ -12,7 +12,8 @@
 - Stimulation dose: per stimulator channel, time with the output on at each (intensity,
   frequency), and in total.
 - EMG: RMS in the second before and after each e-stim switch on and off.
-- Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty.
+- Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty; per device
+  the malformed messages, duplicates and resyncs its decoder counted (`device.quality`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ class StreamQuality:
     uncertainty_ms: float | None
 
 
+@dataclass(frozen=True)
+class DeviceQuality:
+    """What a device's decoder counted (cumulative, as of `as_of_t_s`): messages it could not
+    decode, repeats it dropped, and times it lost the framing and found it again."""
+
+    device: str
+    malformed: int
+    duplicates: int
+    resyncs: int
+    as_of_t_s: float
+
+
 @dataclass
 class SessionScores:
     """Everything the report shows, from one session file."""
@@ -119,6 +132,7 @@ class SessionScores:
     quality: list[StreamQuality]
     reconnects: dict[str, int]
     events: list[Event] = field(repr=False, default_factory=list)
+    device_quality: list[DeviceQuality] = field(default_factory=list)
 
 
 def _localization(
@@ -366,4 +380,5 @@ def score_session(path: str | Path) -> SessionScores:
             quality=quality,
             reconnects=dict(reconnects),
             events=typed,
+            device_quality=[DeviceQuality(**q) for q in report["quality"]],
         )

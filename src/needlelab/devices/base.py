@@ -12,11 +12,12 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 import numpy as np
 
 from needlelab.config import DeviceBase
-from needlelab.events import DeviceStateEvent, Event, GapEvent
+from needlelab.events import DataQualityEvent, DeviceStateEvent, Event, GapEvent
 from needlelab.hub import Hub
 from needlelab.streams import Chunk, StreamKind, StreamSpec
 
@@ -40,12 +41,22 @@ class DeviceState(StrEnum):
 
 @dataclass
 class DeviceStats:
-    """Live health figures of one device, read by the monitor and the CLI progress line."""
+    """Live health figures of one device, read by the monitor and the CLI progress line.
+
+    The data-quality counts (cumulative, recorded as `device.quality` events):
+    - `malformed`: received messages that could not be decoded, each counted once;
+    - `duplicates`: well-formed messages that repeat the one before them (same sequence counter),
+      dropped; only devices whose frames carry a counter can see them;
+    - `resyncs`: times the decoder lost the framing and had to find it again: each run of
+      malformed input between valid messages counts once, however many messages it spans.
+    """
 
     state: DeviceState = DeviceState.IDLE
     reason: str = ""
     samples: int = 0
     malformed: int = 0
+    duplicates: int = 0
+    resyncs: int = 0
     reconnects: int = 0
     gaps: int = 0
     last_data_t_ns: int | None = None
@@ -59,13 +70,14 @@ class Device(ABC):
     `start()` runs a supervisor thread: connect → service in a loop → on failure or stall,
     disconnect, wait with exponential backoff, reconnect. A stall is no data for
     `config.stall_timeout_s`. When data flow again after an outage, a `gap` event is recorded for
-    each of the device's streams. Malformed input is counted (`stats.malformed`), never fatal.
+    each of the device's streams. Malformed input is counted (`stats.malformed`), never fatal;
+    with the duplicates and resyncs it is recorded as `device.quality` events (see `DeviceStats`).
 
     Hooks for drivers (called on the supervisor thread only):
     - `_connect()`: open the transport and do any handshake; raise on failure.
     - `_service(timeout_s)`: read what arrives within about `timeout_s`, decode it and call
-      `_emit_chunk` / `_emit_event` / `_count_malformed`. It must return within about that time, so
-      the watchdog and stop requests are seen.
+      `_emit_chunk` / `_emit_event` / `_count_malformed` / `_count_duplicates`. It must return
+      within about that time, so the watchdog and stop requests are seen.
     - `_disconnect()`: close the transport; must not raise.
     """
 
@@ -73,6 +85,9 @@ class Device(ABC):
     """Exceptions from hooks that mean 'reconnect'; drivers add their transport's error types."""
 
     MALFORMED_DETAIL_KEEP = 20
+
+    QUALITY_EVERY_NS = 1_000_000_000
+    """Changed data-quality counts are recorded at most this often (and at start and stop)."""
 
     WATCHDOG = True
     """Whether silence means a stall; off for sources that only speak on change (manual entry)."""
@@ -87,6 +102,8 @@ class Device(ABC):
         self._outage_start_ns: int | None = None  # last data time before an outage
         self._outage_reason = ""
         self._stream_index: dict[str, int] = {}  # next sample index per stream
+        self._quality_sent: tuple[int, int, int] | None = None  # counts last recorded
+        self._quality_sent_ns = 0
 
     # -- public API ------------------------------------------------------------------------------
     @abstractmethod
@@ -174,13 +191,38 @@ class Device(ABC):
         if self.stats.state is not DeviceState.STREAMING:
             self._set_state(DeviceState.STREAMING)
 
-    def _count_malformed(self, n: int = 1, detail: str = "") -> None:
-        """Count input that could not be decoded; kept in stats and the log, never fatal."""
+    def _count_malformed(self, n: int = 1, detail: str = "", resyncs: int = 0) -> None:
+        """Count input that could not be decoded, and the resyncs it began (see `DeviceStats`);
+        kept in stats, the log and the file, never fatal."""
         self.stats.malformed += n
+        self.stats.resyncs += resyncs
         if detail:
             log.debug("device %s: malformed input: %s", self.name, detail)
             if len(self.stats.malformed_detail) < self.MALFORMED_DETAIL_KEEP:
                 self.stats.malformed_detail.append(detail)
+        self._record_quality()
+
+    def _count_duplicates(self, n: int = 1) -> None:
+        """Count messages dropped as repeats of the one before them (see `DeviceStats`)."""
+        self.stats.duplicates += n
+        self._record_quality()
+
+    def _record_quality(self, when: Literal["due", "changed", "always"] = "due") -> None:
+        """Record the data-quality counts as a `device.quality` event: `due`, if they changed
+        and `QUALITY_EVERY_NS` has passed since the last (counts that change in between are
+        recorded once it has: the service loop calls this); `changed`, if they changed;
+        `always` (at start and stop)."""
+        counts = (self.stats.malformed, self.stats.duplicates, self.stats.resyncs)
+        now = self.hub.clock.now_ns()
+        if when != "always" and counts == self._quality_sent:
+            return
+        if when == "due" and now - self._quality_sent_ns < self.QUALITY_EVERY_NS:
+            return
+        self._quality_sent, self._quality_sent_ns = counts, now
+        malformed, duplicates, resyncs = counts
+        self._emit_event(
+            DataQualityEvent(malformed=malformed, duplicates=duplicates, resyncs=resyncs)
+        )
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, returning early (True) if the device is being stopped."""
@@ -245,6 +287,7 @@ class Device(ABC):
     def _supervise(self) -> None:
         backoff = self.config.reconnect_min_s
         first = True
+        self._record_quality("always")  # zeros: counting starts here
         self._set_state(DeviceState.CONNECTING)
         while not self._stop.is_set():
             try:
@@ -268,6 +311,7 @@ class Device(ABC):
             self._disconnect()
             if lost is None:  # stop requested
                 break
+            self._record_quality("changed")  # now, not after a backoff that may last seconds
             self._open_outage(lost)
             self._set_state(DeviceState.RECONNECTING, lost)
             if self._sleep(backoff):
@@ -275,6 +319,7 @@ class Device(ABC):
         self._disconnect()
         if self._outage_start_ns is not None:
             self._close_outage(self.hub.clock.now_ns())
+        self._record_quality("always")  # the final counts
         self._set_state(DeviceState.CLOSED, "stopped")
 
     def _run_connected(self, connected_ns: int) -> str | None:
@@ -285,6 +330,7 @@ class Device(ABC):
                 self._service(0.1)
             except self.RECOVERABLE as exc:
                 return f"link lost: {exc}"
+            self._record_quality()  # counts held back by the rate limit
             now = self.hub.clock.now_ns()
             last = self.stats.last_data_t_ns
             since = now - max(last if last is not None else connected_ns, connected_ns)

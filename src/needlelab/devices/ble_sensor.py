@@ -9,13 +9,14 @@ from abc import abstractmethod
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
 from needlelab.ble.loop import BleLoop
 from needlelab.config import BleDeviceConfig, CaliperBleConfig, EmgBleConfig
 from needlelab.devices.base import Device, DeviceError
-from needlelab.devices.emg_codecs import EmgDecoder, unwrap
+from needlelab.devices.emg_codecs import EmgDecoder, repeats, runs_begun, unwrap
 from needlelab.devices.frame_index import FrameIndexer
 from needlelab.events import GapEvent
 from needlelab.hub import Hub
@@ -45,6 +46,12 @@ class BleSensor(Device):
     Notifications are stamped with their host arrival time on the BLE loop thread and queued;
     `_service` hands them to `_record` in batches. A bleak disconnect, or silence past the stall
     timeout, goes through the base class: reconnect with backoff, gap events.
+
+    Data quality: a notification is malformed if it is not a whole frame of the profile (wrong
+    length, inconsistent header, not a number); a resync is each run of malformed notifications
+    between whole frames (the decoder drops notifications until a whole frame comes again); a
+    duplicate is a whole frame whose sequence counter equals the frame's just before it, which
+    only profiles with a counter can see (`_drop_repeats`).
     """
 
     RECOVERABLE = (DeviceError, OSError, BleakError, TimeoutError)
@@ -56,6 +63,8 @@ class BleSensor(Device):
         self._inbox: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
+        self._in_bad_run = False  # the last notification was malformed
+        self._last_counter: int | None = None  # raw counter of the last whole frame
 
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)
@@ -66,6 +75,29 @@ class BleSensor(Device):
     @abstractmethod
     def _record(self, items: list[Notification]) -> None:
         """Decode and record a batch of notifications in arrival order."""
+
+    def _count_bad(self, n: int, good: npt.NDArray[np.intp], what: str) -> None:
+        """Count a batch's malformed notifications (all of its `n` but `good`) and the resyncs
+        they begin (a run that goes on from the batch before is not counted again)."""
+        if not n:
+            return
+        bad = np.ones(n, dtype=np.bool_)
+        bad[good] = False
+        malformed = n - len(good)
+        if malformed:
+            resyncs = runs_begun(bad, self._in_bad_run)
+            self._count_malformed(malformed, f"{malformed} bad {what}", resyncs)
+        self._in_bad_run = bool(bad[-1])
+
+    def _drop_repeats(self, counter: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which whole frames to keep: not those repeating the counter of the frame before,
+        which are counted as duplicates (their samples are recorded already)."""
+        dup = repeats(counter, self._last_counter)
+        if len(counter):
+            self._last_counter = int(counter[-1])
+        if dup.any():
+            self._count_duplicates(int(np.count_nonzero(dup)))
+        return ~dup
 
     # -- BLE side (runs on the BLE loop) -----------------------------------------------------------
     def _backend_kwargs(self) -> dict[str, Any]:
@@ -206,27 +238,32 @@ class EmgBleSensor(BleSensor):
 
     def _record(self, items: list[Notification]) -> None:
         batch = self.decoder.decode([item.payload for item in items])
-        if batch.malformed:
-            self._count_malformed(batch.malformed, detail=f"{batch.malformed} bad notifications")
-        if not len(batch.good):
-            return
+        self._count_bad(len(items), batch.good, "notifications")
         frame = self.profile.frame
         spf = frame.samples_per_frame
-        arrivals = np.array([items[i].t_ns for i in batch.good], dtype=np.int64)
+        good, seq, device_t_us, values = batch.good, batch.counter, batch.device_t_us, batch.values
+        if frame.counter_bits:
+            keep = self._drop_repeats(seq)
+            if not keep.all():
+                good, seq, device_t_us = good[keep], seq[keep], device_t_us[keep]
+                values = values.reshape(-1, spf, frame.channels)[keep].reshape(-1, frame.channels)
+        if not len(good):
+            return
+        arrivals = np.array([items[i].t_ns for i in good], dtype=np.int64)
         raw: np.ndarray | None = None
         if frame.counter_bits:
-            raw = batch.counter
+            raw = seq
         elif self._turns:
-            raw = np.array([items[i].turn for i in batch.good], dtype=np.int64)
+            raw = np.array([items[i].turn for i in good], dtype=np.int64)
         numbered = self.indexer.number(raw, arrivals)
         if frame.counter_bits and self._counter0 is None:
-            self._counter0 = int(batch.counter[0])
+            self._counter0 = int(seq[0])
         clock_us = None
         if frame.device_clock_bits:
-            clock_us = unwrap(batch.device_t_us, frame.device_clock_bits, self._clock_us)
+            clock_us = unwrap(device_t_us, frame.device_clock_bits, self._clock_us)
             self._clock_us = int(clock_us[-1])
         expected = self._next_index(self.spec.name)
-        for k in range(len(batch.good)):
+        for k in range(len(good)):
             first = int(numbered.frame[k]) * spf
             inferred = bool(numbered.inferred_lost[k])
             if first > expected and expected > 0:
@@ -240,7 +277,7 @@ class EmgBleSensor(BleSensor):
                 counter = self._counter0 + int(numbered.frame[k])
             self._emit_samples(
                 self.spec,
-                batch.values[k * spf : (k + 1) * spf],
+                values[k * spf : (k + 1) * spf],
                 int(arrivals[k]),
                 device_counter=counter,
                 device_t_us=None if clock_us is None else int(clock_us[k]),
@@ -268,14 +305,24 @@ CALIPER_REF_DTYPE = np.dtype([("seq", "<u2"), ("distance_um", "<i4"), ("flags", 
 """The needlelab reference caliper frame: seq u16, distance µm int32, flags (bit 0: button)."""
 
 
-def decode_caliper(
-    fmt: str, scale_mm: float, payloads: list[bytes]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Caliper notifications → (good indices, (n, 2) [distance_mm, button], malformed count)."""
+class CaliperBatch(NamedTuple):
+    """Decoded caliper notifications: indices of the good ones, their (n, 2) [distance_mm,
+    button] readings, their raw sequence counters (None where the format has none) and how
+    many were malformed."""
+
+    good: npt.NDArray[np.intp]
+    readings: npt.NDArray[np.float32]
+    counter: npt.NDArray[np.int64] | None
+    malformed: int
+
+
+def decode_caliper_batch(fmt: str, scale_mm: float, payloads: list[bytes]) -> CaliperBatch:
+    """Caliper notifications → a `CaliperBatch` (a wrong length is malformed)."""
     size = 4 if fmt == "sylvac-simple" else CALIPER_REF_DTYPE.itemsize
     good = np.array([i for i, p in enumerate(payloads) if len(p) == size], dtype=np.intp)
     joined = b"".join(payloads[i] for i in good)
     out = np.zeros((len(good), 2), dtype=np.float32)
+    counter = None
     if fmt == "sylvac-simple":
         # sint32 in units of 1e-7 m (Characteristic Presentation Format 10 f9 01 27 ...); a
         # notification is a reading the user sent with the data button.
@@ -285,7 +332,16 @@ def decode_caliper(
         arr = np.frombuffer(joined, dtype=CALIPER_REF_DTYPE)
         out[:, 0] = arr["distance_um"] * scale_mm
         out[:, 1] = arr["flags"] & 1
-    return good, out, len(payloads) - len(good)
+        counter = arr["seq"].astype(np.int64)
+    return CaliperBatch(good, out, counter, len(payloads) - len(good))
+
+
+def decode_caliper(
+    fmt: str, scale_mm: float, payloads: list[bytes]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Caliper notifications → (good indices, (n, 2) [distance_mm, button], malformed count)."""
+    batch = decode_caliper_batch(fmt, scale_mm, payloads)
+    return batch.good, batch.readings, batch.malformed
 
 
 class CaliperBleSensor(BleSensor):
@@ -316,11 +372,13 @@ class CaliperBleSensor(BleSensor):
         return [self.spec]
 
     def _record(self, items: list[Notification]) -> None:
-        good, readings, malformed = decode_caliper(
+        good, readings, counter, _ = decode_caliper_batch(
             self.profile.frame.format, self.profile.frame.scale_mm, [i.payload for i in items]
         )
-        if malformed:
-            self._count_malformed(malformed, detail=f"{malformed} bad caliper notifications")
+        self._count_bad(len(items), good, "caliper notifications")
+        if counter is not None:  # the reference caliper numbers its readings
+            keep = self._drop_repeats(counter)
+            good, readings = good[keep], readings[keep]
         if not len(good):
             return
         arrivals = np.array([items[i].t_ns for i in good], dtype=np.int64)

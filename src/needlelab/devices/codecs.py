@@ -50,10 +50,13 @@ class LineCodec:
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """Add bytes; returns (complete non-empty lines, malformed count)."""
+        return _good_and_bad(self.feed_units(data))
+
+    def feed_units(self, data: bytes) -> list[bytes | None]:
+        """Add bytes; returns complete non-empty lines in wire order, None for a malformed one."""
         parts = (self._buf + data).split(self.ending)
         self._buf = parts.pop()
-        malformed = 0
-        lines = []
+        units: list[bytes | None] = []
         for part in parts:
             if self._overflow:  # the end of a line already counted as malformed
                 self._overflow = False
@@ -61,15 +64,12 @@ class LineCodec:
             part = part.strip(b"\r")
             if not part:
                 continue
-            if len(part) > self.max_bytes:
-                malformed += 1
-            else:
-                lines.append(part)
+            units.append(None if len(part) > self.max_bytes else part)
         if len(self._buf) > self.max_bytes:
             if not self._overflow:
-                malformed += 1
+                units.append(None)
             self._buf, self._overflow = b"", True
-        return lines, malformed
+        return units
 
 
 class FrameCodec:
@@ -110,46 +110,45 @@ class FrameCodec:
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """Add bytes; returns (payloads of valid frames, malformed count)."""
+        return _good_and_bad(self.feed_units(data))
+
+    def feed_units(self, data: bytes) -> list[bytes | None]:
+        """Add bytes; returns valid frames' payloads in wire order, None for a malformed one."""
         buf = self._buf + data
-        payloads: list[bytes] = []
-        malformed = 0
+        units: list[bytes | None] = []
         pos = 0
         while True:
             start = buf.find(self._start, pos)
             if start < 0:
                 if pos < len(buf) and not self._skipping:
-                    malformed += 1  # a run of bytes outside any frame
+                    units.append(None)  # a run of bytes outside any frame
                     # Keep counting the run as one, even if it continues in the next read.
                     self._skipping = True
                 buf, pos = b"", 0
                 break
             if start > pos and not self._skipping:
-                malformed += 1
+                units.append(None)
             self._skipping = False
             # Only look as far as the longest legal frame: finds stay cheap on garbage.
             window_end = start + self.max_bytes
             stop = buf.find(self._stop, start + 1, window_end)
             nxt = buf.find(self._start, start + 1, window_end)
             if nxt >= 0 and (stop < 0 or nxt < stop):
-                malformed += 1  # cut short: a new frame starts before this one stopped
+                units.append(None)  # cut short: a new frame starts before this one stopped
                 pos = nxt
                 continue
             if stop < 0:
                 if len(buf) - start < self.max_bytes:
                     buf, pos = buf[start:], 0  # incomplete: wait for more bytes
                     break
-                malformed += 1  # over-long: count once, skip the rest up to the next start
+                units.append(None)  # over-long: count once, skip the rest up to the next start
                 self._skipping = True
                 pos = start + self.max_bytes
                 continue
-            payload = self._unstuff(buf[start + 1 : stop])
-            if payload is None:
-                malformed += 1
-            else:
-                payloads.append(payload)
+            units.append(self._unstuff(buf[start + 1 : stop]))  # None: bad CRC or escape
             pos = stop + 1
         self._buf = buf[pos:] if pos else buf
-        return payloads, malformed
+        return units
 
     def _unstuff(self, body: bytes) -> bytes | None:
         # A frame ending in an escape that is not itself escaped has lost its last byte.
@@ -160,6 +159,11 @@ class FrameCodec:
         if len(raw) < 3 or struct.unpack(">H", raw[-2:])[0] != crc16_ccitt_false(raw[:-2]):
             return None
         return raw[:-2]
+
+
+def _good_and_bad(units: list[bytes | None]) -> tuple[list[bytes], int]:
+    good = [u for u in units if u is not None]
+    return good, len(units) - len(good)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class StimProtocol:
         self.encoding = framing.encoding if isinstance(framing, LineFraming) else "ascii"
         self._line_res = [(m, re.compile(m.match)) for m in profile.messages if m.match]
         self._by_id = {m.id: m for m in profile.messages if m.id is not None}
+        self._in_sync = True  # the last unit decoded was a valid message (or none yet)
+        self._resyncs = 0  # runs of malformed units begun, not yet taken
 
     # -- host side -------------------------------------------------------------------------------
     def encode_query(self, query: Query, channel: int = 1) -> bytes:
@@ -198,16 +204,30 @@ class StimProtocol:
         )
 
     def decode(self, data: bytes) -> tuple[list[Decoded], int]:
-        """Feed bytes; returns (decoded messages, malformed count)."""
-        units, malformed = self.codec.feed(data)
+        """Feed bytes; returns (decoded messages, malformed count). The resyncs they began are
+        kept for `take_resyncs`."""
         out = []
-        for unit in units:
-            decoded = self._decode_line(unit) if self.is_line else self._decode_frame(unit)
+        malformed = 0
+        for unit in self.codec.feed_units(data):
+            decoded = None
+            if unit is not None:
+                decoded = self._decode_line(unit) if self.is_line else self._decode_frame(unit)
             if decoded is None:
                 malformed += 1
+                self._resyncs += self._in_sync
+                self._in_sync = False
             else:
+                self._in_sync = True
                 out.append(decoded)
         return out, malformed
+
+    def take_resyncs(self) -> int:
+        """How many times, since the last call, the decoder lost the framing and had to find it
+        again: each run of malformed units (bytes outside frames, a frame cut short by a start
+        byte, a bad CRC, an over-long or undecodable line) between valid messages counts once,
+        however many reads it spans."""
+        n, self._resyncs = self._resyncs, 0
+        return n
 
     def _decode_line(self, line: bytes) -> Decoded | None:
         try:

@@ -143,6 +143,22 @@ class EmgDecoder:
         return DecodedBatch(good, none, none, values, len(payloads) - len(good))
 
 
+def runs_begun(bad: npt.NDArray[np.bool_], in_run: bool) -> int:
+    """How many runs of True begin in `bad` (a batch in arrival order); `in_run` says the batch
+    before ended inside one, which then continues here and is not counted again."""
+    if not len(bad):
+        return 0
+    before = np.concatenate(([in_run], bad[:-1]))
+    return int(np.count_nonzero(bad & ~before))
+
+
+def repeats(counter: npt.NDArray[np.int64], last: int | None) -> npt.NDArray[np.bool_]:
+    """Which frames carry the same raw counter as the frame just before them (`last`: the one
+    before the batch): a frame sent again, not a new one."""
+    before = np.concatenate(([-1 if last is None else last], counter[:-1]))
+    return np.asarray(counter == before, dtype=np.bool_)
+
+
 def unwrap(raw: npt.NDArray[np.int64], bits: int, last: int | None) -> npt.NDArray[np.int64]:
     """Unwrap a wrapping counter, continuing from the previous unwrapped value `last`.
 

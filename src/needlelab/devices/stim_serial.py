@@ -120,7 +120,8 @@ class StimulatorDriver(Device):
         t_host_ns = self.hub.clock.now_ns()
         messages, malformed = self.protocol.decode(data)
         if malformed:
-            self._count_malformed(malformed, detail=f"{malformed} in {data[:40]!r}")
+            resyncs = self.protocol.take_resyncs()
+            self._count_malformed(malformed, f"{malformed} in {data[:40]!r}", resyncs)
         for message in messages:
             if message.kind == "identity":
                 self.identity = message.fields

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from needlelab.events import GapEvent
+from needlelab.events import DataQualityEvent, GapEvent
 from needlelab.record.reader import SessionFile, UnknownEvent
 from needlelab.record.schema import SCHEMA_VERSION, NotASessionError, RecordingError
 
@@ -53,6 +53,37 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
     }
 
 
+def quality_counts(s: SessionFile) -> list[dict[str, Any]]:
+    """Each device's data-quality counts (malformed, duplicates, resyncs): its last
+    `device.quality` event, cumulative; `as_of_t_s` is when that was (a device records one at
+    its start and stop, and at most once a second when they change)."""
+    last: dict[str, DataQualityEvent] = {}
+    for e in s.events("device.quality"):
+        if isinstance(e, DataQualityEvent):
+            last[e.source] = e
+    return [
+        {"device": name, "malformed": e.malformed, "duplicates": e.duplicates,
+         "resyncs": e.resyncs, "as_of_t_s": e.t_ns / 1e9}
+        for name, e in last.items()
+    ]  # fmt: skip
+
+
+def format_quality(quality: list[dict[str, Any]]) -> list[str]:
+    """The data-quality lines of `verify` and `info`."""
+    if not quality:
+        return ["  data quality: no device recorded counts in this file"]
+    lines = [
+        "  data quality per device (cumulative):",
+        f"  {'device':<16} {'malformed':>11} {'duplicates':>11} {'resyncs':>9} {'as of t (s)':>12}",
+    ]
+    lines += [
+        f"  {q['device']:<16} {q['malformed']:>11} {q['duplicates']:>11} {q['resyncs']:>9} "
+        f"{q['as_of_t_s']:>12.3f}"
+        for q in quality
+    ]
+    return lines
+
+
 def verify_report(path: str | Path) -> dict[str, Any]:
     """Integrity check and content summary of a session file (raises RecordingError if unreadable).
 
@@ -77,6 +108,7 @@ def _verify_report(path: Path) -> dict[str, Any]:
             gaps = [e for e in s.events("gap") if isinstance(e, GapEvent)]
             heartbeat = s.execute("SELECT t_ns, commits FROM heartbeat")
             n_events = s.execute("SELECT count(*) FROM events")[0][0]
+            quality = quality_counts(s)
         except sqlite3.DatabaseError as exc:
             raise NotASessionError(f"{path}: damaged session file ({exc})") from None
         problems = []
@@ -105,6 +137,7 @@ def _verify_report(path: Path) -> dict[str, Any]:
             "last_sample_t_s": max(last_samples) if last_samples else None,
             "events": n_events,
             "streams": streams,
+            "quality": quality,
             "gaps": [
                 {
                     "stream": g.stream,
@@ -149,6 +182,7 @@ def format_verify(r: dict[str, Any]) -> str:
             f"  {st['name']:<24} {st['kind']:<9} {st['samples']:>9} {first:>12} "
             f"{last:>12} {st['samples_lost_known']:>6}"
         )
+    lines += format_quality(r["quality"])
     lines.append(f"  events: {r['events']}; gaps recorded: {len(r['gaps'])}")
     for g in r["gaps"]:
         lost = "" if g["samples_lost"] is None else f", ~{g['samples_lost']} samples"
@@ -175,6 +209,7 @@ def info_report(path: str | Path) -> dict[str, Any]:
                 for name in s.streams
             }
             heartbeat = s.execute("SELECT t_ns FROM heartbeat")
+            quality = quality_counts(s)
         except sqlite3.DatabaseError as exc:
             raise NotASessionError(f"{path}: damaged session file ({exc})") from None
         end_ns = s.meta["closed_t_ns"] or (heartbeat[0][0] if heartbeat else 0)
@@ -210,6 +245,7 @@ def info_report(path: str | Path) -> dict[str, Any]:
             ],
             "events_by_kind": dict(sorted(kinds.items())),
             "stim_changes": len(changes),
+            "quality": quality,
         }
 
 
@@ -241,6 +277,7 @@ def format_info(r: dict[str, Any]) -> str:
         "  events: " + (", ".join(f"{k} {v}" for k, v in r["events_by_kind"].items()) or "none")
     )
     lines.append(f"  stimulator setting changes: {r['stim_changes']}")
+    lines += format_quality(r["quality"])
     return "\n".join(lines)
 
 

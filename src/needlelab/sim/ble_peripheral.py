@@ -20,7 +20,7 @@ from bumble.transport.common import AsyncPipeSink
 
 from needlelab.config import FaultSpec
 from needlelab.profiles import BleGatt
-from needlelab.sim.faults import FaultSchedule
+from needlelab.sim.faults import FaultSchedule, WireLog
 
 HCI_CONNECTION_TIMEOUT = 0x08  # the reason a real link loss reports
 
@@ -185,7 +185,9 @@ class SimulatedBleDevice:
     with HCI reason 0x08 and re-advertises after `duration_s`; `stall` keeps the link and sends
     nothing for `duration_s` (`silent(now)`); `garbage` sends `count` notifications that are
     never a valid frame (a 0xFF first byte, which no format starts with, and the wrong length);
-    `truncate` asks the sensor to cut the last byte off its next `count` frames (`_truncate`).
+    `truncate` asks the sensor to cut the last byte off its next `count` frames (`_truncate`);
+    `duplicate` asks it to send each of its next `count` frames twice in a row (`_copies`).
+    Sensors note every notification they send, by kind, in `wire` (a `WireLog`).
 
     Construct anywhere; `start()` and `stop()` run on the BLE loop (bumble needs a running loop).
     """
@@ -205,6 +207,8 @@ class SimulatedBleDevice:
         self._junk_rng = random.Random(link_name)
         self._silent_until = 0.0
         self._truncate = 0  # frames still to cut short
+        self._duplicate = 0  # frames still to send twice
+        self.wire = WireLog()
         chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
         if gatt.start_write:
             chars.append(CharacteristicSpec(gatt.start_write, ("write",)))
@@ -257,6 +261,8 @@ class SimulatedBleDevice:
             return self._junk(fault.count)
         if fault.kind == "truncate":
             self._truncate += fault.count
+        elif fault.kind == "duplicate":
+            self._duplicate += fault.count
         elif fault.kind == "stall":
             self._silent_until = now + fault.duration_s
         elif fault.kind == "disconnect":
@@ -273,6 +279,13 @@ class SimulatedBleDevice:
             return payload
         self._truncate -= 1
         return payload[:-1]
+
+    def _copies(self) -> int:
+        """How many times the next frame goes out: 2 if a `duplicate` fault is still pending."""
+        if not self._duplicate:
+            return 1
+        self._duplicate -= 1
+        return 2
 
     async def _stream(self, peripheral: GattPeripheral) -> None:
         raise NotImplementedError

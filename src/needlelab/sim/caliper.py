@@ -15,6 +15,7 @@ import struct
 from needlelab.config import CaliperSimulatorConfig
 from needlelab.profiles import CaliperProfile
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
+from needlelab.sim.faults import WireKind
 
 TICK_S = 0.05  # how often faults are looked at
 SYLVAC = "<i"  # distance, 1e-7 m
@@ -48,7 +49,12 @@ class SimulatedCaliper(SimulatedBleDevice):
         return struct.pack(REFERENCE, self._seq, round(distance_mm * 1000), 1 if button else 0)
 
     async def _send(self, peripheral: GattPeripheral, distance_mm: float, button: bool) -> None:
-        await peripheral.notify(self.data_uuid, self._cut(self.encode(distance_mm, button)))
+        payload = self.encode(distance_mm, button)
+        wire = self._cut(payload)
+        kind: WireKind = "valid" if wire == payload else "malformed"
+        for copy in range(self._copies()):  # a copy of a cut reading is malformed too
+            await peripheral.notify(self.data_uuid, wire)
+            self.wire.sent("duplicate" if copy and kind == "valid" else kind)
 
     async def _stream(self, peripheral: GattPeripheral) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +67,7 @@ class SimulatedCaliper(SimulatedBleDevice):
             for fault in self.faults.due(now - t0):
                 for junk in await self._apply_fault(peripheral, fault, now):
                     await peripheral.notify(self.data_uuid, junk)
+                    self.wire.sent("malformed")
             if now < next_press:
                 continue
             next_press += self.sim.press_every_s

@@ -16,7 +16,7 @@ from needlelab.config import ConfigError, FaultSpec, format_validation_error
 from needlelab.signals import SignalStop
 
 FAULT_HELP = (
-    "KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate (ARG count), "
+    "KIND:AT_S[:ARG], KIND one of garbage (ARG bytes), truncate / duplicate (ARG count), "
     "stall / disconnect (ARG seconds); repeatable"
 )
 

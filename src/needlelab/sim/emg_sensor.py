@@ -23,16 +23,22 @@ from needlelab.events import StimSettings
 from needlelab.profiles import EmgProfile
 from needlelab.sim.artefacts import add_block_artefacts
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
+from needlelab.sim.faults import WireKind
 
 StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
 """A simulated stimulator's settings history so far: (monotonic ns, settings) in time order."""
+
+Outgoing = tuple[int, int, bytes, WireKind]
+"""A notification to send: sequence number (-1 for garbage), characteristic, bytes, its kind."""
 
 
 class SimulatedEmgSensor(SimulatedBleDevice):
     """An EMG sensor of any profile on the in-process link `local:<link_name>`.
 
     `lost_frames` lists the sequence numbers of the frames its simulated loss dropped (ground
-    truth for loss detection); `frames_sent` counts the rest."""
+    truth for loss detection); `frames_sent` counts the rest (a `duplicate` fault's copies
+    aside: a copy goes out, or is lost, with its original). `wire` notes every notification
+    sent, by kind."""
 
     def __init__(
         self,
@@ -56,7 +62,7 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         self._lp = np.zeros(profile.frame.channels)
         self.stim_history = stim_history
         # (send at loop time, frames); a negative time marks garbage, sent as it is, at once.
-        self._outbox: asyncio.Queue[tuple[float, list[tuple[int, int, bytes]]]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[float, list[Outgoing]]] = asyncio.Queue()
         self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
 
     def sample_period_ns(self) -> float:
@@ -101,7 +107,7 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             for fault in self.faults.due(now - t0):
                 junk = await self._apply_fault(peripheral, fault, now)
                 if junk:
-                    self._outbox.put_nowait((-1.0, [(-1, 0, payload) for payload in junk]))
+                    self._outbox.put_nowait((-1.0, [(-1, 0, p, "malformed") for p in junk]))
             # Frame k is complete once its last sample, index (k+1)*spf - 1, has been taken.
             due = int(((now - t0) * 1e9 / period_ns + 1) // spf)
             if due <= self.frames_made:
@@ -124,12 +130,16 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             self.frames_made = due
             if self.silent(now) or not peripheral.device.connections:
                 continue
-            frames = [
-                (int(n), turn, self._cut(payload))
-                for n, (turn, payload) in zip(
-                    seq, encode_frames(frame, len(self.data_uuids), seq, t_us, counts), strict=True
-                )
-            ]
+            frames: list[Outgoing] = []
+            for n, (turn, payload) in zip(
+                seq, encode_frames(frame, len(self.data_uuids), seq, t_us, counts), strict=True
+            ):
+                wire = self._cut(payload)
+                kind: WireKind = "valid" if wire == payload else "malformed"
+                for copy in range(self._copies()):  # a copy of a cut frame is malformed too
+                    frames.append(
+                        (int(n), turn, wire, "duplicate" if copy and kind == "valid" else kind)
+                    )
             # One-sided latency: a burst is never early, and never before the previous one (a
             # link delivers in order). The sender waits for each burst's time in turn: separate
             # timers would fire bursts due at the same instant in any order.
@@ -138,16 +148,20 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             last_send_at = send_at
             self._outbox.put_nowait((send_at, frames))
 
-    def _keep(self, frames: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
-        """A connection event's frames (sequence number, characteristic, bytes), less the ones
-        the simulated link loses."""
-        kept = []
+    def _keep(self, frames: list[Outgoing]) -> list[Outgoing]:
+        """A connection event's frames, less the ones the simulated link loses (a duplicate's
+        copy shares its original's fate)."""
+        kept: list[Outgoing] = []
         for frame in frames:
+            if frame[3] == "duplicate":
+                if kept and kept[-1][0] == frame[0]:
+                    kept.append(frame)
+                continue
             if self.sim.loss and self.jitter_rng.random() < self.sim.loss:
                 self.lost_frames.append(frame[0])
             else:
                 kept.append(frame)
-        self.frames_sent += len(kept)
+        self.frames_sent += sum(f[3] != "duplicate" for f in kept)
         return kept
 
     async def _sender(self, peripheral: GattPeripheral) -> None:
@@ -160,5 +174,6 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                 await asyncio.sleep(delay)
             if not peripheral.device.connections:
                 continue
-            for _seq, turn, payload in self._keep(burst) if send_at >= 0 else burst:
+            for _seq, turn, payload, kind in self._keep(burst) if send_at >= 0 else burst:
                 await peripheral.notify(self.data_uuids[turn], payload)
+                self.wire.sent(kind)

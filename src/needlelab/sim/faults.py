@@ -1,16 +1,22 @@
-"""Fault injection for simulators: when faults are due, and bad bytes whose count is known.
+"""Fault injection for simulators: when faults are due, bad bytes whose count is known, and a
+log of what truly went out.
 
 A simulator asks its `FaultSchedule` each turn which faults are due (the config's timed faults
 plus any a test injected just now) and applies them. The byte generators here build garbage and
 truncated messages so that each piece is exactly one malformed message for a correct decoder,
-which lets a test compare the driver's malformed count with the number injected.
+which lets a test compare the driver's malformed count with the number injected. Each simulator
+notes every message it puts on the wire in its `WireLog`: the truth for the driver's
+data-quality counts (malformed, duplicates, resyncs).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from needlelab.config import FaultSpec
 from needlelab.profiles import FrameFraming, LineFraming
@@ -106,3 +112,71 @@ def truncated(message: bytes, framing: LineFraming | FrameFraming) -> bytes:
     ending = framing.line_ending.encode()
     body = message.removesuffix(ending)
     return body[: max(1, len(body) // 2)] + ending
+
+
+WireKind = Literal["valid", "malformed", "duplicate"]
+"""What a simulator sent: a well-formed message, one that is malformed by construction (garbage,
+a cut frame), or a well-formed copy sent right after its original (the `duplicate` fault)."""
+
+
+@dataclass(frozen=True)
+class WireCounts:
+    """A simulator's wire counts at `t_mono_ns` (time.monotonic_ns, system-wide)."""
+
+    t_mono_ns: int
+    valid: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    resyncs: int = 0
+
+
+class WireLog:
+    """Every message a simulator put on the wire, by kind, in wire order: the truth a driver's
+    data-quality counts are checked against. Thread-safe.
+
+    - `malformed`: messages malformed by construction;
+    - `duplicates`: copies sent right after their original (a copy whose original was lost on
+      the way is not one: the simulator sends it as `valid`);
+    - `resyncs`: runs of malformed messages; a run is every malformed message sent between two
+      well-formed ones (copies included), and counts once.
+
+    `history` holds the counts after each malformed message or copy with its time, so a test
+    can ask what had gone out by a moment (`at`), e.g. the kill of a recorder.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = WireCounts(0)
+        self._in_run = False
+        self.history: list[WireCounts] = []
+
+    def sent(self, kind: WireKind, n: int = 1) -> None:
+        """Note `n` messages of `kind` just sent (a malformed run continues across calls)."""
+        if n <= 0:
+            return
+        with self._lock:
+            c = self._now
+            t = time.monotonic_ns()
+            if kind == "valid":
+                self._now = WireCounts(t, c.valid + n, c.malformed, c.duplicates, c.resyncs)
+                self._in_run = False
+                return
+            if kind == "malformed":
+                resyncs = c.resyncs + (not self._in_run)
+                self._now = WireCounts(t, c.valid, c.malformed + n, c.duplicates, resyncs)
+                self._in_run = True
+            else:
+                self._now = WireCounts(t, c.valid, c.malformed, c.duplicates + n, c.resyncs)
+                self._in_run = False
+            self.history.append(self._now)
+
+    def counts(self) -> WireCounts:
+        """The counts so far."""
+        with self._lock:
+            return self._now
+
+    def at(self, t_mono_ns: int) -> WireCounts:
+        """The malformed, duplicate and resync counts as they stood at `t_mono_ns`."""
+        with self._lock:
+            before = [c for c in self.history if c.t_mono_ns <= t_mono_ns]
+        return before[-1] if before else WireCounts(t_mono_ns)

@@ -2,8 +2,9 @@
 
 The unit's settings follow a clinical (or seeded random) pattern; it answers its profile's
 queries, sends unsolicited change messages, and can inject faults: garbage bytes, truncated
-messages, a stall (silent but connected) and a disconnect (the port goes away for a while). It
-logs every byte it receives, so tests can prove the driver only ever sent read-only queries.
+messages, duplicated messages, a stall (silent but connected) and a disconnect (the port goes
+away for a while). Every message it sends is noted by kind in `wire` (`WireLog`). It logs every
+byte it receives, so tests can prove the driver only ever sent read-only queries.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from needlelab.config import FaultSpec, StimSimulatorConfig
 from needlelab.devices.codecs import StimProtocol
 from needlelab.events import StimSettings
 from needlelab.profiles import FieldRule, LineFraming, Message, StimulatorProfile, load_stim_profile
-from needlelab.sim.faults import FaultSchedule, garbage_pieces, truncated
+from needlelab.sim.faults import FaultSchedule, WireLog, garbage_pieces, truncated
 
 MAX_PENDING_BYTES = 8 << 20  # what a unit buffers for a link nobody reads; beyond it, drop
 STOP_FLUSH_S = 0.5  # how long stop() waits for queued bytes to leave (every logged byte is sent)
@@ -336,6 +337,8 @@ class SimulatedStim:
         self._identity: dict[str, Any] = {}
         self._plan_replies()
         self.injected_malformed = 0  # messages the driver must count as malformed
+        self.wire = WireLog()  # every message sent, by kind: the truth for data-quality counts
+        self._duplicate = 0  # messages still to send twice (the `duplicate` fault)
         self.queries_answered = 0
         self._t0 = 0.0
 
@@ -488,11 +491,12 @@ class SimulatedStim:
     def _settings_fields(s: StimSettings) -> dict[str, Any]:
         return s.model_dump()
 
-    def _send(self, message: str, fields: dict[str, Any]) -> None:
+    def _send(self, message: str, fields: dict[str, Any], copy: bool = False) -> None:
         if not self.link.is_connected() or time.monotonic() < self._stalled_until:
             return
         if not self.link.send(self.protocol.encode_message(message, fields)):
             return  # nobody reads the link: like a real unit, the message is lost, not logged
+        self.wire.sent("duplicate" if copy else "valid")
         entry = SentMessage(time.monotonic_ns(), message, fields)
         with self._lock:
             self._sent.append(entry)
@@ -502,6 +506,9 @@ class SimulatedStim:
                 + "\n"
             )
             self.log_file.flush()
+        if self._duplicate and not copy:  # the `duplicate` fault: the same message, right after
+            self._duplicate -= 1
+            self._send(message, fields, copy=True)
 
     # -- faults ----------------------------------------------------------------------------------
     def _apply_due_faults(self, now: float, t_s: float) -> None:
@@ -518,6 +525,8 @@ class SimulatedStim:
             self._down_until = now + max(fault.duration_s, 0.01)
         elif fault.kind == "garbage":
             self._send_raw_malformed(garbage_pieces(framing, fault.count, self.rng))
+        elif fault.kind == "duplicate":
+            self._duplicate += fault.count
         elif fault.kind == "truncate":
             pieces = []
             for _ in range(fault.count):
@@ -531,7 +540,9 @@ class SimulatedStim:
     def _send_raw_malformed(self, pieces: list[bytes]) -> None:
         if not self.link.is_connected() or time.monotonic() < self._stalled_until:
             return
-        self.injected_malformed += sum(self.link.send(piece) for piece in pieces)
+        sent = sum(self.link.send(piece) for piece in pieces)
+        self.injected_malformed += sent
+        self.wire.sent("malformed", sent)
 
 
 def _example_value(rule: FieldRule) -> Any:
