@@ -4,32 +4,127 @@ verify, info, seal, sim."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from needlelab import __version__
-from needlelab.config import ConfigError, SessionConfig, load_config
+from needlelab.config import ConfigError, SessionConfig, bumble_transport_problem
+from needlelab.exitcodes import (
+    EXIT_CANNOT_WRITE,
+    EXIT_DAMAGED,
+    EXIT_FAULT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_codes_text,
+)
 from needlelab.signals import SignalStop
-
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
 def _err(message: str) -> None:
     print(f"needlelab: {message}", file=sys.stderr)
 
 
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _os_error_text(exc: OSError, where: Path | None = None) -> str:
+    """An OSError as one line: the file (or `where` it was writing), what the system said and,
+    for a full disk or a read-only place, what to do."""
+    what = exc.strerror or str(exc)
+    if exc.filename:
+        text = f"{exc.filename}: {what}"
+    elif where is not None:
+        text = f"{'in ' if where.is_dir() else ''}{where}: {what}"
+    else:
+        text = what
+    if exc.errno in _FULL:
+        text += " (the disk is full or a file-size limit was reached: free space, or write "
+        text += "elsewhere with --out)"
+    elif exc.errno in _READ_ONLY:
+        text += " (not writable by this user: write elsewhere with --out)"
+    return text
+
+
+def _failed(exc: BaseException, where: Path | None = None) -> int:
+    """Say one line (or one per config problem) about an expected failure; its exit code."""
+    from needlelab.preflight import CannotWriteError
+    from needlelab.record import ExportError, NotASessionError, RecordingError
+
+    if isinstance(exc, ConfigError):
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, CannotWriteError):  # the session's SessionFileError too
+        _err(str(exc))
+        return EXIT_CANNOT_WRITE
+    if isinstance(exc, NotASessionError):
+        _err(str(exc))
+        return EXIT_DAMAGED
+    if isinstance(exc, RecordingError | ExportError | ImportError):
+        _err(str(exc))  # a missing input, a wrong option, a missing extra
+        return EXIT_USAGE
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+        _err(_os_error_text(exc) if exc.filename else str(exc))  # a path that is not there
+        return EXIT_USAGE
+    if isinstance(exc, OSError):  # permissions, a read-only file system, a full disk
+        _err(f"cannot write {_os_error_text(exc, where)}")
+        return EXIT_CANNOT_WRITE
+    _err(f"internal error: {type(exc).__name__}: {exc} (a bug: run with -v for the traceback)")
+    return EXIT_INTERNAL
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures `_failed` has words for; anything else is a bug."""
+    from needlelab.preflight import CannotWriteError
+    from needlelab.record import ExportError, RecordingError
+
+    return (ConfigError, OSError, ImportError, CannotWriteError, RecordingError, ExportError)
+
+
+@contextlib.contextmanager
+def _no_partial_output(folder: Path, ours: Callable[[str], bool]) -> Iterator[None]:
+    """On a failure, remove the entries of `folder` that appeared meanwhile and are `ours` by
+    name (a file cut short by a full disk, half an export), and the folders made for them if
+    they are left empty."""
+    from needlelab.preflight import missing_folders, remove_empty_folders
+
+    made = missing_folders(folder)
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        fresh = set(os.listdir(folder)) - before if folder.is_dir() else set()
+        for name in sorted(n for n in fresh if ours(n)):
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+        remove_empty_folders(made)
+        raise
+
+
 # -- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate configs; one line per problem."""
+    """Validate configs with the preflight every recording runs; one line per problem."""
     from needlelab.clinic.protocol import load_protocol
     from needlelab.config import read_toml
+    from needlelab.preflight import CannotWriteError, load_checked
 
     status = EXIT_OK
     for path in args.config:
@@ -39,11 +134,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                 phases = " → ".join(p.name for p in protocol.phases)
                 print(f"{path}: ok: protocol {protocol.protocol.name}: {phases}")
                 continue
-            config = _load_with_protocol(path)
-        except ConfigError as exc:
-            for line in exc.lines:
-                print(line, file=sys.stderr)
-            status = EXIT_USAGE
+            config = load_checked(path)
+        except (ConfigError, CannotWriteError) as exc:
+            code = _failed(exc)
+            status = EXIT_USAGE if EXIT_USAGE in (status, code) else code
             continue
         devices = ", ".join(f"{d.name} ({d.kind})" for d in config.devices) or "no devices"
         protocol_name = f", protocol {config.session.protocol}" if config.session.protocol else ""
@@ -99,11 +193,18 @@ def _scan_ble(args: argparse.Namespace) -> int:
     try:
         seen = asyncio.run(scan())
     except (BleakError, OSError) as exc:
-        _err(
-            f"cannot scan for Bluetooth LE devices: {exc}. Is there a Bluetooth adapter, and "
-            "is it on? (Without one, scan a simulator: needlelab devices scan --bumble SPEC)"
-        )
-        return EXIT_PROBLEM
+        if args.bumble is not None:
+            _err(
+                f"cannot scan through bumble transport {args.bumble}: {exc}. Is its controller "
+                "running (`needlelab sim session` prints the transports it serves)?"
+            )
+        else:
+            _err(
+                f"cannot scan for Bluetooth LE devices: {exc}. Is there a Bluetooth adapter, "
+                "and is it on? (Without one, scan a simulator: needlelab devices scan --bumble "
+                "SPEC)"
+            )
+        return EXIT_FAULT
     want_name = (args.name or "").lower()
     want_address = (args.address or "").lower()
     shown = 0
@@ -178,20 +279,24 @@ def _record(
     separate_simulators: bool = False,
 ) -> tuple[int, Any]:
     """Record a session; the exit status and the (stopped) `Session`, or None if none started."""
+    from needlelab.preflight import CannotWriteError
     from needlelab.record import RecordingError, ignore_sigxfsz
     from needlelab.session import Session
 
     ignore_sigxfsz()  # a file-size limit must give a clear error, not kill the process
+    session = Session(config, out_dir, separate_simulators=separate_simulators)
     signals = SignalStop().install()
     stop = signals.event
-    session = Session(config, out_dir, separate_simulators=separate_simulators)
     progress = _Progress(session, sys.stderr)
     try:
         try:
             session.start()
+        except CannotWriteError as exc:  # the file could not be created: nothing is left
+            _err(str(exc))
+            return EXIT_CANNOT_WRITE, None
         except (RecordingError, OSError, RuntimeError) as exc:
             _err(f"cannot start recording: {exc}")
-            return EXIT_PROBLEM, None
+            return EXIT_FAULT, None
         print(f"recording to {session.path}", file=sys.stderr, flush=True)
         if console:
             threading.Thread(
@@ -208,7 +313,7 @@ def _record(
         signals.restore()
     if session.error:
         _err(session.error)
-        return EXIT_PROBLEM, session
+        return EXIT_FAULT, session
     return EXIT_OK, session
 
 
@@ -217,39 +322,31 @@ def _verify(path: Path, as_json: bool = False) -> int:
 
     try:
         report = verify_report(path)
-    except RecordingError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    except RecordingError as exc:  # missing (2), or not a readable session (3)
+        return _failed(exc)
     print(json.dumps(report, indent=2, default=str) if as_json else format_verify(report))
-    return EXIT_OK if report["ok"] else EXIT_PROBLEM
+    return EXIT_OK if report["ok"] else EXIT_DAMAGED
 
 
-def _load_with_protocol(path: Path) -> SessionConfig:
-    """The config at `path`, with the protocol template it names checked too (`ConfigError`)."""
-    from needlelab.clinic.protocol import load_protocol
+def _checked_config(
+    path: Path, out_dir: Path | None = None, lsl: bool | None = None
+) -> SessionConfig | int:
+    """The config at `path` after the preflight every session runs (its protocol template,
+    driver profiles, channels, output folder); or, once its problems are said (one line
+    each), the exit code."""
+    from needlelab.preflight import CannotWriteError, load_checked
 
-    config = load_config(path)
-    if config.session.protocol:
-        load_protocol(config.session.protocol, config.localization)
-    return config
-
-
-def _load_or_say(path: Path) -> SessionConfig | None:
-    """The config at `path` (and its protocol template, if it names one), or None after printing
-    their problems, one line each."""
     try:
-        return _load_with_protocol(path)
-    except ConfigError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return None
+        return load_checked(path, out_dir, lsl)
+    except (ConfigError, CannotWriteError) as exc:
+        return _failed(exc)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Record a session headless until Ctrl-C, SIGTERM, `stop` or --duration."""
-    config = _load_or_say(args.config)
-    if config is None:
-        return EXIT_USAGE
+    config = _checked_config(args.config, args.out, lsl=args.lsl or None)
+    if isinstance(config, int):
+        return config
     if args.lsl:
         config = config.model_copy(update={"lsl": config.lsl.model_copy(update={"enabled": True})})
     status, session = _record(config, args.out, args.duration, console=not args.no_console)
@@ -291,19 +388,28 @@ def _run_monitor(
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Open the live monitor on a session config."""
-    config = _load_or_say(args.config)
-    if config is None:
-        return EXIT_USAGE
+    config = _checked_config(args.config, args.out)
+    if isinstance(config, int):
+        return config
     problem = _monitor_problem()
     if problem:
         _err(problem)
         return EXIT_USAGE
     session = _run_monitor(config, args.out, args.start, args.duration)
+    return _after_monitor(session)
+
+
+def _after_monitor(session: Any) -> int:
+    """The exit status of a monitor session once its window closed, said in one line."""
     if session.error:
         _err(session.error)
-        return EXIT_PROBLEM
-    if session.path.exists():
-        print(f"saved {session.path}")
+        return EXIT_FAULT
+    if not session.path.exists():
+        if session.start_failure is not None:  # shown in the window; said here too
+            return _failed(session.start_failure)
+        _err("the window was closed before recording started: nothing was recorded")
+        return EXIT_OK
+    print(f"saved {session.path}")
     return EXIT_OK
 
 
@@ -324,13 +430,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from needlelab.monitor import display_available, gui_missing
     from needlelab.resources import configs_dir
 
-    config = load_config(configs_dir() / "demo.toml")
+    config = _checked_config(configs_dir() / "demo.toml", args.out)
+    if isinstance(config, int):
+        return config
     length = f"{args.duration:g} s" if args.duration else "whole-protocol"
     print(
         f"needlelab {__version__} demo: a {length} simulated session of protocol "
         f"{config.session.protocol} (simulators in a separate process; stimulator through the "
         "real serial driver, EMG and caliper through bleak; a simulated patient answers)",
-        file=sys.stderr,
+        flush=True,
     )
     windowed = False
     if not args.headless:
@@ -340,13 +448,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             why = "no display" if missing is None else missing
             print(f"{why}: running headless", file=sys.stderr)
     if windowed:
-        status = EXIT_OK
         session = _run_monitor(
             config, args.out, True, args.duration, demo_script, separate_simulators=True
         )
-        if session.error:
-            _err(session.error)
-            status = EXIT_PROBLEM
+        status = _after_monitor(session)
     else:
         status, session = _record(
             config,
@@ -357,7 +462,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             separate_simulators=True,
         )
     if session is None or not session.path.exists():
-        return status or EXIT_PROBLEM
+        return status or EXIT_FAULT
     print()
     verify_status = _verify(session.path)
     _print_sync_check(session)
@@ -412,16 +517,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a session, or a patient's trend across sessions."""
     from needlelab.record import RecordingError
 
+    if args.patient:
+        folder, name = args.out or args.path, f"{args.patient}.trend.html"
+    else:
+        folder, name = args.out or args.path.parent, f"{args.path.stem}.report.html"
     try:
         from needlelab.clinic.report import write_report, write_trend_report
 
-        if args.patient:
-            path = write_trend_report(args.patient, args.path, args.out)
-        else:
-            path = write_report(args.path, args.out)
-    except (ImportError, RecordingError, FileNotFoundError, NotADirectoryError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+        with _no_partial_output(folder, lambda n: n == name):
+            if args.patient:
+                path = write_trend_report(args.patient, args.path, args.out)
+            else:
+                path = write_report(args.path, args.out)
+    except (ImportError, RecordingError, OSError) as exc:  # OSError: FileNotFoundError too
+        return _failed(exc, folder / name)
     print(f"report: {path}")
     return EXIT_OK
 
@@ -441,18 +550,27 @@ def cmd_export(args: argparse.Namespace) -> int:
             _err("--bids needs --subject and --session (with --deidentify, --session)")
             return EXIT_USAGE
         bids = (args.bids, args.subject or "", args.session)
+    folder, ours = _export_outputs(args)
     try:
-        path = export(args.path, args.to, args.out, bids, deidentify=key)
-    except (ExportError, RecordingError, FileNotFoundError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    except OSError as exc:
-        _err(f"cannot write the export: {exc}")
-        return EXIT_PROBLEM
+        with _no_partial_output(folder, ours):
+            path = export(args.path, args.to, args.out, bids, deidentify=key)
+    except (ExportError, RecordingError, OSError) as exc:  # OSError: FileNotFoundError too
+        return _failed(exc, args.out or args.bids or args.path.parent)
     print(f"exported: {path}")
     if key is not None:
         print(f"key: {key} (keep it apart from the export: it links the export to the patient)")
     return EXIT_OK
+
+
+def _export_outputs(args: argparse.Namespace) -> tuple[Path, Callable[[str], bool]]:
+    """Where an export writes and which new names there are its own (removed if it fails)."""
+    if args.bids is not None:
+        return args.bids, lambda n: n.startswith("sub-")
+    if args.out is not None:
+        return args.out.parent, lambda n: n == args.out.name
+    # Beside the session, named after it (or, de-identified, after its pseudonym).
+    suffix = {"csv": "_csv", "fif": "_raw.fif"}.get(args.to, f".{args.to}")
+    return args.path.parent, lambda n: n.endswith(suffix)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -490,7 +608,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         when = datetime.now(UTC).isoformat(timespec="seconds")
         saved = {"when": when, "version": __version__, "machine": info, "quick": args.quick}
         args.json.write_text(json.dumps({**saved, "rows": rows, "crashed": crashed}, indent=2))
-    return EXIT_PROBLEM if crashed else EXIT_OK
+    return EXIT_FAULT if crashed else EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -500,13 +618,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     """Fold a killed recording's write-ahead log into it: one self-contained file."""
-    from needlelab.record import RecordingError, seal
+    from needlelab.record import NotASessionError, RecordingError, seal
 
+    if not args.file.is_file():
+        _err(f"{args.file}: no such session file")
+        return EXIT_USAGE
     try:
         folded = seal(args.file)
-    except RecordingError as exc:
+    except NotASessionError as exc:
+        return _failed(exc)
+    except RecordingError as exc:  # in use, a read-only folder, a full disk: the log stays
         _err(str(exc))
-        return EXIT_PROBLEM
+        return EXIT_CANNOT_WRITE
     if folded:
         print(f"sealed {args.file}: its write-ahead log is folded in; the file alone holds it all")
     else:
@@ -520,9 +643,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     try:
         report = info_report(args.file)
-    except RecordingError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    except RecordingError as exc:  # missing (2), or not a readable session (3)
+        return _failed(exc)
     print(json.dumps(report, indent=2, default=str) if args.json else format_info(report))
     return EXIT_OK
 
@@ -538,9 +660,28 @@ def _positive(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (and the exit code for usage errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _bumble_spec(text: str) -> str:
+    problem = bumble_transport_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="needlelab", description=__doc__)
+    parser = _Parser(
+        prog="needlelab",
+        description=__doc__,
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"needlelab {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -558,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bumble",
         metavar="SPEC",
+        type=_bumble_spec,
         help="scan through a bumble transport (e.g. unix:/path/emg.hci from "
         "`needlelab sim session`) instead of the system's adapter",
     )
@@ -659,17 +801,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        # A file-size limit is a full disk to every command: an error to say, not a kill.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         status: int = args.func(args)
         sys.stdout.flush()
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Whatever read our output (`| head`) stopped reading: not a fault to report. Point
         # stdout at /dev/null so the interpreter's own flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_PROBLEM
+        return EXIT_FAULT
+    except _expected_errors() as exc:
+        return _failed(exc)
+    except Exception as exc:  # a bug: one line, and the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        return _failed(exc)
     return status
 
 

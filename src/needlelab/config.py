@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import pkgutil
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 """Pseudonymous patient ids: short, no spaces, no path separators (they end up in file names)."""
@@ -24,6 +34,81 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _pyserial_url_schemes() -> list[str]:
+    """The URL schemes pyserial's `serial_for_url` knows (its `serial.urlhandler` modules)."""
+    import serial.urlhandler
+
+    return sorted(
+        m.name.removeprefix("protocol_")
+        for m in pkgutil.iter_modules(serial.urlhandler.__path__)
+        if m.name.startswith("protocol_")
+    )
+
+
+def port_problem(port: str) -> str | None:
+    """What is wrong with a serial port's syntax, or None: a device path (whether it exists is
+    only known once the unit is plugged in) or a pyserial URL (`socket://HOST:PORT`, `loop://`,
+    `spy://PORT`, ...). Nothing is opened."""
+    if not port.strip():
+        return "empty; give a device path (/dev/ttyUSB0, COM3) or a pyserial URL"
+    if "://" not in port:
+        return None
+    scheme = port.split("://", 1)[0].lower()
+    known = _pyserial_url_schemes()
+    if scheme not in known:
+        return f"unknown port URL scheme {scheme!r}; pyserial knows: {', '.join(known)}"
+    parts = urlsplit(port)
+    if scheme in ("socket", "rfc2217"):
+        try:
+            number = parts.port
+        except ValueError:  # not a number, or out of 0-65535
+            number = None
+        if not parts.hostname or number is None:
+            return f"expected {scheme}://HOST:PORT with PORT 0-65535"
+    if scheme in ("spy", "alt"):  # wrappers around another port
+        inner = parts.netloc + parts.path
+        if not inner:
+            return f"expected {scheme}://PORT (a device path or another URL)"
+        return port_problem(inner)
+    return None
+
+
+# bumble.transport.open_transport's schemes (bumble 0.0.236; it keeps no list to import), and
+# those of them that need parameters after the colon.
+BUMBLE_SCHEMES = (
+    "android-emulator", "android-netsim", "file", "hci-socket", "pty", "pyusb", "serial",
+    "tcp-client", "tcp-server", "udp", "unix", "unix-client", "unix-server", "usb", "vhci",
+    "ws-client", "ws-server",
+)  # fmt: skip
+_BUMBLE_NEEDS_PARAMETERS = frozenset(BUMBLE_SCHEMES) - {
+    "android-emulator", "android-netsim", "hci-socket", "pty", "vhci",
+}  # fmt: skip
+
+
+def bumble_transport_problem(spec: str) -> str | None:
+    """What is wrong with a bumble transport spec's syntax, or None. `local:NAME` is needlelab's
+    in-process link; anything else is bumble's `SCHEME[:[METADATA]PARAMETERS]`. Nothing is
+    opened."""
+    expected = (
+        "allowed: local:NAME, unix:PATH, tcp-client:HOST:PORT or another bumble transport ("
+        + ", ".join(BUMBLE_SCHEMES)
+        + ")"
+    )
+    scheme, _, rest = spec.partition(":")
+    if scheme == "local":
+        return None if rest else f"{expected}: local needs a NAME"
+    if scheme not in BUMBLE_SCHEMES:
+        return f"unknown transport scheme {scheme!r}; {expected}"
+    rest = re.sub(r"^\[[^\]]*\]", "", rest)  # bumble's optional [key=value,...] metadata
+    if scheme in _BUMBLE_NEEDS_PARAMETERS and not rest:
+        return f"{scheme} needs parameters after '{scheme}:'; {expected}"
+    if scheme in ("tcp-client", "tcp-server"):
+        host, _, number = rest.rpartition(":")
+        if not host or not re.fullmatch(r"[0-9]{1,5}", number) or int(number) > 65535:
+            return f"expected {scheme}:HOST:PORT with PORT 0-65535"
+    return None
 
 
 class SessionSection(_Strict):
@@ -74,8 +159,27 @@ class StimSerialConfig(DeviceBase):
     profile: str = Field(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
     port: str | None = None  # a device path or a pyserial URL (socket://, loop://, spy://)
     poll_interval_ms: int | None = Field(None, ge=20, le=60_000)
-    channels: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
+    # The unit's channels to record: 1-16, as every stimulator settings record is numbered.
+    channels: list[Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=lambda: [1], min_length=1, max_length=16
+    )
     simulator: StimSimulatorConfig | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _port_syntax(cls, value: str | None) -> str | None:
+        problem = None if value is None else port_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_once(cls, value: list[int]) -> list[int]:
+        twice = sorted({c for c in value if value.count(c) > 1})
+        if twice:
+            raise ValueError(f"channels {twice} are listed twice; list each channel once")
+        return value
 
     @model_validator(mode="after")
     def _port_or_simulator(self) -> StimSerialConfig:
@@ -120,6 +224,14 @@ class BleDeviceConfig(DeviceBase):
     # the clock fit: a one-sided fit finds the floor of arrival latency, and this is that floor.
     # Calibrate it once per adapter and device with a stimulation-artefact recording.
     latency_us: float = Field(0.0, ge=0, le=1_000_000)
+
+    @field_validator("bumble_transport")
+    @classmethod
+    def _transport_syntax(cls, value: str | None) -> str | None:
+        problem = None if value is None else bumble_transport_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def _check_findable(self, simulated: bool) -> None:
         if not simulated:

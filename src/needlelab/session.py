@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import tempfile
 import threading
 import uuid
@@ -28,6 +29,12 @@ from needlelab.devices import Device, create_device
 from needlelab.devices.stim_manual import ManualStimulator
 from needlelab.events import MarkerEvent, RecordingEvent
 from needlelab.hub import Hub
+from needlelab.preflight import (
+    CannotWriteError,
+    missing_folders,
+    preflight,
+    remove_empty_folders,
+)
 from needlelab.record import RecordingError, SessionMeta, SessionWriter, session_file_name
 
 if TYPE_CHECKING:
@@ -35,6 +42,11 @@ if TYPE_CHECKING:
     from needlelab.sim.serve import SimulatorProcess, SimulatorSet
 
 log = logging.getLogger(__name__)
+
+
+class SessionFileError(RecordingError, CannotWriteError):
+    """The session file could not be created (the folder is read-only, full or gone); nothing
+    is left behind."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,10 @@ class Session:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir if out_dir is not None else config.session.out_dir)
+        self.lsl_enabled = config.lsl.enabled if lsl is None else lsl
+        # Everything a recording would reject is rejected here, before any file exists
+        # (`ConfigError`, `CannotWriteError`): the same check as `needlelab check`.
+        preflight(config, out_dir=self.out_dir, lsl=self.lsl_enabled)
         self.clock = SessionClock()
         self.hub = Hub(self.clock, ring_seconds=max(30.0, config.monitor.window_s))
         self.session_id = uuid.uuid4().hex
@@ -81,6 +97,7 @@ class Session:
         self._writer: SessionWriter | None = None
         self._stopped = threading.Event()
         self.error: str | None = None
+        self.start_failure: Exception | None = None  # why the last start() failed, if it did
         self.paused = False
         # The needling and localization log: one per session, whoever drives it (the monitor,
         # the console, a script).
@@ -91,12 +108,18 @@ class Session:
         if config.session.protocol:
             self.protocol = load_protocol(config.session.protocol, config.localization)
         self.protocol_run: ProtocolRun | None = None
-        self.lsl_enabled = config.lsl.enabled if lsl is None else lsl
         self.lsl: LslPublisher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the file, start the writer, the simulators and the devices."""
+        """Create the file, start the writer, the simulators and the devices.
+
+        If it fails, the file goes too unless something was recorded in it: a file that cannot
+        be created raises `SessionFileError` and leaves nothing; a later failure stops the
+        session and re-raises. `start_failure` keeps the exception either way.
+        """
+        self.start_failure = None
+        new_folders = missing_folders(self.out_dir)
         meta = SessionMeta(
             session_id=self.session_id,
             patient_id=self.config.session.patient_id,
@@ -105,14 +128,38 @@ class Session:
             config_json=config_json(self.config),
             software_version=__version__,
         )
-        self._writer = SessionWriter(
+        writer = SessionWriter(
             self.path,
             self.hub,
             meta,
             commit_interval_s=self.config.session.commit_interval_ms / 1e3,
         )
-        self._writer.on_error = self._on_writer_error
-        self._writer.start()
+        writer.on_error = self._on_writer_error
+        try:
+            writer.start()
+        except RecordingError as exc:
+            remove_empty_folders(new_folders)
+            detail = str(exc)
+            if "--out" not in detail:  # the writer's own words when the disk failed it
+                detail += (
+                    ": the disk is full, a file-size limit was reached or the drive is gone; "
+                    "nothing was recorded and no file is left. Free disk space or record to "
+                    "another folder with --out"
+                )
+            self.start_failure = SessionFileError(detail)
+            raise self.start_failure from None
+        self._writer = writer
+        try:
+            self._start_sources()
+        except Exception as exc:
+            self.start_failure = exc
+            self.stop("start failed")
+            self._discard_if_empty(new_folders)
+            raise
+
+    def _start_sources(self) -> None:
+        """Everything after the file: the start event, the protocol run, LSL, the simulators
+        and the devices."""
         self.hub.emit(RecordingEvent(action="start", source="session"))
         if self.protocol is not None:
             self.protocol_run = ProtocolRun(self.hub, self.localization, self.protocol)
@@ -122,22 +169,32 @@ class Session:
             try:
                 self.lsl = LslPublisher(self.hub, self.config.lsl, self.session_id)
             except LslUnavailable as exc:
-                self.stop("LSL unavailable")
                 raise RuntimeError(f"LSL is enabled but cannot run: {exc}") from None
             self.lsl.start()
+        endpoints = self._start_simulators()
+        for device_config in self.config.devices:
+            if device_config.name in endpoints:
+                # model_copy skips validation on purpose: the config stays "simulated" in
+                # the file; only the live driver learns the simulator's address.
+                device_config = device_config.model_copy(update=endpoints[device_config.name])
+            device = create_device(device_config, self.hub)
+            self.devices[device.name] = device
+            device.start()
+
+    def _discard_if_empty(self, new_folders: list[Path]) -> None:
+        """After a failed start: remove the stopped file if no sample reached it (it holds only
+        its own header then), and the folders made for it if they are empty."""
         try:
-            endpoints = self._start_simulators()
-            for device_config in self.config.devices:
-                if device_config.name in endpoints:
-                    # model_copy skips validation on purpose: the config stays "simulated" in
-                    # the file; only the live driver learns the simulator's address.
-                    device_config = device_config.model_copy(update=endpoints[device_config.name])
-                device = create_device(device_config, self.hub)
-                self.devices[device.name] = device
-                device.start()
-        except Exception:
-            self.stop("start failed")
-            raise
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                recorded = conn.execute("SELECT EXISTS (SELECT 1 FROM blocks)").fetchone()[0]
+        except sqlite3.Error:
+            return  # unreadable: keep it for `needlelab verify` to say what it is
+        if recorded:
+            return
+        for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            leftover.unlink(missing_ok=True)
+        remove_empty_folders(new_folders)
 
     def _start_simulators(self) -> dict[str, dict[str, Any]]:
         """Start the simulators of simulated devices; their endpoints by device name."""
@@ -164,8 +221,7 @@ class Session:
         for device in self.devices.values():
             device.stop()
         if self.lsl is not None:
-            self.lsl.publish_new()  # the last samples too
-            self.lsl.stop()
+            self.lsl.stop()  # after the last samples
             self.lsl = None
         if self.simulators is not None:
             with contextlib.suppress(Exception):

@@ -79,6 +79,27 @@ def test_record_takes_manual_settings_and_notes_from_the_console(tmp_path: Path)
     assert settings[0].t_ns < settings[1].t_ns
 
 
+def test_console_refuses_an_unknown_waveform_or_mode_with_the_allowed_names(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "manual.toml"
+    config.write_text(MANUAL)
+    commands = "stim wave=triangle ma=9\nstim mode=zigzag\nstim wave=Monophasic ma=2 on\nstop\n"
+    result = needlelab("record", str(config), "--out", str(tmp_path), input=commands)
+    assert result.returncode == 0, result.stderr
+    refused = [line for line in result.stderr.splitlines() if line.startswith("? ")]
+    assert refused == [
+        "? unknown waveform 'triangle'; allowed: biphasic, monophasic, alternating",
+        "? unknown mode 'zigzag'; allowed: continuous, burst",
+    ]
+    (path,) = tmp_path.glob("MAN01_*.sqlite")
+    with open_session(path) as s:
+        settings = [e for e in s.events("stim.settings") if isinstance(e, StimSettingsEvent)]
+    assert [(e.settings.waveform, e.settings.mode, e.settings.intensity_ma) for e in settings] == [
+        ("monophasic", "continuous", 2.0)  # the refused lines set nothing, not even ma=9
+    ]
+
+
 def test_sigterm_closes_the_file_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(MANUAL)
@@ -105,7 +126,7 @@ def test_verify_on_garbage_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"\x00\x01garbage" * 1000)
     result = needlelab("verify", str(bad))
-    assert result.returncode == 2
+    assert result.returncode == 3  # damaged file (needlelab --help, exit codes)
     assert result.stderr.count("\n") == 1 and "not a readable SQLite file" in result.stderr
     assert "Traceback" not in result.stderr
 

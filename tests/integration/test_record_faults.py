@@ -115,9 +115,10 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path, where: str) -
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 4  # cannot write (needlelab --help, exit codes)
     assert "Traceback" not in result.stderr
-    assert "cannot start recording" in result.stderr and "--out" in result.stderr
+    assert "cannot create files in" in result.stderr and "--out" in result.stderr
+    assert not blocker.is_dir()  # refused before anything was made
 
 
 def sample_count(path: Path) -> int:
@@ -143,7 +144,7 @@ def test_a_killed_recording_is_sealed_into_one_self_contained_file(tmp_path: Pat
     time.sleep(1.5)
     (path,) = (tmp_path / "out").glob("*.sqlite")
     live = subprocess.run(cli("seal", str(path)), capture_output=True, text=True, timeout=30)
-    assert live.returncode == 1 and "in use" in live.stderr and "Traceback" not in live.stderr
+    assert live.returncode == 4 and "in use" in live.stderr and "Traceback" not in live.stderr
     time.sleep(0.5)
     proc.kill()
     proc.wait(10)
@@ -174,7 +175,7 @@ def test_a_killed_recording_is_sealed_into_one_self_contained_file(tmp_path: Pat
     not_ours = tmp_path / "notes.sqlite"
     not_ours.write_text("not a database")
     wrong = subprocess.run(cli("seal", str(not_ours)), capture_output=True, text=True, timeout=30)
-    assert wrong.returncode == 1 and "not a readable SQLite file" in wrong.stderr
+    assert wrong.returncode == 3 and "not a readable SQLite file" in wrong.stderr
 
 
 def cli(*args: str) -> list[str]:

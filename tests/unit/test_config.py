@@ -22,6 +22,19 @@ profile = "needlelab-stim-ascii"
 port = "socket://127.0.0.1:7000"
 """
 
+BUMBLE = """
+[session]
+patient_id = "P001"
+
+[[devices]]
+kind = "emg_ble"
+name = "emg"
+profile = "needlelab-emg-ref"
+advertised_name = "emg"
+backend = "bumble"
+bumble_transport = "{transport}"
+"""
+
 # (what is wrong, config text, words the one-line error must contain)
 MALFORMED = [
     ("not TOML", "[session\npatient_id = 1", ["not valid TOML", "line 1"]),
@@ -89,6 +102,53 @@ MALFORMED = [
         ["emg: artefacts_from 'stim'", "simulated stimulator", "none"],
     ),
     (
+        "stimulator channel 0",
+        GOOD + "channels = [0]",
+        ["devices[0].channels[0]", "(got 0)", "greater than or equal to 1"],
+    ),
+    (
+        "stimulator channel 99",
+        GOOD + "channels = [1, 99]",
+        ["devices[0].channels[1]", "(got 99)", "less than or equal to 16"],
+    ),
+    ("stimulator channel twice", GOOD + "channels = [2, 2]", ["channels [2] are listed twice"]),
+    (
+        "port URL of no pyserial scheme",
+        GOOD.replace("socket://127.0.0.1:7000", "tcp://127.0.0.1:7000"),
+        ["devices[0].port", "unknown port URL scheme 'tcp'", "socket", "loop", "spy"],
+    ),
+    (
+        "socket port without a port number",
+        GOOD.replace("socket://127.0.0.1:7000", "socket://127.0.0.1"),
+        ["devices[0].port", "socket://HOST:PORT"],
+    ),
+    (
+        "socket port out of range",
+        GOOD.replace("socket://127.0.0.1:7000", "socket://127.0.0.1:70000"),
+        ["devices[0].port", "PORT 0-65535"],
+    ),
+    ("empty port", GOOD.replace("socket://127.0.0.1:7000", " "), ["devices[0].port", "empty"]),
+    (
+        "spy around a bad URL",
+        GOOD.replace("socket://127.0.0.1:7000", "spy://nope://x"),
+        ["unknown port URL scheme 'nope'"],
+    ),
+    (
+        "bumble transport of no scheme",
+        BUMBLE.format(transport="bogus-spec"),
+        ["devices[0].bumble_transport", "unknown transport scheme 'bogus-spec'", "unix:PATH"],
+    ),
+    (
+        "bumble tcp-client without a port",
+        BUMBLE.format(transport="tcp-client:127.0.0.1"),
+        ["devices[0].bumble_transport", "tcp-client:HOST:PORT"],
+    ),
+    (
+        "bumble unix without a path",
+        BUMBLE.format(transport="unix:"),
+        ["devices[0].bumble_transport", "unix needs parameters"],
+    ),
+    (
         "BLE device that cannot be found",
         "[session]\npatient_id='P1'\n[[devices]]\nkind='caliper_ble'\nname='cal'"
         + "\nprofile='sylvac-simple'",
@@ -150,3 +210,26 @@ def test_check_command_prints_lines_not_tracebacks(tmp_path: Path) -> None:
     assert f"{good}: ok" in result.stdout
     err_lines = result.stderr.strip().splitlines()
     assert len(err_lines) == 1 and err_lines[0].startswith(f"{bad}: devices[0].kind: unknown kind")
+
+
+@pytest.mark.parametrize(
+    "port",
+    ["/dev/ttyUSB0", "COM3", "socket://127.0.0.1:7000", "loop://", "spy://loop://",
+     "rfc2217://localhost:2217", "hwgrep://0403:6001", "SOCKET://127.0.0.1:1"],
+)  # fmt: skip
+def test_ports_pyserial_takes_are_taken(tmp_path: Path, port: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace("socket://127.0.0.1:7000", port))
+    assert load_config(path).devices[0].port == port  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "transport",
+    ["local:emg", "unix:/tmp/emg.hci", "tcp-client:127.0.0.1:9000", "tcp-server:_:9000",
+     "usb:0", "usb:[driver=rtk]0", "hci-socket", "android-netsim", "serial:/dev/ttyACM0"],
+)  # fmt: skip
+def test_bumble_transports_bumble_opens_are_taken(tmp_path: Path, transport: str) -> None:
+    """Spec forms from bumble's own documentation of `open_transport`."""
+    path = tmp_path / "c.toml"
+    path.write_text(BUMBLE.format(transport=transport))
+    assert load_config(path).devices[0].bumble_transport == transport  # type: ignore[union-attr]

@@ -99,3 +99,39 @@ def test_quick_successive_entries_build_on_each_other() -> None:
         stim.stop()
     _t, v = hub.ring("manual.ch1").latest()
     assert v[:, 2].tolist() == [7.5, 7.5] and v[:, 3].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"waveform": "triangle"}, "unknown waveform 'triangle'; allowed: biphasic, monophasic"),
+        ({"mode": "zigzag"}, "unknown mode 'zigzag'; allowed: continuous, burst"),
+        ({"intensity_ma": 3.0, "waveform": "sine"}, "unknown waveform 'sine'"),
+    ],
+)
+def test_unknown_waveform_or_mode_is_refused_with_the_allowed_names(
+    change: dict[str, object], said: str
+) -> None:
+    hub = Hub(SessionClock())
+    events: list[object] = []
+    hub.subscribe(events.append)
+    stim = ManualStimulator(StimManualConfig(kind="stim_manual", name="manual"), hub)
+    stim.start()
+    try:
+        with pytest.raises(ValueError, match="allowed") as info:
+            stim.set(1, **change)
+        stim.set(1, intensity_ma=1.0)  # the next good entry is recorded as usual
+        wait_until(lambda: stim.stats.samples == 1)
+    finally:
+        stim.stop()
+    assert said in str(info.value) and "\n" not in str(info.value)
+    (recorded,) = [e for e in events if isinstance(e, StimSettingsEvent)]
+    assert (recorded.settings.waveform, recorded.settings.mode) == ("biphasic", "continuous")
+    assert recorded.settings.intensity_ma == 1.0  # nothing of the refused entry went in
+
+
+def test_known_names_are_taken_in_any_case() -> None:
+    hub = Hub(SessionClock())
+    stim = ManualStimulator(StimManualConfig(kind="stim_manual", name="manual"), hub)
+    settings = stim.set(1, waveform="Monophasic", mode="BURST")
+    assert (settings.waveform, settings.mode) == ("monophasic", "burst")

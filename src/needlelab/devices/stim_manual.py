@@ -13,6 +13,12 @@ from needlelab.events import StimSettings
 from needlelab.hub import Hub
 from needlelab.streams import StreamSpec
 
+WAVEFORMS = ("biphasic", "monophasic", "alternating")
+"""The waveform names manual entry takes (the console's `wave=`, the monitor's list)."""
+
+MODES = ("continuous", "burst")
+"""The mode names manual entry takes (the console's `mode=`, the monitor's list)."""
+
 DEFAULT_SETTINGS = StimSettings(
     channel=1, frequency_hz=2.0, pulse_width_us=250.0, intensity_ma=0.0, output_on=False
 )
@@ -53,11 +59,20 @@ class ManualStimulator(Device):
     def set(self, channel: int = 1, **changes: Any) -> StimSettings:
         """Enter new settings for a channel; unspecified fields keep their last value.
 
-        Raises `ValueError` (pydantic's ValidationError) for out-of-range values, before anything
-        is recorded.
+        Raises `ValueError` (pydantic's ValidationError) for out-of-range values, and for a
+        waveform or mode not in `WAVEFORMS` / `MODES` (one line listing the allowed names),
+        before anything is recorded. Names are taken in any case.
         """
         if channel not in self.channels:
             raise ValueError(f"{self.name} has channels {self.channels}, not {channel}")
+        for field, allowed in (("waveform", WAVEFORMS), ("mode", MODES)):
+            if field in changes:
+                name = str(changes[field]).strip().lower()
+                if name not in allowed:
+                    raise ValueError(
+                        f"unknown {field} {changes[field]!r}; allowed: {', '.join(allowed)}"
+                    )
+                changes[field] = name
         with self._entry_lock:  # two entry points (console, GUI) may type at once
             t_ns = self.hub.clock.now_ns()
             base = self._entered.get(channel, DEFAULT_SETTINGS).model_dump()

@@ -18,7 +18,7 @@ from needlelab.clinic.localization import (
     AnswerKeys,
     format_accuracy,
 )
-from needlelab.devices.stim_manual import ManualStimulator
+from needlelab.devices.stim_manual import MODES, WAVEFORMS, ManualStimulator
 from needlelab.events import ResponseEvent
 from needlelab.monitor.health import DeviceHealth
 
@@ -318,8 +318,8 @@ def _answer_line(r: ResponseEvent) -> str:
 class ManualStimPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
     """Settings of a stimulator with no port, entered by hand; each change is recorded at once."""
 
-    WAVEFORMS = ("biphasic", "monophasic", "alternating")
-    MODES = ("continuous", "burst")
+    WAVEFORMS = WAVEFORMS  # the names manual entry takes, wherever it is typed
+    MODES = MODES
 
     def __init__(self, device: ManualStimulator, on_message: Callable[[str], None]) -> None:
         super().__init__(f"Stimulator {device.name} (manual entry)")

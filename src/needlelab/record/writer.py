@@ -22,7 +22,13 @@ from needlelab.config import PATIENT_ID_PATTERN
 from needlelab.events import EventBase
 from needlelab.hub import Hub, StreamAdded
 from needlelab.private import private_dir
-from needlelab.record.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordingError
+from needlelab.record.schema import (
+    APPLICATION_ID,
+    SCHEMA,
+    SCHEMA_VERSION,
+    NotASessionError,
+    RecordingError,
+)
 from needlelab.streams import Chunk, StreamKind, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,9 @@ def connect_for_writing(path: Path, new_file: bool = False) -> sqlite3.Connectio
     return conn
 
 
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # SQLite's names for a file that is not sound
+
+
 def seal(path: str | Path) -> bool:
     """Fold a session file's write-ahead log into it, so that the one file holds every commit.
 
@@ -110,14 +119,18 @@ def seal(path: str | Path) -> bool:
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise RecordingError(f"{path}: not a readable SQLite file ({exc})") from None
+            if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                raise  # a disk or permission error: said below
+            raise NotASessionError(f"{path}: not a readable SQLite file ({exc})") from None
         if app_id != APPLICATION_ID:
-            raise RecordingError(f"{path}: not a needlelab session file")
+            raise NotASessionError(f"{path}: not a needlelab session file")
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             raise sqlite3.OperationalError("database is locked")
         conn.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") in _DAMAGED:
+            raise NotASessionError(f"{path}: damaged session file ({exc})") from None
         if "locked" in str(exc) or "busy" in str(exc):
             raise RecordingError(
                 f"{path} is in use (being recorded now, or open in another program); seal it "
@@ -166,6 +179,7 @@ class SessionWriter:
     def start(self) -> None:
         """Create the file (0600), write the session row and start the writer thread."""
         create_private_file(self.path)
+        conn: sqlite3.Connection | None = None
         try:
             conn = connect_for_writing(self.path, new_file=True)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -189,6 +203,11 @@ class SessionWriter:
             conn.execute("COMMIT")
             conn.close()
         except (sqlite3.Error, OSError) as exc:
+            # Nothing was committed (a full disk at create): leave no empty file behind.
+            if conn is not None:
+                conn.close()
+            for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                leftover.unlink(missing_ok=True)
             raise RecordingError(f"cannot initialise {self.path}: {exc}") from None
         self._thread = threading.Thread(target=self._run, name="session-writer", daemon=True)
         self._thread.start()
