@@ -11,14 +11,25 @@ the format.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 import struct
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from needlelab.config import ConfigError, format_validation_error
 from needlelab.resources import drivers_dir
@@ -30,41 +41,103 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# -- what a read is, per protocol family ---------------------------------------------------------
+# Defined here, in code, and never by a profile: a profile only picks its family, so it cannot
+# declare its own notion of "read" (drivers/README.md, "Read-only by grammar").
+
+ASCII_READ_FORM = re.compile(
+    r"(?:\*[A-Za-z]{1,8}"  # an IEEE 488.2 common query: *IDN?, *OPC?
+    r"|:?[A-Za-z]{1,12}[0-9]{0,3}(?::[A-Za-z]{1,12}[0-9]{0,3})*)"  # STAT?, MEAS:CURR?, S1?
+    r"\?"  # the command word ends in '?': what makes it a query
+    r"(?: [A-Za-z0-9.+-]{1,16}(?:,[A-Za-z0-9.+-]{1,16})*)?"  # arguments: STAT? 1, X? 1,2
+)
+"""The line family's read form, matched against a whole line (without its ending), ASCII only.
+
+A command word (`*` and 1-8 letters, or 1-12 letters and up to 3 digits, `:`-separated levels)
+that ends in `?`, then optionally one space and comma-separated arguments of letters, digits,
+`.`, `+`, `-`. Nothing else: no `;` (a second command), no `=`, no other spaces or control
+characters."""
+
+FRAME_READ_IDS = range(0x01, 0x40)
+"""The frame family's read command ids (0x01-0x3F): requests and the unit's replies to them."""
+
+FRAME_WRITE_IDS = range(0x40, 0x80)
+"""The frame family's write command ids (0x40-0x7F): commands that change a unit's state.
+0x00 and 0x80-0xFF are reserved; only ids in `FRAME_READ_IDS` are reads."""
+
+FRAME_START, FRAME_STOP, FRAME_ESCAPE, FRAME_ESCAPE_XOR = 0xF0, 0x0F, 0x81, 0x55
+_FRAME_BYTES = {
+    "start": FRAME_START,
+    "stop": FRAME_STOP,
+    "escape": FRAME_ESCAPE,
+    "escape_xor": FRAME_ESCAPE_XOR,
+}
+# The frame family's framing bytes are fixed, so a frame means the same to the unit and to the
+# read check: with other framing bytes a read's data could carry a raw write frame unstuffed.
+
+
 class LineFraming(_Strict):
     """Text lines: one message per line."""
 
     type: Literal["line"]
-    line_ending: str = Field("\n", min_length=1, max_length=2)
+    line_ending: Literal["\n", "\r\n", "\r"] = "\n"
     encoding: Literal["ascii", "utf-8", "latin-1"] = "ascii"
     max_line_bytes: int = Field(256, ge=8, le=65536)
+
+    def read_error(self, payload: bytes) -> str | None:
+        """Why a line (without its ending) is not a read of the line family; None if it is."""
+        try:
+            text = payload.decode("ascii")
+        except UnicodeDecodeError:
+            return "not ASCII"
+        if ASCII_READ_FORM.fullmatch(text) is None:
+            return (
+                "not a read: a line query is one command word ending in '?' and its arguments "
+                "(e.g. '*IDN?', 'STAT? 1'; drivers/README.md, \"Read-only by grammar\")"
+            )
+        return None
 
 
 class FrameFraming(_Strict):
     """Binary frames: start byte, stuffed payload + CRC, stop byte (ScienceMode style)."""
 
     type: Literal["frame"]
-    start: int = Field(ge=0, le=255)
-    stop: int = Field(ge=0, le=255)
-    escape: int = Field(ge=0, le=255)
-    escape_xor: int = Field(ge=1, le=255)
+    start: int = FRAME_START
+    stop: int = FRAME_STOP
+    escape: int = FRAME_ESCAPE
+    escape_xor: int = FRAME_ESCAPE_XOR
     crc: Literal["crc16-ccitt-false"] = "crc16-ccitt-false"
     max_packet_bytes: int = Field(69, ge=5, le=4096)
 
-    @model_validator(mode="after")
-    def _distinct(self) -> FrameFraming:
-        specials = {self.start, self.stop, self.escape}
-        if len(specials) != 3:
-            raise ValueError("start, stop and escape bytes must differ")
-        # An escaped byte must not itself be special, or stuffing would put a raw start/stop
-        # byte inside a frame.
-        clash = sorted(hex(b) for b in specials if b ^ self.escape_xor in specials)
-        if clash:
-            raise ValueError(f"escape_xor turns {clash} into a start, stop or escape byte")
-        return self
+    @field_validator("start", "stop", "escape", "escape_xor")
+    @classmethod
+    def _family_bytes(cls, value: int, info: ValidationInfo) -> int:
+        family = _FRAME_BYTES[str(info.field_name)]
+        if value != family:
+            raise ValueError(
+                f"must be 0x{family:02X}: the frame family's framing bytes are fixed "
+                f"(start 0x{FRAME_START:02X}, stop 0x{FRAME_STOP:02X}, escape "
+                f"0x{FRAME_ESCAPE:02X}, escape_xor 0x{FRAME_ESCAPE_XOR:02X})"
+            )
+        return value
 
     def worst_case_bytes(self, payload_bytes: int) -> int:
         """The longest a frame with this payload can be on the wire (every byte stuffed)."""
         return 2 + 2 * (payload_bytes + 2)
+
+    @staticmethod
+    def read_error(payload: bytes) -> str | None:
+        """Why a frame payload (id + data) is not a read of the frame family; None if it is."""
+        if not payload:
+            return "empty"
+        if payload[0] not in FRAME_READ_IDS:
+            kind = "a write" if payload[0] in FRAME_WRITE_IDS else "a reserved"
+            return (
+                f"not a read: id 0x{payload[0]:02X} is {kind} command id; reads are "
+                f"0x{FRAME_READ_IDS[0]:02X}-0x{FRAME_READ_IDS[-1]:02X} "
+                '(drivers/README.md, "Read-only by grammar")'
+            )
+        return None
 
 
 class Transport(_Strict):
@@ -74,6 +147,10 @@ class Transport(_Strict):
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: Literal[1, 2] = 1
+    # The modem control lines, set before the port opens and on every reopen. Off by default:
+    # a reader has nothing to signal, and some units reset or change state when DTR rises.
+    dtr: bool = False
+    rts: bool = False
     latency_ns: int = Field(0, ge=0, le=1_000_000_000)  # known host latency of a message
     framing: Annotated[LineFraming | FrameFraming, Field(discriminator="type")]
 
@@ -112,6 +189,37 @@ class Query(_Strict):
     def text(self, channel: int = 1) -> str:
         """`send` with the channel filled in (text for lines, hex for frames)."""
         return self.send.format(channel=channel)
+
+
+QUERY_CHANNELS = range(1, 17)
+"""Every channel a query may be filled in for (what a session config allows)."""
+
+
+def _query_is_a_read(query: Query, info: ValidationInfo) -> Query:
+    """Refuse a query that is not a read of its profile's protocol family, on any channel."""
+    transport = info.data.get("transport")
+    if not isinstance(transport, Transport):
+        return query  # the transport's own error is reported
+    framing = transport.framing
+    for channel in QUERY_CHANNELS if query.per_channel else [1]:
+        text = query.text(channel)
+        where = f" (on channel {channel}: {text!r})" if channel > 1 else ""
+        if isinstance(framing, LineFraming):
+            if not text.isascii():  # the read form is ASCII, whatever the line encoding
+                raise ValueError(f"query {query.name!r}: send = {query.send!r} is not ASCII")
+            payload = text.encode("ascii")
+        else:
+            try:
+                payload = bytes.fromhex(text)
+            except ValueError:
+                raise ValueError(
+                    f"query {query.name!r}: send = {query.send!r}{where} must be hex "
+                    '(e.g. "10{channel:02x}") for frame framing'
+                ) from None
+        why = framing.read_error(payload)
+        if why is not None:
+            raise ValueError(f"query {query.name!r}: send = {query.send!r}{where} is {why}")
+    return query
 
 
 class FieldRule(_Strict):
@@ -261,7 +369,8 @@ class StimulatorProfile(_Strict):
     device_type: Literal["stimulator"]
     description: str = ""
     transport: Transport
-    queries: list[Query] = Field(min_length=1)
+    # Every query is checked against its family's read form (after `transport`, which it needs).
+    queries: list[Annotated[Query, AfterValidator(_query_is_a_read)]] = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -299,16 +408,10 @@ class StimulatorProfile(_Strict):
                     f"message {m.name!r}: up to {worst} bytes on the wire, more than "
                     f"max_packet_bytes {framing.max_packet_bytes}"
                 )
-        for q in self.queries:
-            try:
-                payload = bytes.fromhex(q.text(1))
-            except ValueError:
-                raise ValueError(
-                    f"query {q.name!r}: 'send' must be hex (e.g. \"10{{channel:02x}}\") "
-                    "for frame framing"
-                ) from None
-            if not payload or framing.worst_case_bytes(len(payload)) > framing.max_packet_bytes:
-                raise ValueError(f"query {q.name!r}: empty, or longer than max_packet_bytes")
+        for q in self.queries:  # hex and a read on every channel: checked per query above
+            payload = bytes.fromhex(q.text(16 if q.per_channel else 1))
+            if framing.worst_case_bytes(len(payload)) > framing.max_packet_bytes:
+                raise ValueError(f"query {q.name!r}: longer than max_packet_bytes")
         return self
 
 
@@ -326,17 +429,27 @@ def find_profile(name_or_path: str | Path) -> Path:
     raise ConfigError([f"{name_or_path}: no such driver profile; shipped profiles: {known}"])
 
 
-def load_profile(name_or_path: str | Path, model: type[ProfileT]) -> ProfileT:
-    """Load and validate a profile by shipped name or path; ConfigError on problems."""
+@dataclass(frozen=True)
+class ProfileFile:
+    """Where a loaded profile came from: its file and the SHA-256 of the file's bytes."""
+
+    path: Path
+    sha256: str
+
+
+def read_profile(name_or_path: str | Path, model: type[ProfileT]) -> tuple[ProfileT, ProfileFile]:
+    """Load and validate a profile by shipped name or path, with the file it came from (hashed
+    from the very bytes that were parsed); ConfigError on problems."""
     path = find_profile(name_or_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     try:
-        return model.model_validate(data)
+        profile = model.model_validate(data)
     except ValidationError as exc:
         # pydantic puts the framing's union tag in the field path ("framing.line.max_line_bytes");
         # the author wrote "framing.max_line_bytes".
@@ -345,6 +458,12 @@ def load_profile(name_or_path: str | Path, model: type[ProfileT]) -> ProfileT:
             for line in format_validation_error(str(path), exc)
         ]
         raise ConfigError(lines) from None
+    return profile, ProfileFile(path, hashlib.sha256(raw).hexdigest())
+
+
+def load_profile(name_or_path: str | Path, model: type[ProfileT]) -> ProfileT:
+    """Load and validate a profile by shipped name or path; ConfigError on problems."""
+    return read_profile(name_or_path, model)[0]
 
 
 def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:

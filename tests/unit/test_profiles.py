@@ -90,7 +90,8 @@ def test_line_profile_errors_name_the_field_and_what_is_allowed(
     ("old", "new", "expected"),
     [
         ("escape_xor = 0x55", "escape_xor = 0x71", ["transport.framing", "escape_xor"]),
-        ("stop = 0x0F", "stop = 0xF0", ["start, stop and escape bytes must differ"]),
+        ("stop = 0x0F", "stop = 0xF0", ["transport.framing.stop", "must be 0x0F", "fixed"]),
+        ("start = 0xF0", "start = 0xAA", ["transport.framing.start", "must be 0xF0"]),
         ('crc = "crc16-ccitt-false"', 'crc = "crc32"', ["transport.framing.crc", "crc16"]),
         ('send = "01"', 'send = "zz"', ["'identify'", "hex"]),
         ('send = "10{channel:02x}"', 'send = "10{channel}"', ["'status'", "hex"]),
@@ -99,6 +100,7 @@ def test_line_profile_errors_name_the_field_and_what_is_allowed(
         ('layout = "<8sIBB"', 'layout = "<8sIQ"', ["messages[0]", "same number"]),
         ('layout = "<8sIBB"', 'layout = "<8sI%B"', ["messages[0].layout", "struct"]),
         ("max_packet_bytes = 69", "max_packet_bytes = 20", ["'identity'", "max_packet_bytes"]),
+        ('send = "10{channel:02x}"', 'send = "3{channel:x}"', ["'status'", "channel 16", "hex"]),
     ],
 )
 def test_frame_profile_errors_name_the_field_and_what_is_allowed(
@@ -162,3 +164,93 @@ def test_const_fields_describe_what_a_unit_does_not_report(tmp_path: Path) -> No
     )
     bad = text.replace('{ type = "const", value = "monophasic" }', '{ type = "const" }')
     assert "fields.waveform" in load_error(tmp_path, bad)
+
+
+# -- read-only by grammar: a write disguised as a query does not load ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("send", "why"),
+    [
+        ("SET CH{channel} I=99.00 OUT=1", "not a read"),  # the issue's example: a write
+        ("OUT {channel}", "not a read"),  # a command word without '?'
+        ("STAT? {channel};OUT 1", "not a read"),  # a query with a second command behind it
+        ("STAT? {channel} OUT=1", "not a read"),  # '=' is no argument
+        ("STAT?  {channel}", "not a read"),  # two spaces
+        ("STAT?\t{channel}", "not a read"),  # a control character
+        ("STAT? {channel}\u00e9", "not ASCII"),
+    ],
+)
+def test_a_line_query_that_is_not_a_read_fails_to_load_naming_it(
+    tmp_path: Path, send: str, why: str
+) -> None:
+    old = 'send = "STAT? {channel}"'
+    assert old in ASCII_TEXT
+    line = load_error(tmp_path, ASCII_TEXT.replace(old, f'send = "{send}"'))
+    assert f"queries[1]: query 'status': send = {send!r} is {why}" in line, line
+    if why == "not a read":
+        assert "'?'" in line and "drivers/README.md" in line
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # SET_OUTPUT channel, on: a write id (0x40-0x7F) dressed as the status query
+        ('send = "10{channel:02x}"', 'send = "41{channel:02x}01"', "id 0x41 is a write command"),
+        ('send = "01"', 'send = "40"', "id 0x40 is a write command"),  # SET_CHANNEL
+        ('send = "01"', 'send = "80"', "id 0x80 is a reserved command"),
+        ('send = "01"', 'send = "00"', "id 0x00 is a reserved command"),
+    ],
+)
+def test_a_frame_query_with_a_write_id_fails_to_load_naming_it(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in FRAME_TEXT
+    line = load_error(tmp_path, FRAME_TEXT.replace(old, new, 1))
+    index = 1 if "channel" in old else 0
+    sent = new.removeprefix("send = ").strip('"')
+    assert f"queries[{index}]: query " in line and f"send = '{sent}' is" in line, line
+    assert f"not a read: {expected}" in line and "reads are 0x01-0x3F" in line, line
+
+
+def test_a_query_that_is_a_write_on_one_channel_only_is_refused_too(tmp_path: Path) -> None:
+    """ "{channel}0" is GET_STATUS (0x10) on channel 1, but SET_CHANNEL (0x40) on channel 4."""
+    line = load_error(
+        tmp_path, FRAME_TEXT.replace('send = "10{channel:02x}"', 'send = "{channel}0"', 1)
+    )
+    assert "query 'status': send = '{channel}0' (on channel 4: '40')" in line, line
+    assert "id 0x40 is a write command" in line
+
+
+@pytest.mark.parametrize(
+    "send",
+    ["*IDN?", "*OPC?", "STAT? {channel}", "S{channel}?", "MEAS:CURR? {channel},2", ":SOUR1:VOLT?"],
+)
+def test_line_reads_of_every_form_load(tmp_path: Path, send: str) -> None:
+    path = tmp_path / "ok-stim.toml"
+    path.write_text(ASCII_TEXT.replace('send = "STAT? {channel}"', f'send = "{send}"'))
+    assert load_stim_profile(path).queries[1].send == send
+
+
+def test_a_line_ending_of_the_profiles_own_choosing_is_refused(tmp_path: Path) -> None:
+    line = load_error(tmp_path, ASCII_TEXT.replace('line_ending = "\\n"', 'line_ending = ";"'))
+    assert "transport.framing.line_ending" in line
+
+
+def test_control_lines_default_off_and_are_per_profile(tmp_path: Path) -> None:
+    text = ASCII_TEXT.replace("dtr = false", "dtr = true")
+    path = tmp_path / "dtr-stim.toml"
+    path.write_text(text)
+    assert (load_stim_profile(path).transport.dtr, load_stim_profile(path).transport.rts) == (
+        True,
+        False,
+    )
+    without = "\n".join(
+        line for line in ASCII_TEXT.splitlines() if not line.startswith(("dtr", "rts"))
+    )
+    path.write_text(without)
+    transport = load_stim_profile(path).transport
+    assert (transport.dtr, transport.rts) == (False, False)  # the documented default
+    assert "transport.rts" in load_error(
+        tmp_path, ASCII_TEXT.replace("rts = false", 'rts = "maybe"')
+    )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from needlelab.devices.codecs import FrameCodec, LineCodec, StimProtocol, crc16_ccitt_false
+from needlelab.devices.codecs import (
+    FrameCodec,
+    LineCodec,
+    StimProtocol,
+    crc16_ccitt_false,
+    wire_read_error,
+)
 from needlelab.events import StimSettings
 from needlelab.profiles import FrameFraming, LineFraming, load_stim_profile
 
@@ -151,3 +157,98 @@ def test_line_codec_never_raises_on_noise(size: int) -> None:
         total_lines += len(lines)
         assert all(len(line) <= 64 for line in lines)
     assert len(codec._buf) <= 64
+
+
+# -- read-only by grammar, on the wire: bytes typed from drivers/README.md -----------------------
+
+LINE_N = LineFraming(type="line", line_ending="\n", max_line_bytes=128)
+LINE_CRLF = LineFraming(type="line", line_ending="\r\n", max_line_bytes=128)
+FRAMES = FrameFraming(type="frame")  # the family's fixed bytes: F0, 0F, 81, 55
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"*IDN?\n",
+        b"*OPC?\n",
+        b"STAT? 1\n",
+        b"STAT? 16\n",
+        b"S3?\n",
+        b"MEAS:CURR? 1,2\n",
+        b":SOUR1:VOLT?\n",
+        b"stat? ch1\n",
+    ],
+)
+def test_line_reads_on_the_wire(wire: bytes) -> None:
+    assert wire_read_error(LINE_N, wire) is None
+    assert wire_read_error(LINE_CRLF, wire[:-1] + b"\r\n") is None
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        (b"SET CH1 I=99.00 OUT=1\n", "not a read"),  # the needlelab ASCII write command
+        (b"STOP\n", "not a read"),  # the other one
+        (b"OUT 1\n", "not a read"),
+        (b"STAT?;OUT 1\n", "not a read"),  # a second command behind a query
+        (b"STAT? 1 OUT=1\n", "not a read"),
+        (b"STAT?  1\n", "not a read"),
+        (b"STAT? 1 \n", "not a read"),
+        (b"?\n", "not a read"),
+        (b"\n", "not a read"),  # an empty line
+        (b"STAT\xc3\xa9? 1\n", "not ASCII"),
+        (b"STAT? 1", "no line ending"),
+        (b"STAT? 1\nSTAT? 1\n", "more than one line"),
+        (b"*IDN?\nSET CH1 OUT=1\n", "more than one line"),
+        (b"STAT? 1\r\n", "more than one line"),  # a stray CR: not this profile's ending
+        (b"STAT? " + b"1" * 200 + b"\n", "longer than max_line_bytes"),
+    ],
+)
+def test_line_writes_and_malformed_lines_are_not_reads(wire: bytes, why: str) -> None:
+    error = wire_read_error(LINE_N, wire)
+    assert error is not None and error.startswith(why), error
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        "f0 01 f1 d1 0f",  # GET_ID
+        "f0 10 01 0e 5d 0f",  # GET_STATUS 1
+        "f0 10 02 3e 3e 0f",  # GET_STATUS 2
+        "f0 10 03 2e 1f 0f",  # GET_STATUS 3
+        "f0 11 01 14 00 a1 00 5e 01 01 00 01 81 5a 7e 0f",  # STATUS (a reply id; CRC stuffed)
+    ],
+)
+def test_frame_reads_on_the_wire(wire: str) -> None:
+    assert wire_read_error(FRAMES, bytes.fromhex(wire)) is None
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        # The write commands (drivers/README.md, "Write commands"), CRCs from crc16_bitwise:
+        ("f0 41 01 01 c5 11 0f", "not a read: id 0x41 is a write"),  # SET_OUTPUT ch1 on
+        ("f0 40 01 14 00 fa 00 c4 09 01 00 89 92 0f", "not a read: id 0x40 is a write"),
+        ("f0 42 89 76 0f", "not a read: id 0x42 is a write"),  # STOP_ALL
+        ("f0 20 01 00 00 0f", "a bad CRC"),
+        ("f0 01 f1 d2 0f", "a bad CRC"),
+        ("f0 01 f1 d1", "not one frame"),  # no stop byte
+        ("01 f1 d1 0f", "not one frame"),  # no start byte
+        ("f0 01 f1 d1 0f f0 01 f1 d1 0f", "more than one frame"),
+        ("f0 01 f1 d1 0f 00", "not one frame"),  # a trailing byte
+        ("f0 10 81 00 0e 5d 0f", "a bad escape"),  # escapes a byte that is not special
+        ("f0 10 01 0e 5d 81 0f", "a bad escape"),  # a dangling escape
+        ("f0 0f", "not one frame"),
+        ("f0 " + "10 " * 70 + "0f", "longer than max_packet_bytes"),
+    ],
+)
+def test_frame_writes_and_malformed_frames_are_not_reads(wire: str, why: str) -> None:
+    error = wire_read_error(FRAMES, bytes.fromhex(wire))
+    assert error is not None and error.startswith(why), error
+
+
+def test_the_crc_vectors_of_the_write_frames_are_right() -> None:
+    """The write frames above are real frames (valid CRC): refused for their id, not damage."""
+    for payload, crc in [("41 01 01", 0xC511), ("40 01 14 00 fa 00 c4 09 01 00", 0x8992)]:
+        assert crc16_bitwise(bytes.fromhex(payload)) == crc
+    assert crc16_bitwise(b"\x42") == 0x8976

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
+import json
 import os
 import random
+import re
 import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,15 @@ from needlelab.events import StimSettings
 from needlelab.profiles import load_stim_profile
 from needlelab.sim.cli import add_sim_parser, parse_fault
 from needlelab.sim.faults import FaultSchedule, garbage_pieces, truncated
-from needlelab.sim.stim_server import StimUnitModel, start_simulated_stim
+from needlelab.sim.stim_server import (
+    SimulatedStim,
+    StimUnitModel,
+    start_simulated_stim,
+    writes_received,
+)
 from needlelab.testing.plugin import wait_until
+
+from .test_stim_protocol import crc16_bitwise
 
 ASCII = load_stim_profile("needlelab-stim-ascii")
 FRAME = load_stim_profile("needlelab-stim-frame")
@@ -164,3 +175,98 @@ def test_pty_link_path_is_stable_across_a_disconnect(tmp_path: Path) -> None:
         wait_until(path.exists, timeout_s=2, what="link back")
         assert Path(sim.url) == path and os.readlink(path).startswith("/dev/")
     assert not path.exists()  # a stopped unit leaves no link behind
+
+
+# -- the simulated unit obeys real write commands (so "no write reached it" can fail) ----------
+
+
+def read_until(
+    conn: socket.socket, pattern: re.Pattern[bytes], buffer: bytearray
+) -> re.Match[bytes]:
+    """Read from the unit until `pattern` matches what it sent (within 5 s)."""
+    conn.settimeout(5)
+    while (m := pattern.search(buffer)) is None:
+        chunk = conn.recv(4096)
+        assert chunk, "the unit hung up"
+        buffer += chunk
+    return m
+
+
+def unstuff(body: bytes) -> bytes:
+    """Frame bytes between start and stop with the 0x81/XOR 0x55 escapes undone (by hand)."""
+    return re.sub(rb"\x81(.)", lambda m: bytes([m[1][0] ^ 0x55]), body, flags=re.S)
+
+
+@pytest.mark.stim_writes_expected
+def test_the_ascii_unit_obeys_set_and_stop(tmp_path: Path) -> None:
+    log = io.StringIO()
+    sim = SimulatedStim(ASCII, StimSimulatorConfig(transport="tcp"), [1], tmp_path, log_file=log)
+    with sim:
+        port = int(sim.url.rsplit(":", 1)[1])
+        seen = bytearray()
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(b"SET CH1 I=99.00 OUT=1\n")
+            read_until(
+                conn, re.compile(rb"CHG CH1 F=[\d.]+ PW=\d+ I=99\.00 W=BI M=\w+ OUT=1\n"), seen
+            )
+            conn.sendall(b"SET CH1 F=100.0 PW=400\n")
+            read_until(
+                conn, re.compile(rb"CHG CH1 F=100\.0 PW=400 I=[\d.]+ W=BI M=\w+ OUT=\d\n"), seen
+            )
+            conn.sendall(b"STOP\n")
+            read_until(conn, re.compile(rb"CHG CH1 [^\n]* OUT=0\n"), seen)
+            conn.sendall(b"SET CH9 OUT=1\nFOO 1\nSTAT? 9\n")  # no channel 9; no such command
+            wait_until(lambda: len(sim.writes()) == 5, what="all writes noted")
+    writes = sim.writes()
+    assert [(w.wire, w.command, w.obeyed) for w in writes] == [
+        (b"SET CH1 I=99.00 OUT=1", "SET", True),
+        (b"SET CH1 F=100.0 PW=400", "SET", True),
+        (b"STOP", "STOP", True),
+        (b"SET CH9 OUT=1", "SET", False),
+        (b"FOO 1", None, False),
+    ]  # "STAT? 9" is a read (of a channel the unit lacks): ignored, not a write
+    assert writes[0].unit == f"needlelab-stim-ascii at {sim.url}"
+    assert any(s.intensity_ma == 99.0 and s.output_on for _, s in sim.changes())
+    logged = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["write"]["wire"] for e in logged if "write" in e][:1] == [
+        b"SET CH1 I=99.00 OUT=1".hex()
+    ]
+    assert set(writes) <= set(writes_received())
+
+
+@pytest.mark.stim_writes_expected
+def test_the_frame_unit_obeys_set_channel_set_output_and_stop_all(tmp_path: Path) -> None:
+    changed = re.compile(rb"\xf0\x12([^\xf0\x0f]*)\x0f")  # CHANGED frames, as sent
+    sim = SimulatedStim(FRAME, StimSimulatorConfig(transport="tcp"), [1], tmp_path)
+
+    def next_changed(conn: socket.socket, seen: bytearray) -> tuple[int, ...]:
+        m = read_until(conn, changed, seen)
+        raw = unstuff(m[1])
+        del seen[: m.end()]
+        assert crc16_bitwise(b"\x12" + raw[:-2]) == int.from_bytes(raw[-2:], "big")
+        return struct.unpack("<BHHHBBB", raw[:-2])
+
+    with sim:
+        port = int(sim.url.rsplit(":", 1)[1])
+        seen = bytearray()
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            # SET_CHANNEL ch1: 2.0 Hz, 250 us, 25.00 mA, biphasic, continuous (CRC 0x8992)
+            conn.sendall(bytes.fromhex("f0 40 01 14 00 fa 00 c4 09 01 00 89 92 0f"))
+            while (state := next_changed(conn, seen))[3] != 2500:
+                pass  # a change of the unit's own pattern came first
+            assert state[:6] == (1, 20, 250, 2500, 1, 0)
+            conn.sendall(bytes.fromhex("f0 41 01 01 c5 11 0f"))  # SET_OUTPUT ch1 on
+            while not (state := next_changed(conn, seen))[6]:
+                pass
+            conn.sendall(bytes.fromhex("f0 42 89 76 0f"))  # STOP_ALL
+            while next_changed(conn, seen)[6]:
+                pass
+            conn.sendall(bytes.fromhex("f0 41 01 07 a5 d7 0f"))  # SET_OUTPUT ch1 with output 7
+            wait_until(lambda: len(sim.writes()) == 4, what="all writes noted")
+    assert [(w.command, w.obeyed) for w in sim.writes()] == [
+        ("SET_CHANNEL", True),
+        ("SET_OUTPUT", True),
+        ("STOP_ALL", True),
+        ("SET_OUTPUT", False),
+    ]
+    assert sim.writes()[0].wire == bytes.fromhex("40 01 14 00 fa 00 c4 09 01 00")

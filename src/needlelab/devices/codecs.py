@@ -166,6 +166,45 @@ def _good_and_bad(units: list[bytes | None]) -> tuple[list[bytes], int]:
     return good, len(units) - len(good)
 
 
+def wire_read_error(framing: LineFraming | FrameFraming, data: bytes) -> str | None:
+    """Why `data` is not exactly one read of its protocol family on the wire; None if it is.
+
+    Decodes the bytes themselves, strictly and apart from the stream codecs: one line with its
+    ending and nothing else, or one frame (start, stuffing that only ever escapes a special byte,
+    a matching CRC, stop) and nothing else; then the family's read form (`LineFraming.read_error`,
+    `FrameFraming.read_error`) on what it carries.
+    """
+    if isinstance(framing, LineFraming):
+        ending = framing.line_ending.encode()
+        payload = data.removesuffix(ending)
+        if len(payload) == len(data):
+            return "no line ending"
+        if b"\r" in payload or b"\n" in payload:
+            return "more than one line"
+        if len(payload) > framing.max_line_bytes:
+            return "longer than max_line_bytes"
+        return framing.read_error(payload)
+    if len(data) < 5 or data[0] != framing.start or data[-1] != framing.stop:
+        return "not one frame (start byte, at least id and CRC, stop byte)"
+    if len(data) > framing.max_packet_bytes:
+        return "longer than max_packet_bytes"
+    specials = (framing.start, framing.stop, framing.escape)
+    raw = bytearray()
+    body = iter(data[1:-1])
+    for byte in body:
+        if byte in (framing.start, framing.stop):
+            return "more than one frame"
+        if byte == framing.escape:
+            escaped = next(body, None)
+            if escaped is None or escaped ^ framing.escape_xor not in specials:
+                return "a bad escape"
+            byte = escaped ^ framing.escape_xor
+        raw.append(byte)
+    if len(raw) < 3 or int.from_bytes(raw[-2:], "big") != crc16_ccitt_false(bytes(raw[:-2])):
+        return "a bad CRC"
+    return framing.read_error(bytes(raw[:-2]))
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A message decoded from the wire: which profile message, and its typed fields."""

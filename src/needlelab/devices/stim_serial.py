@@ -11,28 +11,32 @@ import serial
 
 from needlelab.config import StimSerialConfig
 from needlelab.devices.base import Device, DeviceError
-from needlelab.devices.codecs import StimProtocol
+from needlelab.devices.codecs import StimProtocol, wire_read_error
 from needlelab.devices.stim import StimSettingsRecorder
+from needlelab.events import DeviceInfoEvent
 from needlelab.hub import Hub
-from needlelab.profiles import Query, load_stim_profile
+from needlelab.profiles import Query, StimulatorProfile, read_profile
 from needlelab.streams import StreamSpec
 
 log = logging.getLogger(__name__)
 
 
 class ReadOnlyViolation(RuntimeError):
-    """Something tried to send a stimulator bytes that are not one of its profile's queries."""
+    """Something tried to send a stimulator bytes that are not a read of its protocol family, or
+    not one of its profile's queries."""
 
 
 class StimulatorDriver(Device):
     """A stimulator (or a bridge) that reports its settings over serial, per a driver profile.
 
     The port is opened with `serial.serial_for_url`, so a device path, a pseudo-terminal,
-    `socket://127.0.0.1:PORT`, `loop://` and `spy://` all work. The driver sends the profile's
-    connect queries, then its poll queries on their schedule, and records every settings reply
-    or unsolicited change message. Every write goes through `_send`, which refuses any bytes that
-    are not an encoded read-only query of the profile: needlelab never changes a stimulator's
-    output.
+    `socket://127.0.0.1:PORT`, `loop://` and `spy://` all work; DTR and RTS are set as the
+    profile says before it opens. The driver sends the profile's connect queries, then its poll
+    queries on their schedule, and records every settings reply or unsolicited change message.
+    Every write goes through `_send`, which refuses any bytes that do not decode as exactly one
+    read of the profile's protocol family, or that are not one of the profile's encoded queries:
+    needlelab never changes a stimulator's output. On every connect a `device.info` event
+    records the profile's content hash, the exact bytes allowed and the control lines.
     """
 
     RECOVERABLE = (DeviceError, OSError, serial.SerialException)
@@ -40,16 +44,22 @@ class StimulatorDriver(Device):
     def __init__(self, config: StimSerialConfig, hub: Hub) -> None:
         super().__init__(config, hub)
         self.stim_config = config
-        self.profile = load_stim_profile(config.profile)
+        self.profile, self.profile_file = read_profile(config.profile, StimulatorProfile)
         self.protocol = StimProtocol(self.profile)
         self.channels = list(config.channels)
         self.recorder = StimSettingsRecorder(self, self.channels, self.profile.transport.latency_ns)
         self.identity: dict[str, Any] = {}
-        self._allowed_writes = frozenset(
+        self._identity_recorded: dict[str, Any] | None = None
+        # In the order they are sent: what the device.info event lists.
+        allowed = [
             self.protocol.encode_query(q, ch)
             for q in self.profile.queries
             for ch in (self.channels if q.per_channel else [self.channels[0]])
-        )
+        ]
+        for data in allowed:  # the profile loader refused these already; never trust one place
+            self._check_read(data)
+        self._allowed_list = list(dict.fromkeys(allowed))
+        self._allowed_writes = frozenset(allowed)
         self._port: Any = None
         self._next_poll: dict[str, float] = {}
         self.bytes_written = 0
@@ -57,9 +67,38 @@ class StimulatorDriver(Device):
     def streams(self) -> list[StreamSpec]:
         return list(self.recorder.specs.values())
 
+    def device_info(self) -> dict[str, Any]:
+        """What the `device.info` event of a connect says: the profile by name and content, the
+        exact bytes the driver may write (hex) and the control lines it sets."""
+        t = self.profile.transport
+        return {
+            "profile": self.profile.profile,
+            "profile_path": str(self.profile_file.path),
+            "profile_sha256": self.profile_file.sha256,
+            "family": t.framing.type,
+            "allowed_writes_hex": [data.hex() for data in self._allowed_list],
+            "dtr": t.dtr,
+            "rts": t.rts,
+            "port": self.stim_config.port,
+        }
+
     # -- the only way out --------------------------------------------------------------------------
+    def _check_read(self, data: bytes) -> None:
+        """Refuse bytes that are not exactly one read of the profile's protocol family."""
+        why = wire_read_error(self.profile.transport.framing, data)
+        if why is not None:
+            raise ReadOnlyViolation(
+                f"{self.name}: refusing to send {data!r}: {why} "
+                f"({self.profile.transport.framing.type} family)"
+            )
+
     def _send(self, data: bytes) -> None:
-        """Write bytes that must be one of the profile's read-only queries, or nothing at all."""
+        """Write bytes that are a read of the family AND one of the profile's queries, or nothing.
+
+        Two checks, either of which alone keeps writes out: the family's read form, decoded from
+        the bytes themselves, and the exact byte strings of the profile's queries.
+        """
+        self._check_read(data)
         if data not in self._allowed_writes:
             raise ReadOnlyViolation(
                 f"{self.name}: refusing to send {data!r}: not a read-only "
@@ -81,8 +120,10 @@ class StimulatorDriver(Device):
             raise DeviceError("no port configured")
         t = self.profile.transport
         try:
+            # Not opened yet: pyserial would otherwise raise DTR and RTS as it opens.
             self._port = serial.serial_for_url(
                 url,
+                do_not_open=True,
                 baudrate=t.baudrate,
                 bytesize=t.bytesize,
                 parity=t.parity,
@@ -92,10 +133,18 @@ class StimulatorDriver(Device):
             )
         except ValueError as exc:  # pyserial's answer to a malformed URL
             raise DeviceError(f"bad port {url!r}: {exc}") from None
-        self.protocol.codec.reset()
-        for query in self.profile.queries:
-            if query.when == "connect":
-                self._send_query(query)
+        try:
+            self._port.dtr = t.dtr
+            self._port.rts = t.rts
+            self._port.open()
+            self._emit_event(DeviceInfoEvent(info=self.device_info()))
+            self.protocol.codec.reset()
+            for query in self.profile.queries:
+                if query.when == "connect":
+                    self._send_query(query)
+        except BaseException:
+            self._disconnect()  # a half-opened port (and a spy:// log file) must not leak
+            raise
         now = time.monotonic()
         self._next_poll = {q.name: now for q in self.profile.queries if q.when == "poll"}
 
@@ -126,6 +175,9 @@ class StimulatorDriver(Device):
             if message.kind == "identity":
                 self.identity = message.fields
                 self._mark_alive(t_host_ns)
+                if message.fields != self._identity_recorded:  # once, and again if it changes
+                    self._identity_recorded = message.fields
+                    self._emit_event(DeviceInfoEvent(info={"identity": message.fields}))
             else:
                 self.recorder.update(message.settings(), t_host_ns)
 

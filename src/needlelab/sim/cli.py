@@ -103,7 +103,7 @@ def cmd_sim_stim(args: argparse.Namespace) -> int:
             _wait(stop)
         finally:
             server.stop()
-    return 0
+    return _writes_verdict()
 
 
 def _stop_on_signals() -> threading.Event:
@@ -160,7 +160,23 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
             sims.stop()
             if args.truth is not None:
                 write_truth(args.truth, sims.truth())
-    return 0
+    return _writes_verdict()
+
+
+def _writes_verdict() -> int:
+    """0; or 1, after one stderr line, if a write command reached a simulated stimulator (a unit
+    that would have obeyed it): needlelab's tests fail on it."""
+    from needlelab.sim.stim_server import writes_received
+
+    writes = writes_received()
+    if not writes:
+        return 0
+    print(
+        f"needlelab sim: {len(writes)} write command(s) reached a simulated stimulator: "
+        f"{writes[0]}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def add_sim_parser(subparsers: Any) -> None:

@@ -243,11 +243,15 @@ class SimulatorProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        errors = proc.stderr.read() if proc.stderr is not None else ""
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
         with contextlib.suppress(OSError, ValueError):
             self._truth = read_truth(self._truth_path)
+        writes = [line for line in errors.splitlines() if "reached a simulated stimulator" in line]
+        if writes:  # needlelab must only ever send reads: this is a bug, said loudly
+            raise RuntimeError(writes[0])
 
 
 def write_truth(path: Path, truth: dict[str, list[tuple[int, StimSettings]]]) -> None:

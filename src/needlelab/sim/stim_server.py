@@ -5,6 +5,12 @@ queries, sends unsolicited change messages, and can inject faults: garbage bytes
 messages, duplicated messages, a stall (silent but connected) and a disconnect (the port goes
 away for a while). Every message it sends is noted by kind in `wire` (`WireLog`). It logs every
 byte it receives, so tests can prove the driver only ever sent read-only queries.
+
+It is a unit that would obey: it carries out its protocol family's real write commands (set a
+channel's parameters, switch an output, stop all; drivers/README.md, "Write commands"), and
+notes every command that is not a read in `writes()` and in the process-wide
+`writes_received()`, which needlelab's pytest plugin checks after every test: a write that
+reaches a simulated unit fails the test.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import contextlib
 import json
 import os
 import random
+import re
 import select
 import socket
+import struct
 import threading
 import time
 import tty
@@ -22,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
+
+from pydantic import ValidationError
 
 from needlelab.config import FaultSpec, StimSimulatorConfig
 from needlelab.devices.codecs import StimProtocol
@@ -40,6 +50,59 @@ class SentMessage:
     t_mono_ns: int
     message: str
     fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceivedWrite:
+    """Something other than a read that reached a simulated unit: a write command (carried out
+    if the unit knows it and its values are valid), or bytes that are no message at all."""
+
+    t_mono_ns: int
+    unit: str  # which simulator: its profile and where it was served
+    wire: bytes  # the line without its ending, the frame's id + data, or the undecodable bytes
+    command: str | None  # the write command's name; None if it is not one the unit knows
+    obeyed: bool  # whether the unit carried it out
+
+    def __str__(self) -> str:
+        what = self.command or "an unknown command or malformed bytes"
+        done = "obeyed" if self.obeyed else "not obeyed"
+        return f"{self.unit} received {self.wire!r}: {what}, {done}"
+
+
+_writes_lock = threading.Lock()
+_writes_everywhere: list[ReceivedWrite] = []
+
+
+def writes_received() -> list[ReceivedWrite]:
+    """Every write that reached any simulated stimulator of this process so far, in order."""
+    with _writes_lock:
+        return list(_writes_everywhere)
+
+
+# The line family's write commands (drivers/README.md, "Write commands"). Fields in this order,
+# each optional, at least one; values in the units and resolution of the STAT/CHG lines.
+ASCII_SET = re.compile(
+    rb"SET CH(?P<channel>\d{1,2})(?: F=(?P<frequency_hz>\d{1,5}(?:\.\d{1,3})?))?"
+    rb"(?: PW=(?P<pulse_width_us>\d{1,5}))?(?: I=(?P<intensity_ma>\d{1,3}(?:\.\d{1,2})?))?"
+    rb"(?: W=(?P<waveform>BI|MONO))?(?: M=(?P<mode>CONT|BRST))?(?: OUT=(?P<output_on>[01]))?"
+)
+ASCII_STOP = b"STOP"
+_ASCII_VALUES: dict[str, Any] = {
+    "frequency_hz": float,
+    "pulse_width_us": float,
+    "intensity_ma": float,
+    "waveform": {b"BI": "biphasic", b"MONO": "monophasic"}.__getitem__,
+    "mode": {b"CONT": "continuous", b"BRST": "burst"}.__getitem__,
+    "output_on": lambda raw: raw == b"1",
+}
+
+# The frame family's write commands: id -> (name, struct layout of the data after the id).
+FRAME_SET_CHANNEL, FRAME_SET_OUTPUT, FRAME_STOP_ALL = 0x40, 0x41, 0x42
+FRAME_WRITES = {
+    FRAME_SET_CHANNEL: ("SET_CHANNEL", "<BHHHBB"),  # ch, 0.1 Hz, us, 10 uA, wave, mode
+    FRAME_SET_OUTPUT: ("SET_OUTPUT", "<BB"),  # ch, output 0/1
+    FRAME_STOP_ALL: ("STOP_ALL", ""),
+}
 
 
 class StimUnitModel:
@@ -142,6 +205,7 @@ class _Link:
     def __init__(self) -> None:
         self.pending = bytearray()
         self.dropped = 0
+        self.generation = 0  # +1 for each new connection: a receiver starts afresh
 
     def fds(self) -> list[int]:
         raise NotImplementedError
@@ -193,6 +257,7 @@ class _PtyLink(_Link):
         self.slave: int | None = None
 
     def open(self) -> None:
+        self.generation += 1
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no echo, no line editing: bytes pass as they are
         os.set_blocking(self.master, False)
@@ -270,6 +335,7 @@ class _TcpLink(_Link):
                 self.conn.close()
             conn.setblocking(False)
             self.conn = conn
+            self.generation += 1
             self.pending.clear()
             return b""
         assert self.conn is not None
@@ -324,6 +390,8 @@ class SimulatedStim:
         self.log_file = log_file
         self.received_file = received_file
         self._received = bytearray()
+        self._rx_generation = 0
+        self._writes: list[ReceivedWrite] = []
         self._sent: list[SentMessage] = []
         self._changes: list[tuple[int, StimSettings]] = []
         self._lock = threading.Lock()
@@ -403,6 +471,11 @@ class SimulatedStim:
         with self._lock:
             return list(self._changes)
 
+    def writes(self) -> list[ReceivedWrite]:
+        """Every write command (or undecodable bytes) the unit received, in order."""
+        with self._lock:
+            return list(self._writes)
+
     # -- thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -417,10 +490,7 @@ class SimulatedStim:
                     self.link.close()
                     self._down_until = now + 0.1
             for settings in self.model.step(t_s):
-                with self._lock:
-                    self._changes.append((time.monotonic_ns(), settings))
-                if self._change is not None:
-                    self._send(self._change, self._settings_fields(settings))
+                self._changed(settings)
             self.link.flush()
             fds = self.link.fds()
             if not fds:
@@ -439,12 +509,20 @@ class SimulatedStim:
         if self.received_file is not None:
             self.received_file.write(data)
             self.received_file.flush()
-        payloads, _ = self.protocol.codec.feed(data)
-        if time.monotonic() < self._stalled_until:
-            return  # stalled: hears everything, says nothing
+        if self.link.generation != self._rx_generation:  # a new connection starts afresh
+            self._rx_generation = self.link.generation
+            self.protocol.codec.reset()
+        payloads, malformed = self.protocol.codec.feed(data)
+        if malformed:  # not a read either: noted like a write (what the unit makes of it varies)
+            self._note_write(data, None, obeyed=False)
+        stalled = time.monotonic() < self._stalled_until  # hears everything, says nothing
         for payload in payloads:
             match = self.protocol.match_query(payload, self.channels)
             if match is None:
+                if self.profile.transport.framing.read_error(payload) is not None:
+                    self._note_write(payload, *self._obey(payload))
+                continue  # else a read this unit does not serve: ignored, as a unit would
+            if stalled:
                 continue
             query, channel = match
             self.queries_answered += 1
@@ -453,6 +531,83 @@ class SimulatedStim:
                 self._send(reply.name, self._identity)
             else:
                 self._send(reply.name, self._settings_fields(self.model.settings[channel]))
+
+    # -- write commands --------------------------------------------------------------------------
+    def _note_write(self, wire: bytes, command: str | None, obeyed: bool) -> None:
+        entry = ReceivedWrite(
+            time.monotonic_ns(), f"{self.profile.profile} at {self.url}", wire, command, obeyed
+        )
+        with self._lock:
+            self._writes.append(entry)
+        with _writes_lock:
+            _writes_everywhere.append(entry)
+        if self.log_file is not None:
+            record = {"command": command, "wire": wire.hex(), "obeyed": obeyed}
+            self.log_file.write(json.dumps({"t_mono_ns": entry.t_mono_ns, "write": record}) + "\n")
+            self.log_file.flush()
+
+    def _obey(self, payload: bytes) -> tuple[str | None, bool]:
+        """Carry out a write command of the unit's protocol family; (its name, whether done)."""
+        if self.protocol.is_line:
+            if payload == ASCII_STOP:
+                return "STOP", self._stop_all()
+            m = ASCII_SET.fullmatch(payload)
+            if m is None:
+                return None, False
+            update = {
+                k: _ASCII_VALUES[k](v) for k, v in m.groupdict().items() if v and k in _ASCII_VALUES
+            }
+            return "SET", bool(update) and self._set(int(m["channel"]), update)
+        name, layout = FRAME_WRITES.get(payload[0], (None, ""))
+        if name is None:
+            return None, False
+        try:
+            values = struct.unpack(layout, payload[1:])
+        except struct.error:
+            return name, False
+        if payload[0] == FRAME_STOP_ALL:
+            return name, self._stop_all()
+        if payload[0] == FRAME_SET_OUTPUT:
+            channel, output = values
+            return name, output in (0, 1) and self._set(channel, {"output_on": output == 1})
+        channel, freq, width, current, wave, mode = values
+        if wave not in (0, 1) or mode not in (0, 1):
+            return name, False
+        update = {
+            "frequency_hz": freq / 10,
+            "pulse_width_us": float(width),
+            "intensity_ma": current / 100,
+            "waveform": "biphasic" if wave else "monophasic",
+            "mode": "burst" if mode else "continuous",
+        }
+        return name, self._set(channel, update)
+
+    def _set(self, channel: int, update: dict[str, Any]) -> bool:
+        """Change one channel's settings as a write says; False if the unit cannot."""
+        old = self.model.settings.get(channel)
+        if old is None:
+            return False
+        try:
+            new = StimSettings.model_validate({**old.model_dump(), **update})
+        except ValidationError:
+            return False
+        if new != old:
+            self.model.settings[channel] = new
+            self._changed(new)
+        return True
+
+    def _stop_all(self) -> bool:
+        for channel, settings in self.model.settings.items():
+            if settings.output_on:
+                self._set(channel, {"output_on": False})
+        return True
+
+    def _changed(self, settings: StimSettings) -> None:
+        """A channel's settings changed: note it, and tell the host if the profile says how."""
+        with self._lock:
+            self._changes.append((time.monotonic_ns(), settings))
+        if self._change is not None:
+            self._send(self._change, self._settings_fields(settings))
 
     def _plan_replies(self) -> None:
         """Which message answers each query, and what the unit sends on a change.

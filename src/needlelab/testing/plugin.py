@@ -1,12 +1,18 @@
 """needlelab's pytest plugin: simulated stimulators and BLE sensors, and the real drivers wired
 to them, cleaned up after.
 
+A simulated stimulator is a unit that would obey a write command, so the plugin fails any test
+during which a write reached one (any simulated stimulator of the test process: these fixtures',
+a session's, one a test started itself), at its teardown, naming the bytes. A test that sends
+writes on purpose says so with `@pytest.mark.stim_writes_expected`.
+
 Kept import-light: heavy modules load inside the fixtures, so the plugin costs nothing in test
 runs that do not use it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +29,45 @@ if TYPE_CHECKING:
     from needlelab.sim.stim_server import SimulatedStim
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the plugin's marker (suites may run with --strict-markers)."""
+    config.addinivalue_line(
+        "markers",
+        "stim_writes_expected: the test sends write commands to a simulated stimulator on "
+        "purpose, so needlelab's no-write check does not fail it",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_write_reached_a_simulated_stimulator(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test, at its teardown, if any write command (or bytes that are no read) reached
+    a simulated stimulator of this process while it ran."""
+
+    def count() -> int:
+        module = sys.modules.get("needlelab.sim.stim_server")  # not loaded: no simulator ran
+        return len(module.writes_received()) if module is not None else 0
+
+    before = count()
+    yield
+    if count() == before or request.node.get_closest_marker("stim_writes_expected"):
+        return
+    from needlelab.sim.stim_server import writes_received
+
+    arrived = writes_received()[before:]
+    shown = "; ".join(str(w) for w in arrived[:3]) + (" ..." if len(arrived) > 3 else "")
+    pytest.fail(
+        f"{len(arrived)} write command(s) reached a simulated stimulator (needlelab must only "
+        f"ever send reads): {shown}",
+        pytrace=False,
+    )
+
+
 @pytest.fixture
 def sim_stim(tmp_path: Path) -> Iterator[Callable[..., SimulatedStim]]:
     """Factory: `sim_stim(profile, transport="pty"|"tcp", channels=[1], pattern=..., seed=...,
     faults=[...])` starts a simulated stimulator and returns it (`.url`, `.inject(fault)`,
-    `.received_bytes()`, `.sent_log()`, `.changes()`). Every one is stopped at teardown."""
+    `.received_bytes()`, `.sent_log()`, `.changes()`, `.writes()`). Every one is stopped at
+    teardown, and a write that reached one fails the test."""
     from needlelab.config import StimSimulatorConfig
     from needlelab.profiles import load_stim_profile
     from needlelab.sim.stim_server import SimulatedStim
