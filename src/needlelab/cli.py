@@ -125,14 +125,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from needlelab.clinic.protocol import load_protocol
     from needlelab.config import read_toml
     from needlelab.preflight import CannotWriteError, load_checked
+    from needlelab.profiles import load_any_profile
 
     status = EXIT_OK
     for path in args.config:
         try:
-            if "protocol" in read_toml(path):  # a protocol template, not a session config
+            data = read_toml(path)
+            if "protocol" in data:  # a protocol template, not a session config
                 protocol = load_protocol(path)
                 phases = " → ".join(p.name for p in protocol.phases)
                 print(f"{path}: ok: protocol {protocol.protocol.name}: {phases}")
+                continue
+            if "device_type" in data:  # a driver profile
+                profile = load_any_profile(path, data["device_type"])
+                print(f"{path}: ok: {data['device_type']} profile {profile.profile}")
                 continue
             config = load_checked(path)
         except (ConfigError, CannotWriteError) as exc:

@@ -531,3 +531,24 @@ class CaliperProfile(_Strict):
 def load_caliper_profile(name_or_path: str | Path) -> CaliperProfile:
     """Load a caliper profile by shipped name or path."""
     return load_profile(name_or_path, CaliperProfile)
+
+
+PROFILE_MODELS: dict[str, type[StimulatorProfile | EmgProfile | CaliperProfile]] = {
+    "stimulator": StimulatorProfile,
+    "emg": EmgProfile,
+    "caliper": CaliperProfile,
+}
+"""The profile model of each `device_type`."""
+
+
+def load_any_profile(
+    path: str | Path, device_type: object
+) -> StimulatorProfile | EmgProfile | CaliperProfile:
+    """Load a profile file whose `device_type` was read from it; ConfigError on problems, one of
+    them a device type that is not known."""
+    model = PROFILE_MODELS.get(str(device_type))
+    if model is None:
+        raise ConfigError(
+            [f"{path}: device_type: {device_type!r} is not one of {sorted(PROFILE_MODELS)}"]
+        )
+    return load_profile(path, model)

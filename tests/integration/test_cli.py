@@ -175,3 +175,25 @@ def test_monitor_without_the_gui_extra_says_what_to_install(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "pip install 'needlelab[gui]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_takes_driver_profiles_too(tmp_path: Path) -> None:
+    """`needlelab check PROFILE.toml` validates a driver profile as a profile (it used to parse it
+    as a session config: seven 'unknown field' lines for a valid shipped profile)."""
+    shipped = sorted((Path(__file__).parents[2] / "drivers").glob("*.toml"))
+    assert len(shipped) >= 7
+    result = needlelab("check", *map(str, shipped))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(shipped)
+    assert "ok: stimulator profile needlelab-stim-ascii" in result.stdout
+    text = (Path(__file__).parents[2] / "drivers" / "needlelab-stim-ascii.toml").read_text()
+    writer = tmp_path / "write-stim.toml"
+    writer.write_text(text.replace('send = "STAT? {channel}"', 'send = "SET CH{channel} OUT=1"'))
+    result = needlelab("check", str(writer))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "query 'status'" in line and "is not a read" in line
+    odd = tmp_path / "odd.toml"
+    odd.write_text('profile = "odd"\ndevice_type = "laser"\n')
+    result = needlelab("check", str(odd))
+    assert result.returncode == 2 and "'laser' is not one of" in result.stderr
