@@ -7,11 +7,13 @@ crash (a killed recorder's file opens as it is, up to its last commit).
   ClockOffset, Boundary, StreamFooter chunks). Every stream keeps its own sample times from the
   clock model (seconds on the session clock); markers and clinical events are one string stream
   of JSON payloads; channel labels, units and the clock model go in each stream's `<desc>`.
-- EDF+ / BDF+ (`to_edf`, via edfio): EDF and BDF hold signals at fixed rates that start with the
-  file, so each regular stream is put on a uniform grid at its nominal rate from the session
-  start (linear interpolation at the clock-model times; zero where there were no samples, marked
-  by a `gap` annotation). Irregular streams (stimulator settings, caliper readings) and every
-  event are annotations, never resampled. EMG channels are labelled `EMG <site> <n>`.
+- EDF+ / BDF+ (`to_edf`, written from the specifications by `needlelab.record.edf`): EDF and
+  BDF hold signals at fixed rates that start with the file, so each regular stream is put on a
+  uniform grid at its nominal rate from the file's start (`timeline`: session time 0, exact to
+  100 ns; zero where there were no samples, marked by a `gap` annotation). Irregular streams
+  (stimulator settings, caliper readings) and every event are annotations, never resampled,
+  each whole (a text longer than readers keep is written in parts). A session with no regular
+  stream is an annotation-only EDF+. EMG channels are labelled `EMG <site> <n>`.
 - CSV (`to_csv`): one tidy table per event kind, one per signal, and `data_dictionary.csv`.
 - FIF (`to_fif`, via MNE): the EDF grid as an `mne.io.Raw` with annotations (`to_mne`).
 
@@ -39,6 +41,7 @@ import numpy.typing as npt
 
 from needlelab.events import Event
 from needlelab.private import private_dir, write_private
+from needlelab.record import edf
 from needlelab.record.reader import (
     UnknownEvent,
     event_json,
@@ -126,29 +129,51 @@ def load(path: str | Path) -> LoadedSession:
 # -- uniform grids (EDF, BDF, FIF) ----------------------------------------------------------------
 @dataclass
 class Grid:
-    """A regular stream on a uniform grid from session time 0: values (n, channels), and the
-    stretches where there were no samples (start s, end s)."""
+    """A regular stream on a uniform grid: values (n, channels) at `origin_ns + k / rate_hz`
+    (session time), and the stretches where there were no samples (start s, end s, on the
+    grid's own time: seconds after its first sample)."""
 
     spec: StreamSpec
     rate_hz: float
+    origin_ns: int
     values: npt.NDArray[np.float64]
     empty: list[tuple[float, float]]
 
 
-def grid_seconds(end_ns: int) -> int:
-    """The whole seconds a grid spans: up to `end_ns`, rounded up (EDF data records are 1 s)."""
-    return max(1, math.ceil(end_ns / 1e9))
+@dataclass(frozen=True)
+class Timeline:
+    """Where the signal files (EDF, BDF, FIF) start and how long they run.
+
+    `origin_ns` is session time 0, or the first sample of a regular stream if one came before
+    it, moved back (less than 100 ns) so that its wall-clock time is a whole number of 100 ns,
+    the resolution of EDF+ time keeping; every file time counts from it. `seconds` is whole
+    seconds (EDF data records are 1 s) up to the last thing recorded."""
+
+    origin_ns: int
+    seconds: int
+    start_wall_ns: int
 
 
-def uniform_grid(stream: StreamData, end_ns: int) -> Grid:
-    """Resample a regular stream at its nominal rate from session time 0 over `grid_seconds`."""
+def timeline(session: LoadedSession) -> Timeline:
+    """The session's `Timeline`."""
+    firsts = [int(s.t_ns.min()) for s in _regular(session) if len(s.t_ns)]
+    earliest = min([0, *firsts])
+    wall = int(session.meta["anchor_wall_ns"]) + earliest
+    start_wall = wall - wall % 100
+    origin = earliest - (wall - start_wall)
+    seconds = max(1, math.ceil((session.end_ns - origin) / 1e9))
+    return Timeline(origin, seconds, start_wall)
+
+
+def uniform_grid(stream: StreamData, line: Timeline) -> Grid:
+    """Resample a regular stream at its nominal rate over the timeline."""
     rate = stream.spec.nominal_rate_hz
-    n = round(grid_seconds(end_ns) * rate)
-    grid_t = np.arange(n) / rate
+    n = round(line.seconds * rate)
+    grid_t = line.origin_ns / 1e9 + np.arange(n) / rate
     out = np.zeros((n, stream.spec.channel_count))
     empty: list[tuple[float, float]] = []
     if not len(stream.t_ns):
-        return Grid(stream.spec, rate, out, [(0.0, n / rate)])
+        return Grid(stream.spec, rate, line.origin_ns, out, [(0.0, n / rate)])
     t = stream.t_ns / 1e9
     order = np.argsort(t, kind="stable")
     t, values = t[order], np.asarray(stream.values, dtype=np.float64)[order]
@@ -158,7 +183,7 @@ def uniform_grid(stream: StreamData, end_ns: int) -> Grid:
     ends = np.r_[breaks, len(t) - 1]
     covered = np.zeros(n, dtype=bool)
     for a, b in zip(starts, ends, strict=True):
-        inside = (grid_t >= t[a]) & (grid_t <= t[b])
+        inside = (grid_t >= t[a] - 1e-9) & (grid_t <= t[b] + 1e-9)
         covered |= inside
         for c in range(values.shape[1]):
             out[inside, c] = np.interp(grid_t[inside], t[a : b + 1], values[a : b + 1, c])
@@ -166,29 +191,48 @@ def uniform_grid(stream: StreamData, end_ns: int) -> Grid:
     for lo, hi in zip(edges[::2], edges[1::2], strict=False):
         if hi > lo:
             empty.append((lo / rate, hi / rate))
-    return Grid(stream.spec, rate, out, empty)
+    return Grid(stream.spec, rate, line.origin_ns, out, empty)
 
 
 def _regular(session: LoadedSession) -> list[StreamData]:
     return [s for s in session.streams.values() if s.spec.kind is StreamKind.REGULAR]
 
 
-def _annotations(session: LoadedSession, grids: list[Grid]) -> list[tuple[float, str]]:
-    """(onset s, text) of every event, every irregular-stream sample and every empty stretch."""
-    notes = [(e.t_ns / 1e9, event_json(e)) for e in session.events]
+def _number(value: float) -> str:
+    """A stored value as the shortest text that reads back to it in its own precision."""
+    return str(np.format_float_positional(value, unique=True, trim="-"))
+
+
+@dataclass(frozen=True)
+class Note:
+    """An annotation of the signal files: session time (ns), text, and what names its parts."""
+
+    t_ns: int
+    text: str
+    key: str = ""
+
+
+def _annotations(session: LoadedSession, grids: list[Grid]) -> list[Note]:
+    """Every event (its whole JSON), every irregular-stream sample and every empty stretch of a
+    grid, in time order."""
+    notes = [Note(e.t_ns, event_json(e), f"event {e.id}") for e in session.events]
     for stream in session.streams.values():
         if stream.spec.kind is StreamKind.REGULAR:
             continue
+        spec = stream.spec
         for t, row in zip(stream.t_ns, np.asarray(stream.values), strict=True):
             cells = ", ".join(
-                f"{ch}={float(v):g}{'' if u in ('', 'bool') else ' ' + u}"
-                for ch, v, u in zip(stream.spec.channels, row, stream.spec.units, strict=True)
+                f"{ch}={_number(v)}{'' if u in ('', 'bool') else ' ' + u}"
+                for ch, v, u in zip(spec.channels, row, spec.units, strict=True)
             )
-            notes.append((int(t) / 1e9, f"{stream.spec.name}: {cells}"))
+            notes.append(Note(int(t), f"{spec.name}: {cells}"))
     for grid in grids:
         for lo, hi in grid.empty:
-            notes.append((lo, f"gap: {grid.spec.name} has no samples until {hi:.3f} s"))
-    return sorted(notes, key=lambda n: n[0])
+            notes.append(
+                Note(grid.origin_ns + round(lo * 1e9),
+                     f"gap: {grid.spec.name} has no samples until {hi:.3f} s")
+            )  # fmt: skip
+    return sorted(notes, key=lambda n: n.t_ns)
 
 
 def _channel_label(spec: StreamSpec, channel: int) -> str:
@@ -200,7 +244,7 @@ def _channel_label(spec: StreamSpec, channel: int) -> str:
     return f"EMG {label}"
 
 
-EDF_LABEL_CHARS = 16
+EDF_LABEL_CHARS = edf.LABEL_CHARS
 
 
 def _edf_label(spec: StreamSpec, channel: int) -> str:
@@ -216,54 +260,56 @@ def _edf_label(spec: StreamSpec, channel: int) -> str:
 
 # -- EDF+ / BDF+ ----------------------------------------------------------------------------------
 def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
-    """Write EDF+ (16 bit) or BDF+ (24 bit)."""
-    try:
-        import edfio
-    except ImportError:
-        raise ExportError(f"{'BDF' if bdf else 'EDF'} export needs edfio: pip install "
-                          "'needlelab[export]'") from None  # fmt: skip
-    end = session.end_ns
+    """Write EDF+ (16 bit) or BDF+ (24 bit) with `needlelab.record.edf`."""
     regular = _regular(session)
     odd = [s.spec.name for s in regular if s.spec.nominal_rate_hz != round(s.spec.nominal_rate_hz)]
     if odd:
         raise ExportError(f"EDF/BDF need whole-number sampling rates; {', '.join(odd)} have not: "
                           "export XDF or CSV")  # fmt: skip
-    grids = [uniform_grid(s, end) for s in regular]
-    signal_class = edfio.BdfSignal if bdf else edfio.EdfSignal
-    digital = (-8_388_608, 8_388_607) if bdf else (-32768, 32767)
-    signals: list[Any] = []  # EdfSignal or BdfSignal, one kind per file
+    line = timeline(session)
+    grids = [uniform_grid(s, line) for s in regular]
+    signals: list[edf.Signal] = []
     for grid in grids:
         for c in range(grid.spec.channel_count):
-            data = grid.values[:, c]
-            peak = max(1.0, float(np.max(np.abs(data))) * 1.01)
-            full = _channel_label(grid.spec, c)
+            values = grid.values[:, c]
+            peak = float(np.max(np.abs(values))) if len(values) else 0.0
             signals.append(
-                signal_class(
-                    data,
-                    grid.rate_hz,
+                edf.Signal(
                     label=_edf_label(grid.spec, c),
-                    transducer_type=full[:80],
-                    physical_dimension=grid.spec.units[c],
-                    physical_range=(-peak, peak),
-                    digital_range=digital,
+                    transducer=_channel_label(grid.spec, c)[:80],
+                    unit=grid.spec.units[c],
+                    prefilter="resampled: linear interpolation at clock-model times",
+                    samples_per_record=round(grid.rate_hz),
+                    peak=peak if peak > 0 else 1.0,
                 )
             )
-    duration = float(grid_seconds(end))
-    annotations = [edfio.EdfAnnotation(onset, None, text[:200]) for onset, text in
-                   _annotations(session, grids) if onset >= 0]  # fmt: skip
-    file_class = edfio.Bdf if bdf else edfio.Edf
-    start = session.start
-    edf = file_class(
-        signals,
-        patient=edfio.Patient(code=session.patient_id),
-        recording=edfio.Recording(startdate=start.date()),
-        starttime=start.time().replace(tzinfo=None, microsecond=0),
-        data_record_duration=1.0 if signals else duration,
-        annotations=annotations,
-    )
-    write_private(path, b"")  # created owner-only before edfio fills it: never readable by others
-    edf.write(path)
+    notes = [
+        edf.Annotation(_units(n.t_ns - line.origin_ns), n.text, n.key)
+        for n in _annotations(session, grids)
+    ]
+    write_private(path, b"")  # created owner-only before it is filled: never readable by others
+    try:
+        edf.write(
+            path,
+            bdf=bdf,
+            start_wall_ns=line.start_wall_ns,
+            patient_code=session.patient_id,
+            equipment="needlelab",
+            signals=signals,
+            groups=[g.spec.channel_count for g in grids],
+            n_records=line.seconds if signals else 0,
+            record_seconds=1 if signals else 0,
+            blocks=[[g.values for g in grids]] if signals else [],
+            annotations=notes,
+        )
+    except edf.EdfWriteError as exc:
+        raise ExportError(f"cannot write {path.name}: {exc}") from None
     return path
+
+
+def _units(ns: int) -> int:
+    """Nanoseconds to EDF+'s 100 ns units, rounded to the nearest."""
+    return (ns + 50) // 100
 
 
 # -- XDF ------------------------------------------------------------------------------------------
@@ -420,8 +466,8 @@ def _to_mne(session: LoadedSession) -> Any:
         import mne
     except ImportError:
         raise ExportError("MNE export needs mne: pip install 'needlelab[export]'") from None
-    end = session.end_ns
-    grids = [uniform_grid(s, end) for s in _regular(session)]
+    line = timeline(session)
+    grids = [uniform_grid(s, line) for s in _regular(session)]
     if not grids:
         raise ExportError("the session has no regular streams to put in an mne.io.Raw")
     rates = {g.rate_hz for g in grids}
@@ -443,11 +489,12 @@ def _to_mne(session: LoadedSession) -> Any:
             data.append(grid.values[:n, c] * scale)  # MNE keeps volts
     info = mne.create_info(names, rate, types, verbose=False)
     raw = mne.io.RawArray(np.array(data), info, verbose=False)
-    raw.set_meas_date(session.start)
+    start = dt.datetime.fromtimestamp(line.start_wall_ns // 1000 / 1e6, tz=dt.UTC)
+    raw.set_meas_date(start)
     notes = _annotations(session, grids)
     raw.set_annotations(
-        mne.Annotations([t for t, _ in notes], [0.0] * len(notes), [d for _, d in notes],
-                        orig_time=session.start)
+        mne.Annotations([(n.t_ns - line.origin_ns) / 1e9 for n in notes], [0.0] * len(notes),
+                        [n.text for n in notes], orig_time=start)
     )  # fmt: skip
     return raw
 
