@@ -455,3 +455,21 @@ def test_a_session_with_only_annotations_exports_to_edf(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert edfio.read_bdf(tmp_path / "only.bdf").annotations == edf.annotations
+
+
+def test_xdf_header_times_are_on_the_stamps_clock(annotated: Path, tmp_path: Path) -> None:
+    """pyxdf reads the file's start (UTC, to the µs) and each stream's created_at on the clock
+    of its stamps (session seconds), not the recording machine's uptime."""
+    path = export(annotated, "xdf", tmp_path / "h.xdf")
+    streams, header = pyxdf.load_xdf(str(path), dejitter_timestamps=False)
+    with open_session(annotated) as s:
+        wall = s.meta["anchor_wall_ns"]
+        firsts = {name: int(s.stream(name)[0].min()) for name in s.streams}
+        first_event = min(e.t_ns for e in s.events())
+    start = dt.datetime.fromisoformat(header["info"]["datetime"][0])
+    assert start.tzinfo is not None and abs(start.timestamp() * 1e9 - wall) < 1000
+    for stream in streams:
+        name, created = stream["info"]["name"][0], float(stream["info"]["created_at"][0])
+        first = firsts.get(name, first_event)
+        assert created == pytest.approx(first / 1e9, abs=1e-9)
+        assert created <= float(stream["time_stamps"][0]) + 1e-9

@@ -338,11 +338,18 @@ def _xml(tag: str, fields: dict[str, Any]) -> str:
     return '<?xml version="1.0"?>' + render(tag, fields)
 
 
+def _first_stamp(t_ns: npt.NDArray[np.int64]) -> float:
+    return float(t_ns.min()) / 1e9 if len(t_ns) else 0.0
+
+
 def to_xdf(session: LoadedSession, path: Path) -> Path:
     """Write XDF 1.0: one stream per recorded stream, plus a string stream of every event."""
     out = bytearray(b"XDF:")
-    out += _chunk(1, _xml("info", {"version": "1.0"}).encode())
-    created = session.meta["anchor_monotonic_ns"] / 1e9
+    # Stamps are session seconds (0 at the session's start); the file header says when that
+    # was, as LabRecorder does (`datetime`, here to the microsecond, UTC), and `created_at` is
+    # on the stamps' clock too: the stream's first stamp (when it existed at the latest).
+    began = session.start.isoformat(timespec="microseconds")
+    out += _chunk(1, _xml("info", {"version": "1.0", "datetime": began}).encode())
     streams: list[tuple[int, dict[str, Any], npt.NDArray[np.float64], list[Any], str]] = []
     for k, stream in enumerate(session.streams.values(), start=1):
         spec = stream.spec
@@ -356,14 +363,15 @@ def to_xdf(session: LoadedSession, path: Path) -> Path:
             "name": spec.name, "type": spec.type, "channel_count": spec.channel_count,
             "nominal_srate": spec.nominal_rate_hz if spec.kind is StreamKind.REGULAR else 0,
             "channel_format": "double64", "source_id": f"{session.meta['session_id']}:{spec.name}",
-            "created_at": created, "desc": desc,
+            "created_at": _first_stamp(stream.t_ns), "desc": desc,
         }  # fmt: skip
         streams.append((k, info, stream.t_ns / 1e9, list(np.asarray(stream.values)), "double64"))
     marker_id = len(streams) + 1
     marker_info = {
         "name": "needlelab events", "type": "Markers", "channel_count": 1, "nominal_srate": 0,
         "channel_format": "string", "source_id": f"{session.meta['session_id']}:events",
-        "created_at": created, "desc": {"payload": "JSON: kind, source, id and the event's fields"},
+        "created_at": _first_stamp(np.array([e.t_ns for e in session.events], np.int64)),
+        "desc": {"payload": "JSON: kind, source, id and the event's fields"},
     }  # fmt: skip
     streams.append(
         (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in session.events]),
