@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from array import array
@@ -42,9 +43,11 @@ class ClockSegment:
 
     `x` is the sample index (or the device clock in µs for streams that have one). `drift_ppm` is
     the device's rate error against the host clock; `jitter_ns` the median arrival latency above the
-    fitted floor; `uncertainty_ns` how far the fitted times may be from the true ones (half the
-    disagreement between independent fits of the segment's two halves, plus the floor's own
-    granularity).
+    fitted floor; `uncertainty_ns` how far the fitted times may be from the true ones: how far
+    independent fits of the segment's two halves disagree (`_half_split`), or half the median
+    floor of its stretches above the line, whichever is more. A constant offset shared by the
+    whole stream (a latency floor calibrated wrong; a connection-event lattice that never lets
+    a frame through at no wait) is not in it: no fit of arrivals can see one.
     """
 
     x0: int
@@ -115,28 +118,102 @@ def _hull_candidates(xf: np.ndarray, yf: np.ndarray) -> np.ndarray:
     return idx
 
 
-def fit_segment(x: np.ndarray, t_host_ns: np.ndarray, nominal_period_ns: float) -> ClockSegment:
-    """Fit one gap-free stretch of (index or device time, host arrival) pairs."""
+MAX_DRIFT_PPM = 500.0
+"""The largest rate error a fit may give a device. Crystals are specified within 10-100 ppm and
+age or warm by a few tens more; 500 ppm leaves room for a poor one, and none for the thousands of
+ppm a misnumbered stretch of samples can tilt a free fit to."""
+
+STRETCH_NS = 500_000_000
+"""A segment's floor is followed in stretches of this much arrival time."""
+
+STEP_MIN_NS = 4_000_000
+"""The least step in a segment's floor that re-splits it; also at least `STEP_BLOCKS` blocks'
+time, and the expected jitter (see `STEP_NOISE`), whichever is most."""
+
+STEP_BLOCKS = 1.5
+"""A misnumbered stretch is off by whole blocks (a turn of the Myo's characteristics is four).
+The floor of blocks that wait for connection events is a sawtooth whose teeth end in steps of
+up to one block (the lattice of the block period and the connection interval): a step of up to
+a block may be that, and only one of more is taken for a misnumbering."""
+
+STEP_NOISE = 6.0
+"""The expected jitter of stretch floors is the median change between neighbours; a step must be
+this many times that."""
+
+STEP_SIDE = 3
+"""A step is judged on the lowest floor of this many stretches on each side of it."""
+
+
+def _slope_bounds(nominal_period_ns: float, max_drift_ppm: float) -> tuple[float, float]:
+    m = max_drift_ppm * 1e-6
+    return nominal_period_ns / (1 + m), nominal_period_ns / (1 - m) if m < 1 else math.inf
+
+
+def _bounded_line(
+    x: np.ndarray, y: np.ndarray, nominal_period_ns: float, max_drift_ppm: float
+) -> tuple[float, float, bool]:
+    """The lower-envelope line (intercept at x=0, slope), its slope held to `max_drift_ppm` of
+    the nominal period: a slope out of bounds is set to the bound, and the line lowered onto the
+    points. Also whether the bound was hit."""
+    if len(x) < 3 or x[-1] == x[0]:
+        return float(np.min(y - nominal_period_ns * x)), nominal_period_ns, False
+    intercept, slope = lower_envelope_line(x, y)
+    lo, hi = _slope_bounds(nominal_period_ns, max_drift_ppm)
+    if lo <= slope <= hi:
+        return intercept, slope, False
+    slope = min(max(slope, lo), hi)
+    return float(np.min(y - slope * x)), slope, True
+
+
+def _half_split(x: np.ndarray, y: np.ndarray, period: float, max_drift_ppm: float) -> float:
+    """How far independent fits of the two halves disagree: all of it at the middle (each half's
+    line is pinned within its half, so there each is off by its slope's error times a quarter
+    of the span, about as much as the whole fit at its ends), half of it at the ends (where
+    each half's line is extrapolated a whole half)."""
+    if len(x) < 8:
+        return 0.0
+    half = len(x) // 2
+    lines = [
+        _bounded_line(x[part], y[part], period, max_drift_ppm)
+        for part in (slice(0, half), slice(half, None))
+    ]
+    (c1, m1, _), (c2, m2, _) = lines
+    mid, first, last = float(x[half]), float(x[0]), float(x[-1])
+    ends = max(abs((c1 - c2) + (m1 - m2) * at) for at in (first, last)) / 2
+    return max(abs((c1 - c2) + (m1 - m2) * mid), ends)
+
+
+def fit_segment(
+    x: np.ndarray,
+    t_host_ns: np.ndarray,
+    nominal_period_ns: float,
+    max_drift_ppm: float = MAX_DRIFT_PPM,
+) -> ClockSegment:
+    """Fit one gap-free stretch of (index or device time, host arrival) pairs with one line."""
     x = np.asarray(x, dtype=np.int64)
     y = np.asarray(t_host_ns, dtype=np.float64)
     x0 = int(x[0])
-    xr = x - x0
-    if len(x) < 3 or xr[-1] == 0:
-        intercept, slope = float(y.min()), nominal_period_ns
-    else:
-        intercept, slope = lower_envelope_line(xr, y)
+    xr = (x - x0).astype(np.float64)
+    intercept, slope, _ = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
+    return _segment(x, xr, y, intercept, slope, nominal_period_ns, max_drift_ppm, 0.0)
+
+
+def _segment(
+    x: np.ndarray,
+    xr: np.ndarray,
+    y: np.ndarray,
+    intercept: float,
+    slope: float,
+    nominal_period_ns: float,
+    max_drift_ppm: float,
+    floor_ns: float,
+) -> ClockSegment:
     residual = y - (intercept + slope * xr)
-    uncertainty = 0.0
-    if len(x) >= 8:
-        half = len(x) // 2
-        mid = float(xr[half])
-        fits = [lower_envelope_line(xr[s], y[s]) for s in (slice(0, half), slice(half, None))]
-        at_mid = [c + m * mid for c, m in fits]
-        uncertainty = abs(at_mid[0] - at_mid[1]) / 2
+    uncertainty = max(_half_split(xr, y, nominal_period_ns, max_drift_ppm), floor_ns)
     return ClockSegment(
-        x0=x0,
+        x0=int(x[0]),
         x_end=int(x[-1]),
-        offset_ns=intercept,
+        offset_ns=intercept + slope * float(xr[0]),
         period_ns=slope,
         drift_ppm=(nominal_period_ns / slope - 1.0) * 1e6 if slope > 0 else 0.0,
         jitter_ns=float(np.median(residual)),
@@ -145,15 +222,256 @@ def fit_segment(x: np.ndarray, t_host_ns: np.ndarray, nominal_period_ns: float) 
     )
 
 
+def _stretch_starts(y: np.ndarray) -> np.ndarray:
+    """Indices where each STRETCH_NS stretch of arrival time begins (y in arrival order)."""
+    k = ((np.maximum.accumulate(y) - y[0]) // STRETCH_NS).astype(np.int64)
+    starts: np.ndarray = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
+    return starts
+
+
+def _floor_steps(z: np.ndarray, starts: np.ndarray, least: float) -> tuple[list[int], float]:
+    """Where the floor of `z` (arrival minus the line) steps, as point indices, and the least
+    step that counts. The level each side of a stretch boundary is the median floor of the
+    `STEP_SIDE` stretches there (one stretch all late, a stall, moves no median); boundaries
+    whose levels differ by more than the threshold come in runs around a step, and the middle of
+    each run is refined to the point where the floor changes."""
+    floors = np.minimum.reduceat(z, starts)
+    n = len(floors)
+    k = STEP_SIDE
+    if n < 2 * k:
+        return [], math.inf
+    noise = float(np.median(np.abs(np.diff(floors))))
+    threshold = max(least, STEP_NOISE * noise)
+    windows = np.lib.stride_tricks.sliding_window_view(floors, k)
+    level = np.median(windows, axis=1)  # level[i]: floors[i : i + k]
+    w = np.arange(k, n - k + 1)  # boundaries with k stretches each side
+    step = np.abs(level[w] - level[w - k])
+    flagged = w[step > threshold]
+    points = []
+    for run in np.split(flagged, np.flatnonzero(np.diff(flagged) > 1) + 1):
+        if not len(run):
+            continue
+        b = int(run[len(run) // 2])  # the boundary between stretches b - 1 and b
+        lo = int(starts[max(0, b - 2)])
+        hi = int(starts[b + 1]) if b + 1 < n else len(z)
+        points.append(lo + _best_split(z[lo:hi]))
+    return points, threshold
+
+
+def _best_split(z: np.ndarray) -> int:
+    """The split (1..len-1) of `z` into two runs, each lifted onto its own floor, that leaves
+    the least lateness in all."""
+    n = len(z)
+    if n < 2:
+        return 0
+    head = np.minimum.accumulate(z)[:-1]  # floor of z[:p] for p = 1..n-1
+    tail = np.minimum.accumulate(z[::-1])[::-1][1:]  # floor of z[p:]
+    p = np.arange(1, n)
+    cost = -head * p - tail * (n - p)  # + sum(z), the same for every split
+    return int(np.argmin(cost)) + 1
+
+
+def _joint_slope(xr: np.ndarray, y: np.ndarray, cuts: np.ndarray, lo: float, hi: float) -> float:
+    """The slope, shared by pieces that each have their own offset, under which the summed
+    lateness above each piece's floor is least (convex in the slope: golden-section search)."""
+    sx = float(xr.sum())
+
+    def cost(m: float) -> float:
+        floors = np.minimum.reduceat(y - m * xr, cuts)
+        counts = np.diff(np.r_[cuts, len(xr)])
+        return -m * sx - float(np.dot(floors, counts))
+
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = cost(c), cost(d)
+    for _ in range(60):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = cost(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = cost(d)
+        if b - a <= 1e-12 * abs(b):
+            break
+    return (a + b) / 2
+
+
+def fit_resplit(
+    x: np.ndarray,
+    t_host_ns: np.ndarray,
+    nominal_period_ns: float,
+    max_drift_ppm: float = MAX_DRIFT_PPM,
+) -> list[ClockSegment]:
+    """Fit one gap-free stretch so that a wrongly numbered part cannot corrupt the rest.
+
+    The lower envelope trusts its lowest points: samples numbered too high (a late burst taken
+    for a loss) arrive "early" and drag the whole line, and those numbered too low (a loss taken
+    for lateness) sit late and get stamped early. Both leave a step in the floor of the arrivals
+    against the line, which jitter does not. So the floor is followed in `STRETCH_NS` stretches;
+    where it steps by more than the expected jitter (`STEP_MIN_NS`, `STEP_BLOCKS` blocks, or
+    `STEP_NOISE` times the median change of neighbouring stretch floors, whichever is most) the
+    segment is split, and the pieces get their own offsets but one slope (one crystal), fitted
+    jointly and held to `max_drift_ppm`. Pieces whose floors agree within the threshold are one
+    piece again. When even the bounded slope leaves the arrivals running away from the line, the
+    numbering is wrong throughout (a run of guesses, or losses nothing counted): the pieces are
+    then the stretches, merged where their floors agree within `STEP_MIN_NS`. A stream numbered
+    right has one floor and gets the one line it always had."""
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(t_host_ns, dtype=np.float64)
+    x0 = int(x[0])
+    xr = (x - x0).astype(np.float64)
+    intercept, slope, limited = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
+    if len(x) < 32:
+        return [_segment(x, xr, y, intercept, slope, nominal_period_ns, max_drift_ppm, 0.0)]
+    starts = _stretch_starts(y)
+    lo, hi = _slope_bounds(nominal_period_ns, max_drift_ppm)
+    floors = np.minimum.reduceat(y - (intercept + slope * xr), starts)
+    block_ns = float(np.median(np.diff(x))) * nominal_period_ns
+    least = max(STEP_MIN_NS, STEP_BLOCKS * block_ns)
+    if limited and len(floors) > 1:
+        threshold = max(STEP_MIN_NS, STEP_NOISE * float(np.median(np.abs(np.diff(floors)))))
+        drifting = np.minimum.reduceat(y - nominal_period_ns * xr, starts)
+        if float(floors.max()) > threshold and _monotone(drifting, least):
+            # Even at the drift bound the arrivals run away from the line, ever further one
+            # way: the numbering is wrong (a run of guesses, or losses nothing counted), and no
+            # crystal's slope fits. (A host that falls behind catches up again: its floor comes
+            # back, and it is lateness, left to the line.) Follow the floor stretch by stretch,
+            # stretches whose floors agree as one piece, and fit one slope to the pieces.
+            slope = nominal_period_ns
+            cuts = _merge(starts.astype(np.int64), y - slope * xr, STEP_MIN_NS)
+            for _ in range(3):
+                if len(cuts) == 1:
+                    break
+                slope = _joint_slope(xr, y, cuts, lo, hi)
+                merged = _merge(cuts, y - slope * xr, STEP_MIN_NS)
+                if len(merged) == len(cuts):
+                    break
+                cuts = merged
+            if len(cuts) > 1:
+                return _pieces(x, xr, y, cuts, slope, nominal_period_ns, max_drift_ppm)
+            intercept, slope, _ = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
+    cuts = np.zeros(1, dtype=np.int64)
+    threshold = math.inf
+    for _ in range(3):
+        points, threshold = _steps_within(y - slope * xr, y, least)
+        cuts = _merge(np.unique(np.r_[0, points]).astype(np.int64), y - slope * xr, threshold)
+        cuts = _merge(_steady(cuts, y - slope * xr, y, threshold), y - slope * xr, threshold)
+        if len(cuts) == 1:
+            break
+        new = _joint_slope(xr, y, cuts, lo, hi)
+        if abs(new - slope) <= 1e-9 * slope:
+            break
+        slope = new
+    if len(cuts) == 1:
+        intercept, slope, _ = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
+        floor = _floor_above(y - (intercept + slope * xr), starts)
+        return [_segment(x, xr, y, intercept, slope, nominal_period_ns, max_drift_ppm, floor)]
+    return _pieces(x, xr, y, cuts, slope, nominal_period_ns, max_drift_ppm)
+
+
+def _pieces(
+    x: np.ndarray,
+    xr: np.ndarray,
+    y: np.ndarray,
+    cuts: np.ndarray,
+    slope: float,
+    nominal_period_ns: float,
+    max_drift_ppm: float,
+) -> list[ClockSegment]:
+    """One segment per piece between `cuts`, all with `slope`, each on its own floor."""
+    segments = []
+    z = y - slope * xr
+    for a, b in itertools.pairwise(np.r_[cuts, len(x)]):
+        za = z[a:b]
+        offset = float(za.min())
+        floor = _floor_above(za - offset, _stretch_starts(y[a:b]))
+        segments.append(
+            _segment(
+                x[a:b], xr[a:b], y[a:b], offset, slope, nominal_period_ns, max_drift_ppm, floor
+            )
+        )
+    return segments
+
+
+def _steps_within(
+    z: np.ndarray, y: np.ndarray, least: float, depth: int = 4
+) -> tuple[list[int], float]:
+    """`_floor_steps` of z, and again within each piece they cut (steps close together hide
+    each other at first), down to `depth`; the points and the first threshold."""
+    points, threshold = _floor_steps(z, _stretch_starts(y), least)
+    if not points or depth <= 1:
+        return points, threshold
+    out: list[int] = []
+    for a, b in itertools.pairwise([0, *points, len(z)]):
+        inner, _ = _steps_within(z[a:b], y[a:b], least, depth - 1) if b - a >= 32 else ([], 0.0)
+        out.extend(a + p for p in inner)
+        out.append(b)
+    return sorted(set(out[:-1])), threshold
+
+
+def _floor_above(residual: np.ndarray, starts: np.ndarray) -> float:
+    """Half the median stretch floor above the line: how far it may sit off the true floor."""
+    return float(np.median(np.minimum.reduceat(residual, starts))) / 2
+
+
+def _monotone(floors: np.ndarray, threshold: float) -> bool:
+    """Whether stretch floors run one way: all they come back, against the way they went, is
+    within `threshold` or a tenth of how far they went (a stretch whose floor stands out from
+    both neighbours is passed over: a running median of three)."""
+    if len(floors) >= 3:
+        window = np.lib.stride_tricks.sliding_window_view(floors, 3)
+        floors = np.r_[floors[0], np.median(window, axis=1), floors[-1]]
+    drop = float(np.max(np.maximum.accumulate(floors) - floors))
+    rise = float(np.max(floors - np.minimum.accumulate(floors)))
+    return drop <= max(threshold, rise / 10) or rise <= max(threshold, drop / 10)
+
+
+def _steady(cuts: np.ndarray, z: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """Only the pieces whose floor stays level (every stretch within `threshold` of the piece's
+    lowest) keep their cut: a misnumbered stretch is off by a constant, a host that has fallen
+    behind is late by what varies. An unsteady piece joins the one before it (the first, the
+    one after)."""
+    bounds = [*cuts.tolist(), len(z)]
+    keep = []
+    for a, b in itertools.pairwise(bounds):
+        piece = z[a:b]
+        floors = np.minimum.reduceat(piece, _stretch_starts(y[a:b]))
+        keep.append(float(floors.max() - piece.min()) <= threshold)
+    out = [c for c, ok in zip(cuts.tolist(), keep, strict=True) if ok or c == 0]
+    if not keep[0] and len(out) > 1:
+        out.pop(1)  # the first piece joins the next
+    return np.array(out, dtype=np.int64)
+
+
+def _merge(cuts: np.ndarray, z: np.ndarray, threshold: float) -> np.ndarray:
+    """Drop cuts between pieces whose floors agree within `threshold`."""
+    bounds = [*cuts.tolist(), len(z)]
+    pieces = [[int(a), int(b), float(z[a:b].min())] for a, b in itertools.pairwise(bounds)]
+    merged = [pieces[0]]
+    for piece in pieces[1:]:
+        last = merged[-1]
+        if abs(piece[2] - last[2]) <= threshold:
+            last[1], last[2] = piece[1], min(last[2], piece[2])
+        else:
+            merged.append(piece)
+    return np.array([p[0] for p in merged], dtype=np.int64)
+
+
 @dataclass
 class StreamClock:
     """Per-stream clock model: host arrivals → sample times, segmented at gaps.
 
     Feed it one point per received block: the index (or device time) of the block's last sample
     and the block's host arrival time. `fit()` splits the points where arrivals pause for longer
-    than `gap_ns` or the index goes backwards (a device reset), fits each stretch along its lower
-    envelope, and `times()` maps any sample index to session time. The model is stored in the
-    recording as JSON (`to_json`) so sample times can be recomputed from the raw arrivals.
+    than `gap_ns` or the index goes backwards (a device reset), and fits each stretch along its
+    lower envelope with `fit_resplit`: its drift held to `max_drift_ppm`, and re-split where the
+    floor of the arrivals steps by more than the expected jitter (a stretch numbered wrongly), so
+    one wrong guess cannot move the times of the rest. `times()` maps any sample index to
+    session time. The model is stored in the recording as JSON (`to_json`) so sample times can
+    be recomputed from the raw arrivals.
     """
 
     nominal_rate_hz: float
@@ -162,11 +480,13 @@ class StreamClock:
     # At most this many of the latest points are kept (None: all). A live clock needs only the
     # latest; a 2 h BLE recording has 1.4 M points, which the file holds anyway.
     keep: int | None = None
+    max_drift_ppm: float = MAX_DRIFT_PPM
     # Packed int64 arrays, not lists: 8 bytes a value here, about 36 as Python ints.
     _x: array[int] = field(default_factory=lambda: array("q"))
     _t: array[int] = field(default_factory=lambda: array("q"))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     segments: list[ClockSegment] = field(default_factory=list)
+    resplits: int = 0  # segments added by `fit_resplit` in the last fit
 
     def add(self, x_last: int, t_host_ns: int) -> None:
         """Add one block: its last sample's index (or device time) and its host arrival time."""
@@ -195,10 +515,16 @@ class StreamClock:
         start = int(breaks[-1]) if len(breaks) else 0
         if len(x) - start < 8:
             return None
-        return fit_segment(x[start:], t[start:] - self.min_latency_ns, 1e9 / self.nominal_rate_hz)
+        return fit_segment(
+            x[start:],
+            t[start:] - self.min_latency_ns,
+            1e9 / self.nominal_rate_hz,
+            self.max_drift_ppm,
+        )
 
     def fit(self) -> list[ClockSegment]:
         """Fit every segment from the points so far."""
+        self.resplits = 0
         if not self._x:
             self.segments = []
             return self.segments
@@ -210,34 +536,45 @@ class StreamClock:
         period = 1e9 / self.nominal_rate_hz
         self.segments = []
         for xs, ts in zip(np.split(x, breaks), np.split(t, breaks), strict=True):
-            seg = fit_segment(xs, ts - self.min_latency_ns, period)
-            self.segments.append(seg)
+            pieces = fit_resplit(xs, ts - self.min_latency_ns, period, self.max_drift_ppm)
+            self.resplits += len(pieces) - 1
+            self.segments.extend(pieces)
         return self.segments
 
     def times(self, x: np.ndarray) -> np.ndarray:
-        """Session times of sample indices `x` (each from the segment it falls in or nearest)."""
+        """Session times of sample indices `x`, each from the segment whose last block holds it
+        (an index after the last segment: from the last)."""
         if not self.segments:
             self.fit()
         x = np.asarray(x, dtype=np.int64)
         out = np.empty(len(x), dtype=np.int64)
-        starts = np.array([s.x0 for s in self.segments])
-        which = np.clip(np.searchsorted(starts, x, side="right") - 1, 0, len(starts) - 1)
+        # A block's points are its last sample's index: its earlier samples belong with it, not
+        # with the segment before (they are past that one's x_end).
+        ends = np.array([s.x_end for s in self.segments])
+        which = np.clip(np.searchsorted(ends, x, side="left"), 0, len(ends) - 1)
         for k, seg in enumerate(self.segments):
             mask = which == k
             out[mask] = seg.times(x[mask])
         return out
 
     def summary(self) -> dict[str, float]:
-        """Offset, drift, jitter and uncertainty figures over all segments (point-weighted)."""
+        """Offset, drift and jitter over all segments (point-weighted), the uncertainty that
+        covers 95 % of the points (the point-weighted 95th percentile of the segments'), and how
+        many segments there are, how many a re-split added and the drift bound."""
         if not self.segments:
             return {}
         w = np.array([s.points for s in self.segments], dtype=np.float64)
         pick = {
             "drift_ppm": [s.drift_ppm for s in self.segments],
             "jitter_ns": [s.jitter_ns for s in self.segments],
-            "uncertainty_ns": [s.uncertainty_ns for s in self.segments],
         }
         out = {k: float(np.average(v, weights=w)) for k, v in pick.items()}
+        u = np.array([s.uncertainty_ns for s in self.segments])
+        order = np.argsort(u)
+        covered = np.cumsum(w[order]) / w.sum()
+        out["uncertainty_ns"] = float(u[order][np.searchsorted(covered, 0.95)])
         out["segments"] = float(len(self.segments))
+        out["resplits"] = float(self.resplits)
+        out["max_drift_ppm"] = float(self.max_drift_ppm)
         out["offset_ns"] = float(self.segments[0].offset_ns)
         return out

@@ -65,6 +65,9 @@ class GapEvent(EventBase):
     samples_lost: int | None = None  # None where the loss cannot be counted (irregular streams)
     inferred: bool = True  # True when counted from time and rate rather than sequence counters
     reason: str = ""
+    # Of a loss inferred from the arrival pattern (no counter saw it): how sure, 0..1 (the
+    # arrivals that followed could be the link's own jitter with probability 1 - confidence).
+    confidence: float | None = Field(None, ge=0, le=1)
 
 
 class MarkerEvent(EventBase):

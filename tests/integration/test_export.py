@@ -85,7 +85,7 @@ def test_edf_and_bdf_read_back_in_edfio_and_mne(recorded: Path, tmp_path: Path, 
     full = list(session.streams["emg.emg"].spec.channels)  # "EMG L3 multifidus R 1"...
     assert [s.transducer_type for s in emg] == full
     labels = [s.label for s in emg]  # EDF allows 16 characters
-    assert labels[0] == "EMG L3 multifi 1" and len(set(labels)) == len(full)
+    assert labels[0] == "EMG L3R multif 1" and len(set(labels)) == len(full)
     assert emg[0].sampling_frequency == 2000 and emg[0].physical_dimension == "uV"
     resolution = (emg[0].physical_range.max - emg[0].physical_range.min) / (
         emg[0].digital_range.max - emg[0].digital_range.min
@@ -473,3 +473,37 @@ def test_xdf_header_times_are_on_the_stamps_clock(annotated: Path, tmp_path: Pat
         first = firsts.get(name, first_event)
         assert created == pytest.approx(first / 1e9, abs=1e-9)
         assert created <= float(stream["time_stamps"][0]) + 1e-9
+
+
+def test_labels_are_unique_within_16_characters_site_and_side_first(tmp_path: Path) -> None:
+    """Two sensors on one level (left, right), two streams whose channels are named alike, and
+    a long non-EMG name: EDFlib reads 16-character labels, all different, the site and side
+    right after `EMG`; MNE types the EMG channels `emg` with infer_types=True (by default it
+    types every EDF channel `eeg`, as its documentation says)."""
+    rate = 500.0
+    specs = [
+        sessions.emg_spec("emg.emg", [f"EMG L3 multifidus R {k}" for k in (1, 2)], rate),
+        sessions.emg_spec("emg2.emg", [f"EMG L3 multifidus L {k}" for k in (1, 2)], rate),
+        sessions.emg_spec("left.emg", ["EMG 1", "EMG 2"], rate),
+        sessions.emg_spec("right.emg", ["EMG 1", "EMG 2"], rate),
+        StreamSpec("amp.lsl", "EEG", ("Fp1 frontopolar left", "Fp1 frontopolar left x"),
+                   ("uV", "uV"), StreamKind.REGULAR, rate, device="amp"),
+    ]  # fmt: skip
+    plan = sessions.Plan(regular=[sessions.Regular(s, 1.0, sessions.noise(2)) for s in specs])
+    path = export(sessions.write(tmp_path, plan), "edf", tmp_path / "l.edf")
+    reader = pyedflib.EdfReader(str(path))
+    try:
+        labels = list(reader.getSignalLabels())
+    finally:
+        reader.close()
+    assert len(labels) == 10 and len(set(labels)) == 10
+    assert all(len(label) <= 16 for label in labels)
+    assert labels[:4] == ["EMG L3R multif 1", "EMG L3R multif 2", "EMG L3L multif 1",
+                          "EMG L3L multif 2"]  # fmt: skip
+    assert labels[4:8] == ["EMG left 1", "EMG left 2", "EMG right 1", "EMG right 2"]
+    assert labels[8] != labels[9] and labels[8].startswith("Fp1 frontopolar")
+    raw = mne.io.read_raw_edf(path, infer_types=True, verbose=False)
+    assert raw.get_channel_types() == ["emg"] * 8 + ["eeg"] * 2
+    assert len(set(raw.ch_names)) == 10
+    default = mne.io.read_raw_edf(path, verbose=False)
+    assert default.ch_names == labels and set(default.get_channel_types()) == {"eeg"}

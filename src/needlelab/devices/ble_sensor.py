@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import queue
 from abc import abstractmethod
+from collections import deque
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,7 +19,7 @@ from needlelab.ble.loop import BleLoop
 from needlelab.config import BleDeviceConfig, CaliperBleConfig, EmgBleConfig
 from needlelab.devices.base import Device, DeviceError
 from needlelab.devices.emg_codecs import EmgDecoder, repeats, runs_begun, unwrap
-from needlelab.devices.frame_index import FrameIndexer
+from needlelab.devices.frame_index import HOLD_NS, FrameIndexer, Numbered
 from needlelab.events import GapEvent
 from needlelab.hub import Hub
 from needlelab.profiles import BleGatt, load_caliper_profile, load_emg_profile
@@ -227,9 +229,14 @@ class EmgBleSensor(BleSensor):
         # they come on (the Myo's four), else nothing; see `frame_index`.
         self._turns = not frame.counter_bits and len(profile.gatt.data) > 1
         modulus = 1 << frame.counter_bits if frame.counter_bits else len(profile.gatt.data)
+        # Frames it holds back (a late burst or a loss, not yet told apart) are not recorded
+        # longer than half the stall timeout, so holding never looks like a stall.
+        hold_ns = min(HOLD_NS, int(config.stall_timeout_s * 5e8))
         self.indexer = FrameIndexer(
-            frame.samples_per_frame * 1e9 / frame.rate_hz, modulus, turns=self._turns
+            frame.samples_per_frame * 1e9 / frame.rate_hz, modulus, self._turns, hold_ns
         )
+        # Decoded frames waiting for the indexer's numbers: arrival, values, device clock.
+        self._unnumbered: deque[tuple[int, np.ndarray, int | None]] = deque()
         self._counter0: int | None = None  # the first frame's counter, unwrapped from there
         self._clock_us: int | None = None
 
@@ -255,40 +262,67 @@ class EmgBleSensor(BleSensor):
             raw = seq
         elif self._turns:
             raw = np.array([items[i].turn for i in good], dtype=np.int64)
-        numbered = self.indexer.number(raw, arrivals)
         if frame.counter_bits and self._counter0 is None:
             self._counter0 = int(seq[0])
         clock_us = None
         if frame.device_clock_bits:
             clock_us = unwrap(device_t_us, frame.device_clock_bits, self._clock_us)
             self._clock_us = int(clock_us[-1])
-        expected = self._next_index(self.spec.name)
         for k in range(len(good)):
+            t_us = None if clock_us is None else int(clock_us[k])
+            self._unnumbered.append((int(arrivals[k]), values[k * spf : (k + 1) * spf], t_us))
+        self._emit_numbered(self.indexer.push(raw, arrivals))
+
+    def _emit_numbered(self, numbered: Numbered) -> None:
+        """Record the frames the indexer has numbered (the oldest waiting), with their gaps."""
+        spf = self.profile.frame.samples_per_frame
+        expected = self._next_index(self.spec.name)
+        for k in range(len(numbered)):
+            arrival, values, t_us = self._unnumbered.popleft()
             first = int(numbered.frame[k]) * spf
             inferred = bool(numbered.inferred_lost[k])
             if first > expected and expected > 0:
                 lost = {self.spec.name: first - expected}
                 if self._outage_start_ns is not None:  # after a reconnect: one gap
-                    self._close_outage(int(arrivals[k]), lost, inferred)
+                    self._close_outage(arrival, lost, inferred)
                 else:
-                    self._record_loss(expected, first, int(arrivals[k]), inferred)
+                    confidence = float(numbered.confidence[k])
+                    self._record_loss(expected, first, arrival, inferred, confidence)
             counter = None
             if self._counter0 is not None:
                 counter = self._counter0 + int(numbered.frame[k])
             self._emit_samples(
                 self.spec,
-                values[k * spf : (k + 1) * spf],
-                int(arrivals[k]),
+                values,
+                arrival,
                 device_counter=counter,
-                device_t_us=None if clock_us is None else int(clock_us[k]),
+                device_t_us=t_us,
                 first_index=first,
             )
             expected = first + spf
 
-    def _record_loss(self, expected: int, got: int, arrival_ns: int, inferred: bool) -> None:
+    def _connect(self) -> None:
+        self._emit_numbered(self.indexer.restart())  # the next frame follows an outage
+        super()._connect()
+
+    def _service(self, timeout_s: float) -> None:
+        super()._service(timeout_s)
+        if self.indexer.pending:  # held for a judgement the arrivals have not made in time
+            self._emit_numbered(self.indexer.release_due(self.hub.clock.now_ns()))
+
+    def _disconnect(self) -> None:
+        self._emit_numbered(self.indexer.flush())  # what the link gave before it went
+        super()._disconnect()
+
+    def _record_loss(
+        self, expected: int, got: int, arrival_ns: int, inferred: bool, confidence: float
+    ) -> None:
         period_ns = 1e9 / self.profile.frame.rate_hz
         self.stats.gaps += 1
+        sure = inferred and not math.isnan(confidence)
         what = "the arrival times" if inferred else "the frame numbering"
+        if sure:
+            what += f", confidence {confidence:.2f}"
         self._emit_event(
             GapEvent(
                 stream=self.spec.name,
@@ -297,6 +331,7 @@ class EmgBleSensor(BleSensor):
                 samples_lost=got - expected,
                 inferred=inferred,
                 reason=f"lost notifications (seen in {what})",
+                confidence=confidence if sure else None,
             )
         )
 

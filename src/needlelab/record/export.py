@@ -29,8 +29,10 @@ import datetime as dt
 import io
 import json
 import math
+import re
 import struct
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,17 +247,56 @@ def _channel_label(spec: StreamSpec, channel: int) -> str:
 
 
 EDF_LABEL_CHARS = edf.LABEL_CHARS
+_LEVEL = re.compile(r"[CTLS]\d{1,2}", re.IGNORECASE)
+_SIDES = {"l": "L", "left": "L", "r": "R", "right": "R", "b": "B", "bilateral": "B",
+          "both": "B", "m": "M", "midline": "M"}  # fmt: skip
 
 
-def _edf_label(spec: StreamSpec, channel: int) -> str:
-    """A label that fits EDF's 16 characters: the start of `EMG <site>`, then the channel
-    number (the whole label goes in the transducer field)."""
-    label = _channel_label(spec, channel)
-    if len(label) <= EDF_LABEL_CHARS:
-        return label
-    suffix = f" {channel + 1}"
-    stem = label.removesuffix(suffix) if label.endswith(suffix) else label
-    return stem[: EDF_LABEL_CHARS - len(suffix)].rstrip() + suffix
+def _short_label(spec: StreamSpec, channel: int) -> str:
+    """A channel's EDF label (16 characters) before uniqueness is checked: for EMG,
+    `EMG <site><side> <muscle> <n>` (`EMG L3R multif 1`: site and side first, as left and right
+    sensors on one level differ only there; the muscle cut to what is left); the channel's own
+    name, cut, otherwise."""
+    name = spec.channels[channel]
+    if spec.type != "EMG":
+        return name[:EDF_LABEL_CHARS].rstrip()
+    words = name.split()
+    if words and words[0].upper() == "EMG":
+        words = words[1:]
+    number = words.pop() if words and words[-1].isdigit() else str(channel + 1)
+    site = "".join(w.upper() for w in words if _LEVEL.fullmatch(w))
+    side = "".join(_SIDES[w.lower()] for w in words if w.lower() in _SIDES)
+    muscle = " ".join(w for w in words if not _LEVEL.fullmatch(w) and w.lower() not in _SIDES)
+    head = " ".join(p for p in ("EMG", site + side) if p)
+    room = EDF_LABEL_CHARS - len(head) - len(number) - 2
+    middle = muscle[: max(0, room)].rstrip()
+    return " ".join(p for p in (head, middle, number) if p)[:EDF_LABEL_CHARS]
+
+
+def edf_labels(specs: list[StreamSpec]) -> list[list[str]]:
+    """Each regular stream's channel labels for EDF/BDF and BIDS (`channels.tsv` holds the
+    same): at most 16 characters, unique over the file. Where `_short_label` gives two EMG
+    channels one label, they are named by their device instead (`EMG emg2 1`), and any left
+    equal are numbered (`~2`)."""
+    labels = [[_short_label(spec, c) for c in range(spec.channel_count)] for spec in specs]
+    counts = Counter(label for stream in labels for label in stream)
+    for spec, stream in zip(specs, labels, strict=True):
+        for c, label in enumerate(stream):
+            if counts[label] > 1 and spec.type == "EMG":
+                number = label.rsplit(" ", 1)[-1]
+                device = (spec.device or spec.name.split(".")[0]).replace(" ", "_")
+                room = EDF_LABEL_CHARS - len("EMG ") - len(number) - 1
+                stream[c] = f"EMG {device[:room]} {number}"
+    seen: set[str] = set()
+    for stream in labels:
+        for c, label in enumerate(stream):
+            k, unique = 1, label
+            while unique in seen:
+                k += 1
+                unique = label[: EDF_LABEL_CHARS - len(f"~{k}")] + f"~{k}"
+            seen.add(unique)
+            stream[c] = unique
+    return labels
 
 
 # -- EDF+ / BDF+ ----------------------------------------------------------------------------------
@@ -268,14 +309,15 @@ def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
                           "export XDF or CSV")  # fmt: skip
     line = timeline(session)
     grids = [uniform_grid(s, line) for s in regular]
+    labels = edf_labels([g.spec for g in grids])
     signals: list[edf.Signal] = []
-    for grid in grids:
+    for grid, names in zip(grids, labels, strict=True):
         for c in range(grid.spec.channel_count):
             values = grid.values[:, c]
             peak = float(np.max(np.abs(values))) if len(values) else 0.0
             signals.append(
                 edf.Signal(
-                    label=_edf_label(grid.spec, c),
+                    label=names[c],
                     transducer=_channel_label(grid.spec, c)[:80],
                     unit=grid.spec.units[c],
                     prefilter="resampled: linear interpolation at clock-model times",
@@ -585,9 +627,10 @@ def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number:
     }
     write_private(folder / f"{stem}_emg.json", json.dumps(sidecar, indent=2).encode())
     rows = [["name", "type", "units", "sampling_frequency"]]
-    for stream in regular:
+    labels = edf_labels([s.spec for s in regular])
+    for stream, names in zip(regular, labels, strict=True):
         for c in range(stream.spec.channel_count):
-            rows.append([_channel_label(stream.spec, c), stream.spec.type, stream.spec.units[c],
+            rows.append([names[c], stream.spec.type, stream.spec.units[c],
                          f"{stream.spec.nominal_rate_hz:g}"])  # fmt: skip
     write_private(
         folder / f"{stem}_channels.tsv", "\n".join("\t".join(r) for r in rows).encode() + b"\n"

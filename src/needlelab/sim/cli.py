@@ -126,6 +126,7 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
     import json
 
     from needlelab.config import load_config, parse_config
+    from needlelab.sim.emg_sensor import write_frames_truth
     from needlelab.sim.serve import SimulatorSet, write_truth
 
     try:
@@ -160,6 +161,7 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
             sims.stop()
             if args.truth is not None:
                 write_truth(args.truth, sims.truth())
+                write_frames_truth(args.truth, sims.ble_devices)
     return _writes_verdict()
 
 
@@ -216,6 +218,9 @@ def add_sim_parser(subparsers: Any) -> None:
     )
     p.add_argument("--workdir", type=Path, help="where ptys and sockets go (default: a temp dir)")
     p.add_argument(
-        "--truth", type=Path, help="at exit, write the stimulators' settings histories (JSON)"
+        "--truth",
+        type=Path,
+        help="at exit, write the stimulators' settings histories (JSON), and beside it each EMG "
+        "sensor's frames as sent (FILE's stem + .DEVICE.frames.json)",
     )
     p.set_defaults(func=cmd_sim_session)

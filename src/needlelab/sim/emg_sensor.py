@@ -12,8 +12,13 @@ Faults are those of every simulated sensor (`SimulatedBleDevice`).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-from collections.abc import Callable, Sequence
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +69,8 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         # (send at loop time, frames); a negative time marks garbage, sent as it is, at once.
         self._outbox: asyncio.Queue[tuple[float, list[Outgoing]]] = asyncio.Queue()
         self.t0_ns = 0  # monotonic ns of sample 0 (true host time), set when streaming starts
+        # Every notification handed to the link: (frame, monotonic ns, subscribed, kind, CRC-32).
+        self.sent_log: list[tuple[int, int, bool, WireKind, int]] = []
 
     def sample_period_ns(self) -> float:
         """The true host-time period of one sample: shorter when the crystal runs fast."""
@@ -174,6 +181,45 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                 await asyncio.sleep(delay)
             if not peripheral.device.connections:
                 continue
-            for _seq, turn, payload, kind in self._keep(burst) if send_at >= 0 else burst:
+            for seq, turn, payload, kind in self._keep(burst) if send_at >= 0 else burst:
+                sent = (seq, time.monotonic_ns(), self._subscribed(turn), kind, zlib.crc32(payload))
+                self.sent_log.append(sent)
                 await peripheral.notify(self.data_uuids[turn], payload)
                 self.wire.sent(kind)
+
+    def _subscribed(self, turn: int) -> bool:
+        """Whether a central has subscribed to the characteristic of `turn` (else a
+        notification on it reaches nobody)."""
+        if self.peripheral is None:
+            return False
+        handle = self.peripheral.characteristics[self.data_uuids[turn].lower()].handle
+        subscribers = self.peripheral.device.gatt_server.subscribers
+        return any(cccd.get(handle) for cccd in subscribers.values())
+
+    def truth(self) -> dict[str, Any]:
+        """What it truly did, for tests that judge a recording: sample s was taken at
+        `t0_ns + s * sample_period_ns` (monotonic ns, system-wide) and frame k holds samples
+        k * samples_per_frame onwards; `sent` lists every notification handed to the link, in
+        order, as [frame k (-1: garbage), monotonic ns, subscribed, kind, CRC-32 of its bytes];
+        `lost` the frames the simulated loss dropped. Frames made while stalled or unconnected
+        are in neither."""
+        return {
+            "profile": self.profile.profile,
+            "samples_per_frame": self.profile.frame.samples_per_frame,
+            "t0_ns": self.t0_ns,
+            "sample_period_ns": self.sample_period_ns(),
+            "sent": [list(entry) for entry in self.sent_log],
+            "lost": list(self.lost_frames),
+        }
+
+
+def frames_truth_path(truth_path: Path, device: str) -> Path:
+    """Where `needlelab sim session --truth FILE` puts an EMG simulator's frames: beside FILE."""
+    return truth_path.with_name(f"{truth_path.stem}.{device}.frames.json")
+
+
+def write_frames_truth(truth_path: Path, devices: Mapping[str, object]) -> None:
+    """Write each simulated EMG sensor's `truth()` to its `frames_truth_path`."""
+    for name, device in devices.items():
+        if isinstance(device, SimulatedEmgSensor):
+            frames_truth_path(truth_path, name).write_text(json.dumps(device.truth()))
