@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from needlelab.clock import SessionClock
@@ -368,3 +370,46 @@ def test_bad_port_is_a_reconnect_not_a_crash(stim_driver: Callable[..., Any]) ->
     )
     wait_until(lambda: driver.stats.reason.startswith("connect failed"), what="failure")
     assert driver.state.value == "reconnecting"
+
+
+def test_messages_of_one_read_get_strictly_increasing_times(tmp_path: Path) -> None:
+    """A unit that sends two change lines back to back (one read on the host): each line gets
+    the time its last byte came, spread at the line rate, not the read's time for both."""
+    import tty
+
+    from needlelab.config import parse_config
+    from needlelab.session import Session
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    line = "CHG CH1 F=2.0 PW=250 I={:.2f} W=BI M=CONT OUT=1\n"  # drivers/README.md, CHG
+    sent: list[float] = []
+    config = parse_config({
+        "session": {"patient_id": "ORDER1", "out_dir": str(tmp_path)},
+        "devices": [{"kind": "stim_serial", "name": "stim", "profile": "needlelab-stim-ascii",
+                     "port": os.ttyname(slave)}],
+    })  # fmt: skip
+    session = Session(config)
+    session.start()
+    try:
+        os.read(master, 4096)  # the driver's first query: its port is open
+        for k in range(6):
+            pair = (line.format(10 + 2 * k) + line.format(11 + 2 * k)).encode()
+            os.write(master, pair)  # one write: both lines reach the host together
+            sent.extend([10 + 2 * k, 11 + 2 * k])
+            end = time.monotonic() + 0.15
+            while time.monotonic() < end:  # take (and ignore) the driver's queries
+                os.read(master, 4096) if select.select([master], [], [], 0.05)[0] else None
+        time.sleep(0.2)
+    finally:
+        session.stop()
+        os.close(master)
+        os.close(slave)
+    with open_session(session.path) as s:
+        t_ns, values = s.stream("stim.ch1")
+    assert list(values[:, 2]) == sent  # intensity, in the order sent
+    assert np.all(np.diff(t_ns) > 0)
+    # The second line of a pair came 47 bytes after the first: 47 x 10 bits at 115200 baud
+    # (pairs the host happened to read in two pieces are further apart).
+    spread = np.diff(t_ns)[::2]
+    assert np.count_nonzero(np.abs(spread - 47 * 10 / 115200 * 1e9) < 2) >= 3, spread

@@ -209,3 +209,20 @@ def test_a_megabyte_of_garbage_decodes_in_well_under_a_second() -> None:
             protocol.decode(junk[i : i + 4096])
         elapsed = time.perf_counter() - t0
         assert elapsed < 1.0, (profile, elapsed)
+
+
+def test_each_unit_says_where_it_ended_in_its_read() -> None:
+    """`unit_ends`: the offset in the bytes just fed past each unit's last byte (frames typed
+    from drivers/README.md: STATUS 0x11 and CHANGED 0x12, 16 and 15 bytes on the wire)."""
+    status = bytes.fromhex("f0 11 01 14 00 a1 00 5e 01 01 00 01 81 5a 7e 0f")
+    changed = bytes.fromhex("f0 12 02 14 00 fa 00 e2 04 01 00 01 7e a3 0f")
+    frames = FrameCodec(load_stim_profile("needlelab-stim-frame").transport.framing)
+    assert len(frames.feed_units(status + changed)) == 2 and frames.unit_ends == [16, 31]
+    units = frames.feed_units(b"\x00\x07" + status[:5])  # garbage, then half a frame
+    assert units == [None] and frames.unit_ends == [2]
+    assert len(frames.feed_units(status[5:] + changed)) == 2
+    assert frames.unit_ends == [11, 26]  # the frame begun in the last read ends 11 bytes in
+    lines = LineCodec(LineFraming(type="line", line_ending="\r\n"))
+    assert lines.feed_units(b"STAT CH1\r\nSTAT") == [b"STAT CH1"] and lines.unit_ends == [10]
+    assert lines.feed_units(b" CH2\r\n\r\nX\r\n") == [b"STAT CH2", b"X"]
+    assert lines.unit_ends == [6, 11]  # the empty line between them is no unit

@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,6 +39,7 @@ class LineCodec:
         self.max_bytes = framing.max_line_bytes
         self._buf = b""
         self._overflow = False  # inside an over-long line: drop until its end
+        self.unit_ends: list[int] = []  # per unit of the last feed: where it ended in its data
 
     def encode(self, payload: bytes) -> bytes:
         """One message on the wire."""
@@ -53,11 +54,15 @@ class LineCodec:
         return _good_and_bad(self.feed_units(data))
 
     def feed_units(self, data: bytes) -> list[bytes | None]:
-        """Add bytes; returns complete non-empty lines in wire order, None for a malformed one."""
+        """Add bytes; returns complete non-empty lines in wire order, None for a malformed one.
+        `unit_ends` then says, for each, the offset in `data` just past its last byte."""
+        end = -len(self._buf)  # offsets in `data`; the kept partial line came before it
         parts = (self._buf + data).split(self.ending)
         self._buf = parts.pop()
         units: list[bytes | None] = []
+        ends: list[int] = []
         for part in parts:
+            end += len(part) + len(self.ending)
             if self._overflow:  # the end of a line already counted as malformed
                 self._overflow = False
                 continue
@@ -65,10 +70,13 @@ class LineCodec:
             if not part:
                 continue
             units.append(None if len(part) > self.max_bytes else part)
+            ends.append(end)
         if len(self._buf) > self.max_bytes:
             if not self._overflow:
                 units.append(None)
+                ends.append(len(data))
             self._buf, self._overflow = b"", True
+        self.unit_ends = ends
         return units
 
 
@@ -96,6 +104,7 @@ class FrameCodec:
         self._unstuff_re = re.compile(re.escape(self._escape) + b"(.)", re.S)
         self._buf = b""
         self._skipping = False  # inside an over-long frame already counted: drop to next start
+        self.unit_ends: list[int] = []  # per unit of the last feed: where it ended in its data
 
     def encode(self, payload: bytes) -> bytes:
         """One message on the wire (payload = message id + data)."""
@@ -113,41 +122,50 @@ class FrameCodec:
         return _good_and_bad(self.feed_units(data))
 
     def feed_units(self, data: bytes) -> list[bytes | None]:
-        """Add bytes; returns valid frames' payloads in wire order, None for a malformed one."""
+        """Add bytes; returns valid frames' payloads in wire order, None for a malformed one.
+        `unit_ends` then says, for each, the offset in `data` just past its last byte."""
+        kept = len(self._buf)  # the partial frame kept from the last feed came before `data`
         buf = self._buf + data
         units: list[bytes | None] = []
+        ends: list[int] = []  # in `data`, clamped: a unit can only be found once its bytes came
+
+        def found(unit: bytes | None, end_in_buf: int) -> None:
+            units.append(unit)
+            ends.append(min(max(end_in_buf - kept, 0), len(data)))
+
         pos = 0
         while True:
             start = buf.find(self._start, pos)
             if start < 0:
                 if pos < len(buf) and not self._skipping:
-                    units.append(None)  # a run of bytes outside any frame
+                    found(None, len(buf))  # a run of bytes outside any frame
                     # Keep counting the run as one, even if it continues in the next read.
                     self._skipping = True
                 buf, pos = b"", 0
                 break
             if start > pos and not self._skipping:
-                units.append(None)
+                found(None, start)
             self._skipping = False
             # Only look as far as the longest legal frame: finds stay cheap on garbage.
             window_end = start + self.max_bytes
             stop = buf.find(self._stop, start + 1, window_end)
             nxt = buf.find(self._start, start + 1, window_end)
             if nxt >= 0 and (stop < 0 or nxt < stop):
-                units.append(None)  # cut short: a new frame starts before this one stopped
+                found(None, nxt)  # cut short: a new frame starts before this one stopped
                 pos = nxt
                 continue
             if stop < 0:
                 if len(buf) - start < self.max_bytes:
                     buf, pos = buf[start:], 0  # incomplete: wait for more bytes
                     break
-                units.append(None)  # over-long: count once, skip the rest up to the next start
+                found(None, window_end)  # over-long: count once, skip the rest to next start
                 self._skipping = True
-                pos = start + self.max_bytes
+                pos = window_end
                 continue
-            units.append(self._unstuff(buf[start + 1 : stop]))  # None: bad CRC or escape
+            found(self._unstuff(buf[start + 1 : stop]), stop + 1)  # None: bad CRC or escape
             pos = stop + 1
         self._buf = buf[pos:] if pos else buf
+        self.unit_ends = ends
         return units
 
     def _unstuff(self, body: bytes) -> bytes | None:
@@ -212,6 +230,9 @@ class Decoded:
     message: str
     kind: str
     fields: dict[str, Any]
+    # Where the message ended in the bytes it was decoded from: a fact of the read, not of the
+    # message, so two equal messages compare equal wherever they ended.
+    wire_end: int = field(default=0, compare=False)
 
     def settings(self) -> StimSettings:
         """The fields as stimulator settings (kind "settings" only)."""
@@ -243,11 +264,12 @@ class StimProtocol:
         )
 
     def decode(self, data: bytes) -> tuple[list[Decoded], int]:
-        """Feed bytes; returns (decoded messages, malformed count). The resyncs they began are
-        kept for `take_resyncs`."""
+        """Feed bytes; returns (decoded messages, malformed count). Each message says where it
+        ended in `data` (`wire_end`); the resyncs they began are kept for `take_resyncs`."""
         out = []
         malformed = 0
-        for unit in self.codec.feed_units(data):
+        units = self.codec.feed_units(data)
+        for unit, end in zip(units, self.codec.unit_ends, strict=True):
             decoded = None
             if unit is not None:
                 decoded = self._decode_line(unit) if self.is_line else self._decode_frame(unit)
@@ -257,7 +279,7 @@ class StimProtocol:
                 self._in_sync = False
             else:
                 self._in_sync = True
-                out.append(decoded)
+                out.append(replace(decoded, wire_end=end))
         return out, malformed
 
     def take_resyncs(self) -> int:

@@ -61,6 +61,10 @@ class StimulatorDriver(Device):
         self._allowed_list = list(dict.fromkeys(allowed))
         self._allowed_writes = frozenset(allowed)
         self._port: Any = None
+        t = self.profile.transport
+        bits = 1 + t.bytesize + (t.parity != "N") + t.stopbits  # start, data, parity, stop
+        self._byte_ns = bits * 1e9 / t.baudrate  # one byte's time on the line
+        self._last_message_ns = -(2**62)  # host time given to the last message
         self._next_poll: dict[str, float] = {}
         self.bytes_written = 0
 
@@ -166,12 +170,18 @@ class StimulatorDriver(Device):
         data = port.read(port.in_waiting or 1)
         if not data:
             return
-        t_host_ns = self.hub.clock.now_ns()
+        t_read_ns = self.hub.clock.now_ns()
         messages, malformed = self.protocol.decode(data)
         if malformed:
             resyncs = self.protocol.take_resyncs()
             self._count_malformed(malformed, f"{malformed} in {data[:40]!r}", resyncs)
         for message in messages:
+            # Messages of one read did not arrive at once: each ended `wire_end` bytes into
+            # it, and the bytes after it took their time on the line. Times stay strictly
+            # increasing even where the link delivers faster than its baud rate (a pty).
+            behind_ns = round((len(data) - message.wire_end) * self._byte_ns)
+            t_host_ns = max(t_read_ns - behind_ns, self._last_message_ns + 1)
+            self._last_message_ns = t_host_ns
             if message.kind == "identity":
                 self.identity = message.fields
                 self._mark_alive(t_host_ns)
