@@ -154,14 +154,20 @@ def test_fif_and_to_mne(recorded: Path, tmp_path: Path) -> None:
 
 
 def test_bids_layout(recorded: Path, tmp_path: Path) -> None:
+    """A real recording (the demo's simulators through the real drivers) as BIDS: the validator
+    finds no error; channels.tsv names the sensor's muscle from the config."""
+    from tests.integration.test_bids_validator import validate
+
     path = export(recorded, "edf", None, (tmp_path / "bids", "P01", "1"))
     folder = tmp_path / "bids" / "sub-P01" / "ses-1" / "emg"
     assert path == folder / "sub-P01_ses-1_task-needling_emg.edf"
+    assert [i for i in validate(tmp_path / "bids") if i["severity"] == "error"] == []
     sidecar = json.loads((folder / "sub-P01_ses-1_task-needling_emg.json").read_text())
     assert sidecar["SamplingFrequency"] == 2000 and sidecar["EMGChannelCount"] == 8
-    channels = (folder / "sub-P01_ses-1_task-needling_channels.tsv").read_text().splitlines()
-    assert channels[0].split("\t") == ["name", "type", "units", "sampling_frequency"]
-    assert len(channels) == 9
+    assert sidecar["Manufacturer"] == "needlelab (simulated sensors)"
+    with (folder / "sub-P01_ses-1_task-needling_channels.tsv").open() as f:
+        channels = list(csv.DictReader(f, delimiter="\t"))
+    assert len(channels) == 8 and {c["target_muscle"] for c in channels} == {"L3 multifidus R"}
     events = (folder / "sub-P01_ses-1_task-needling_events.tsv").read_text().splitlines()
     assert events[0].split("\t") == ["onset", "duration", "trial_type", "value"]
 

@@ -158,7 +158,7 @@ class Timeline:
 
 def timeline(session: LoadedSession) -> Timeline:
     """The session's `Timeline`."""
-    firsts = [int(s.t_ns.min()) for s in _regular(session) if len(s.t_ns)]
+    firsts = [int(s.t_ns.min()) for s in regular_streams(session) if len(s.t_ns)]
     earliest = min([0, *firsts])
     wall = int(session.meta["anchor_wall_ns"]) + earliest
     start_wall = wall - wall % 100
@@ -196,7 +196,7 @@ def uniform_grid(stream: StreamData, line: Timeline) -> Grid:
     return Grid(stream.spec, rate, line.origin_ns, out, empty)
 
 
-def _regular(session: LoadedSession) -> list[StreamData]:
+def regular_streams(session: LoadedSession) -> list[StreamData]:
     return [s for s in session.streams.values() if s.spec.kind is StreamKind.REGULAR]
 
 
@@ -212,12 +212,13 @@ class Note:
     t_ns: int
     text: str
     key: str = ""
+    kind: str = ""  # the event's kind, the stream's name, or "gap" (BIDS trial_type)
 
 
 def _annotations(session: LoadedSession, grids: list[Grid]) -> list[Note]:
     """Every event (its whole JSON), every irregular-stream sample and every empty stretch of a
     grid, in time order."""
-    notes = [Note(e.t_ns, event_json(e), f"event {e.id}") for e in session.events]
+    notes = [Note(e.t_ns, event_json(e), f"event {e.id}", e.kind) for e in session.events]
     for stream in session.streams.values():
         if stream.spec.kind is StreamKind.REGULAR:
             continue
@@ -227,12 +228,12 @@ def _annotations(session: LoadedSession, grids: list[Grid]) -> list[Note]:
                 f"{ch}={_number(v)}{'' if u in ('', 'bool') else ' ' + u}"
                 for ch, v, u in zip(spec.channels, row, spec.units, strict=True)
             )
-            notes.append(Note(int(t), f"{spec.name}: {cells}"))
+            notes.append(Note(int(t), f"{spec.name}: {cells}", kind=spec.name))
     for grid in grids:
         for lo, hi in grid.empty:
             notes.append(
                 Note(grid.origin_ns + round(lo * 1e9),
-                     f"gap: {grid.spec.name} has no samples until {hi:.3f} s")
+                     f"gap: {grid.spec.name} has no samples until {hi:.3f} s", kind="gap")
             )  # fmt: skip
     return sorted(notes, key=lambda n: n.t_ns)
 
@@ -302,7 +303,28 @@ def edf_labels(specs: list[StreamSpec]) -> list[list[str]]:
 # -- EDF+ / BDF+ ----------------------------------------------------------------------------------
 def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
     """Write EDF+ (16 bit) or BDF+ (24 bit) with `needlelab.record.edf`."""
-    regular = _regular(session)
+    write_edf(session, path, bdf)
+    return path
+
+
+GRID_METHOD = "linear interpolation at the clock-model sample times"
+"""How regular streams are put on the EDF/BDF/FIF grid (the EDF prefilter field and BIDS
+SoftwareFilters say it)."""
+
+
+def grid_statement(rates: list[float]) -> dict[str, dict[str, Any]]:
+    """BIDS `SoftwareFilters`: what putting the streams on the grid did to them."""
+    return {
+        "Resampling to a uniform grid": {
+            "Method": GRID_METHOD,
+            "Rates (Hz)": sorted(set(rates)),
+        }
+    }
+
+
+def write_edf(session: LoadedSession, path: Path, bdf: bool = False) -> tuple[Timeline, list[Note]]:
+    """`to_edf`; the file's timeline and the annotations it holds (for the BIDS events)."""
+    regular = regular_streams(session)
     odd = [s.spec.name for s in regular if s.spec.nominal_rate_hz != round(s.spec.nominal_rate_hz)]
     if odd:
         raise ExportError(f"EDF/BDF need whole-number sampling rates; {', '.join(odd)} have not: "
@@ -320,15 +342,13 @@ def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
                     label=names[c],
                     transducer=_channel_label(grid.spec, c)[:80],
                     unit=grid.spec.units[c],
-                    prefilter="resampled: linear interpolation at clock-model times",
+                    prefilter=f"resampled: {GRID_METHOD}"[:80],
                     samples_per_record=round(grid.rate_hz),
                     peak=peak if peak > 0 else 1.0,
                 )
             )
-    notes = [
-        edf.Annotation(_units(n.t_ns - line.origin_ns), n.text, n.key)
-        for n in _annotations(session, grids)
-    ]
+    notes = _annotations(session, grids)
+    tals = [edf.Annotation(_units(n.t_ns - line.origin_ns), n.text, n.key) for n in notes]
     write_private(path, b"")  # created owner-only before it is filled: never readable by others
     try:
         edf.write(
@@ -342,11 +362,11 @@ def to_edf(session: LoadedSession, path: Path, bdf: bool = False) -> Path:
             n_records=line.seconds if signals else 0,
             record_seconds=1 if signals else 0,
             blocks=[[g.values for g in grids]] if signals else [],
-            annotations=notes,
+            annotations=tals,
         )
     except edf.EdfWriteError as exc:
         raise ExportError(f"cannot write {path.name}: {exc}") from None
-    return path
+    return line, notes
 
 
 def _units(ns: int) -> int:
@@ -517,7 +537,7 @@ def _to_mne(session: LoadedSession) -> Any:
     except ImportError:
         raise ExportError("MNE export needs mne: pip install 'needlelab[export]'") from None
     line = timeline(session)
-    grids = [uniform_grid(s, line) for s in _regular(session)]
+    grids = [uniform_grid(s, line) for s in regular_streams(session)]
     if not grids:
         raise ExportError("the session has no regular streams to put in an mne.io.Raw")
     rates = {g.rate_hz for g in grids}
@@ -606,42 +626,9 @@ def export(
 
 
 def _to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number: str) -> Path:
-    if fmt not in ("edf", "bdf"):
-        raise ExportError("the BIDS layout takes EDF or BDF (BIDS EMG); use --to edf or bdf")
-    for part, value in (("subject", subject), ("session", number)):
-        if not value.isalnum():
-            raise ExportError(f"BIDS {part} must be letters and digits only (got {value!r})")
-    folder = root / f"sub-{subject}" / f"ses-{number}" / "emg"
-    private_dir(folder)
-    stem = f"sub-{subject}_ses-{number}_task-needling"
-    data = to_edf(session, folder / f"{stem}_emg.{fmt}", bdf=fmt == "bdf")
-    regular = _regular(session)
-    sidecar = {
-        "TaskName": "needling",
-        "SamplingFrequency": regular[0].spec.nominal_rate_hz if regular else None,
-        "PowerLineFrequency": "n/a",
-        "EMGChannelCount": sum(s.spec.channel_count for s in regular if s.spec.type == "EMG"),
-        "RecordingDuration": session.end_ns / 1e9,
-        "SoftwareVersions": f"needlelab {session.meta.get('software_version', '')}",
-        "RecordingType": "continuous",
-    }
-    write_private(folder / f"{stem}_emg.json", json.dumps(sidecar, indent=2).encode())
-    rows = [["name", "type", "units", "sampling_frequency"]]
-    labels = edf_labels([s.spec for s in regular])
-    for stream, names in zip(regular, labels, strict=True):
-        for c in range(stream.spec.channel_count):
-            rows.append([names[c], stream.spec.type, stream.spec.units[c],
-                         f"{stream.spec.nominal_rate_hz:g}"])  # fmt: skip
-    write_private(
-        folder / f"{stem}_channels.tsv", "\n".join("\t".join(r) for r in rows).encode() + b"\n"
-    )
-    events = [["onset", "duration", "trial_type", "value"]]
-    for e in session.events:
-        events.append([f"{e.t_ns / 1e9:.6f}", "0", e.kind, event_json(e).replace("\t", " ")])
-    write_private(
-        folder / f"{stem}_events.tsv", "\n".join("\t".join(r) for r in events).encode() + b"\n"
-    )
-    return data
+    from needlelab.record.bids import to_bids
+
+    return to_bids(session, fmt, root, subject, number)
 
 
 __all__ = [
