@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 
+from needlelab.clinic.localization import EntryRefused
 from needlelab.clinic.lrj import block_stimuli
 from needlelab.clinic.protocol import load_protocol
 from needlelab.clinic.run import ProtocolRun
@@ -26,7 +27,15 @@ RATING_S = 0.4
 
 
 def demo_script(session: Session, stop: threading.Event) -> None:
-    """Run the session's protocol with a simulated patient until it ends or `stop` is set."""
+    """Run the session's protocol with a simulated patient until it ends, `stop` is set or the
+    recording ends (its entries are refused then: nothing is entered that is not recorded)."""
+    try:
+        _walk_protocol(session, stop)
+    except EntryRefused:
+        return
+
+
+def _walk_protocol(session: Session, stop: threading.Event) -> None:
     run = session.protocol_run
     if run is None:  # a config without a protocol: the default one
         protocol = load_protocol("low-back-l3", session.config.localization)
@@ -34,7 +43,7 @@ def demo_script(session: Session, stop: threading.Event) -> None:
     protocol = run.protocol
     patient = SimulatedPatient(seed=1)
     log = session.localization
-    session.mark("patient prone; sites marked")
+    log.note("patient prone; sites marked")
     while (phase := run.advance()) is not None:
         when = phase.when
         if phase.kind == "nrs":
@@ -65,7 +74,7 @@ def demo_script(session: Session, stop: threading.Event) -> None:
                     shown, session.clock.now_ns(),
                 )  # fmt: skip
         elif phase.kind == "needling":
-            session.mark("needle in")
+            log.note("needle in")
             for _ in range(protocol.prompts.count):
                 if stop.wait(PROMPT_EVERY_S) or log.site is None:
                     return
@@ -74,4 +83,4 @@ def demo_script(session: Session, stop: threading.Event) -> None:
                 if stop.wait(latency_s):
                     return
                 log.answer(level, side, words)
-            session.mark("needle out")
+            log.note("needle out")

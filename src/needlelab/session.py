@@ -100,8 +100,10 @@ class Session:
         self.start_failure: Exception | None = None  # why the last start() failed, if it did
         self.paused = False
         # The needling and localization log: one per session, whoever drives it (the monitor,
-        # the console, a script).
-        self.localization = Localization(self.hub, config.localization)
+        # the console, a script). It takes entries only while the file is being written.
+        self.localization = Localization(
+            self.hub, config.localization, closed="not recording yet (press Start)"
+        )
         # The protocol the session follows (checked now: a bad template fails before any file
         # exists); its run starts with the recording.
         self.protocol: Protocol | None = None
@@ -161,6 +163,7 @@ class Session:
         """Everything after the file: the start event, the protocol run, LSL, the simulators
         and the devices."""
         self.hub.emit(RecordingEvent(action="start", source="session"))
+        self.localization.open()
         if self.protocol is not None:
             self.protocol_run = ProtocolRun(self.hub, self.localization, self.protocol)
         if self.lsl_enabled:
@@ -211,6 +214,7 @@ class Session:
         return self.simulators.start()
 
     def _on_writer_error(self, error: RecordingError) -> None:
+        self.localization.close("the recording failed: nothing more is recorded")
         self.error = str(error)
         self._stopped.set()
 
@@ -218,6 +222,8 @@ class Session:
         """Stop devices and simulators, flush and close the file. Safe to call twice."""
         if self._writer is None:
             return
+        # Entries end before the file does: one taken now is in it, a later one is refused.
+        self.localization.close("the recording has stopped")
         for device in self.devices.values():
             device.stop()
         if self.lsl is not None:

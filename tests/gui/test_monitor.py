@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pytest
-from pyqtgraph.Qt import QtCore, QtGui
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from needlelab.config import FaultSpec, SessionConfig, load_config, parse_config
 from needlelab.events import (
@@ -28,6 +28,7 @@ from needlelab.monitor.window import MonitorWindow
 from needlelab.record import open_session, verify_report
 from needlelab.resources import configs_dir
 from needlelab.session import Session
+from tests.gui.keys import press
 
 Qt = QtCore.Qt
 
@@ -86,36 +87,18 @@ def test_the_window_opens_and_its_traces_are_drawn(
     assert shot.stat().st_size > 20_000
 
 
-def keys(qtbot: Any, window: MonitorWindow, *names: str) -> None:
-    """Press keys on the window as a clinician would ("Alt+6", "Space", "7", "Return"...)."""
-    codes = {"Space": Qt.Key.Key_Space, "Return": Qt.Key.Key_Return, "Escape": Qt.Key.Key_Escape}
-    for name in names:
-        *mods, key = name.split("+")
-        modifier = Qt.KeyboardModifier.NoModifier
-        for mod in mods:
-            modifier |= {"Ctrl": Qt.KeyboardModifier.ControlModifier,
-                         "Alt": Qt.KeyboardModifier.AltModifier}[mod]  # fmt: skip
-        if key in codes:
-            code = codes[key]
-        elif key.startswith("F") and key[1:].isdigit():
-            code = getattr(Qt.Key, f"Key_{key}")
-        else:
-            code = getattr(Qt.Key, f"Key_{key}")
-        qtbot.keyClick(window, code, modifier)
-
-
 def test_localization_is_keyed_in_three_keys_and_stored_with_scores_and_audit(
     qtbot: Any, window: MonitorWindow
 ) -> None:
-    keys(qtbot, window, "Alt+6", "Alt+R", "Alt+E")  # site L3 right, e-stim on
-    keys(qtbot, window, "Space")
+    press(qtbot, window, "Alt+3", "Alt+R", "Alt+E")  # site L3 right, e-stim on
+    press(qtbot, window, "Space")
     qtbot.wait(300)
-    keys(qtbot, window, "6", "R", "Return")  # right level, right side: 3 keys
-    keys(qtbot, window, "Space")
+    press(qtbot, window, "3", "R", "Return")  # right level, right side: 3 keys
+    press(qtbot, window, "Space")
     qtbot.wait(200)
-    keys(qtbot, window, "F6", "8", "L", "Return")  # electric; L5 left: wrong
-    keys(qtbot, window, "7", "R", "Ctrl+Return")  # clinician misheard: it was L4 right
-    keys(qtbot, window, "Space", "1", "B", "Return", "Ctrl+Z")  # a slip, withdrawn
+    press(qtbot, window, "F6", "5", "L", "Return")  # electric; L5 left: wrong
+    press(qtbot, window, "4", "R", "Ctrl+Return")  # clinician misheard: it was L4 right
+    press(qtbot, window, "Space", "T", "1", "0", "B", "Return", "Ctrl+Z")  # a slip, withdrawn
     panel = window.localization_panel
     assert "2 answers" in panel.accuracy_label.text()
     assert "level exact 50 %" in panel.accuracy_label.text()
@@ -234,6 +217,14 @@ def test_devices_and_the_writer_keep_going_while_the_gui_is_stalled(
     assert report["gaps"] == [] and stream["samples_lost_known"] == 0
 
 
+def pick(combo: QtWidgets.QComboBox, text: str) -> None:
+    """Choose an item as a click on the list does (`activated`, not a programmatic change)."""
+    index = combo.findText(text)
+    assert index >= 0, text
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+
+
 def test_site_widgets_record_each_change_and_switch_region(qtbot: Any, tmp_path: Path) -> None:
     config = parse_config(
         {
@@ -249,18 +240,18 @@ def test_site_widgets_record_each_change_and_switch_region(qtbot: Any, tmp_path:
     qtbot.waitUntil(lambda: session.recording, timeout=10_000)
     panel = window.localization_panel
     assert panel.region_combo.isVisibleTo(window)
-    panel.side_combo.setCurrentText("R")  # each widget change is a site event at once
-    panel.region_combo.setCurrentText("neck")
-    assert [b.text() for b in panel.level_buttons] == ["1  C4", "2  C5", "3  C6", "4  C7"]
-    panel.level_combo.setCurrentText("C6")
-    panel.estim_check.setChecked(True)
-    keys(qtbot, window, "Space", "2", "L", "Return")
+    pick(panel.side_combo, "R")  # each widget change is a site event at once
+    pick(panel.region_combo, "neck")
+    assert [b.text() for b in panel.level_buttons] == ["C4  [4]", "C5  [5]", "C6  [6]", "C7  [7]"]
+    pick(panel.level_combo, "C6")
+    panel.estim_check.click()
+    press(qtbot, window, "Space", "5", "L", "Return")
     window.stop_recording()
     with open_session(session.path) as s:
         sites = [e for e in s.events("needle.site") if isinstance(e, NeedleSiteEvent)]
         (answer,) = [e for e in s.events("response") if isinstance(e, ResponseEvent)]
-    assert [(e.region, e.level, e.side, e.estim_on) for e in sites] == [
-        ("lumbar", "L3", "R", False), ("neck", "C4", "R", False), ("neck", "C6", "R", False),
-        ("neck", "C6", "R", True),
+    assert [(e.region, e.level, e.side, e.muscle, e.estim_on) for e in sites] == [
+        ("lumbar", "L3", "R", "multifidus", False), ("neck", "C4", "R", "multifidus", False),
+        ("neck", "C6", "R", "multifidus", False), ("neck", "C6", "R", "multifidus", True),
     ]  # fmt: skip
     assert (answer.level, answer.level_error, answer.side_correct) == ("C5", -1, False)

@@ -13,17 +13,19 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from needlelab.clinic.localization import (
     ANSWER_SIDE_KEYS,
-    LEVEL_KEYS,
     SITE_SIDE_KEYS,
     AnswerKeys,
+    EntryRefused,
     format_accuracy,
 )
 from needlelab.devices.stim_manual import MODES, WAVEFORMS, ManualStimulator
-from needlelab.events import ResponseEvent
+from needlelab.events import MarkerEvent, ResponseEvent
 from needlelab.monitor.health import DeviceHealth
 
 Qt = QtCore.Qt
 RED, GREEN, AMBER, GREY = "#c62828", "#2e7d32", "#ef6c00", "#616161"
+TOUCH_PX = 48  # the least height of a control an assistant taps (about 9 mm at 96 dpi)
+BIG_TOUCH_PX = 64  # prompt and commit: the two taps of every answer
 
 
 def button(text: str, on_click: Callable[[], object], tip: str = "") -> QtWidgets.QPushButton:
@@ -138,170 +140,303 @@ class DevicePanel(QtWidgets.QTableWidget):  # type: ignore[misc]
 
 
 class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
-    """The needle site, the prompt, and the answer: level, side and descriptor buttons (each
-    the same as its key), free text, commit/correct/undo, the running accuracy and the last
-    answers."""
+    """The needle site, the prompt, the answer and notes.
 
-    def __init__(self, keys: AnswerKeys, on_message: Callable[[str], None]) -> None:
+    Every key of the grammar has a button (large enough to tap: an assistant can enter what a
+    gloved clinician cannot). The site widgets always show the site a site key records (muscle
+    included). The answer's free text and the note are the only text fields: Tab and N reach
+    them, Enter commits from them and gives the keys back, Escape leaves them. While nothing
+    records, every entry is off and says so; the lists show what the file holds.
+    """
+
+    def __init__(
+        self,
+        keys: AnswerKeys,
+        on_message: Callable[[str], None],
+        give_back_focus: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
         self.keys = keys
         self.on_message = on_message
+        self.give_back_focus = give_back_focus
         log = keys.log
         layout = QtWidgets.QVBoxLayout(self)
 
-        site_box = QtWidgets.QGroupBox("Needle site  (Alt+1…0 level, Alt+L/R/M side, Alt+E e-stim)")
+        self.entry_label = QtWidgets.QLabel("")
+        self.entry_label.setWordWrap(True)
+        self.entry_label.setStyleSheet(
+            f"background: {AMBER}; color: black; font-weight: bold; padding: 4px"
+        )
+        layout.addWidget(self.entry_label)
+
+        site_box = QtWidgets.QGroupBox(
+            "Needle site  (Alt + the level's keys, Alt+L/R/M side, Alt+E e-stim)"
+        )
         site = QtWidgets.QGridLayout(site_box)
         self.site_label = big_label("no site set", 15)
         site.addWidget(self.site_label, 0, 0, 1, 5)
         self.region_combo = QtWidgets.QComboBox()
         self.region_combo.addItems(list(log.config.regions))
-        self.region_combo.setCurrentText(log.region)
         self.region_combo.setVisible(len(log.config.regions) > 1)
         self.level_combo = QtWidgets.QComboBox()
-        self.level_combo.addItems(log.levels)
         self.side_combo = QtWidgets.QComboBox()
         self.side_combo.addItems(list(SITE_SIDE_KEYS.values()))
-        self.muscle_combo = QtWidgets.QComboBox()
-        self.muscle_combo.setEditable(True)
-        self.muscle_combo.addItems(log.config.muscles)
+        self.muscle_combo = QtWidgets.QComboBox()  # the configured muscles: picked, not typed
+        self.muscle_combo.addItems(log.config.muscles or [""])
         self.estim_check = QtWidgets.QCheckBox("e-stim on")
         self.site_widgets = (
             self.region_combo, self.level_combo, self.side_combo, self.muscle_combo,
             self.estim_check,
         )  # fmt: skip
         for col, widget in enumerate(self.site_widgets):
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicked or tapped, never typed in
+            widget.setMinimumHeight(TOUCH_PX)
             site.addWidget(widget, 1, col)
         # Every change of the site is a `needle.site` event at once: no "apply" step to forget.
-        self.region_combo.currentTextChanged.connect(self._region_changed)
-        self.level_combo.currentTextChanged.connect(self._apply_site)
-        self.side_combo.currentTextChanged.connect(self._apply_site)
-        self.muscle_combo.activated.connect(self._apply_site)
-        line = self.muscle_combo.lineEdit()
-        if line is not None:
-            line.editingFinished.connect(self._apply_site)
-        self.estim_check.toggled.connect(self._apply_site)
+        self.region_combo.activated.connect(self._region_picked)
+        for combo in (self.level_combo, self.side_combo, self.muscle_combo):
+            combo.activated.connect(self._apply_site)
+        self.estim_check.clicked.connect(self._apply_site)
         layout.addWidget(site_box)
 
         answer_box = QtWidgets.QGroupBox(
-            "Answer  (Space prompt · level key · L/R/B/U · Enter; Ctrl+Enter correct, Ctrl+Z undo)"
+            "Answer  (Space prompt · level keys · L/R/B/U · Enter; Ctrl+Enter correct, "
+            "Ctrl+Z withdraw)"
         )
         answer = QtWidgets.QVBoxLayout(answer_box)
         top = QtWidgets.QHBoxLayout()
-        top.addWidget(button("Prompt  [Space]", partial(self.press, "Space")))
-        self.draft_label = big_label("", 14)
+        self.prompt_button = button("Prompt  [Space]", partial(self.press, "Space"))
+        self.prompt_button.setMinimumSize(BIG_TOUCH_PX * 3, BIG_TOUCH_PX)
+        top.addWidget(self.prompt_button)
+        self.draft_label = big_label("", 13)
+        self.draft_label.setWordWrap(True)
         top.addWidget(self.draft_label, 1)
         answer.addLayout(top)
         self.level_grid = QtWidgets.QGridLayout()
         self.level_buttons: list[QtWidgets.QPushButton] = []
-        self._level_buttons()
+        self._shown_levels: list[str] = []
         answer.addLayout(self.level_grid)
         sides = QtWidgets.QHBoxLayout()
-        for key, side in ANSWER_SIDE_KEYS.items():
-            sides.addWidget(button(f"{key}  {side}", partial(self.press, key)))
+        self.side_buttons = [
+            button(f"{key}  {side}", partial(self.press, key))
+            for key, side in ANSWER_SIDE_KEYS.items()
+        ]
+        for side_button in self.side_buttons:
+            side_button.setMinimumHeight(TOUCH_PX)
+            sides.addWidget(side_button)
         answer.addLayout(sides)
         words = QtWidgets.QGridLayout()
+        self.word_buttons = []
         for i, word in enumerate(log.config.descriptors):
             key = f"F{i + 1}"
-            words.addWidget(button(f"{key} {word}", partial(self.press, key)), i // 4, i % 4)
+            word_button = button(f"{key} {word}", partial(self.press, key))
+            word_button.setMinimumHeight(TOUCH_PX)
+            self.word_buttons.append(word_button)
+            words.addWidget(word_button, i // 4, i % 4)
         answer.addLayout(words)
         self.text_edit = QtWidgets.QLineEdit()
-        self.text_edit.setPlaceholderText("free text (optional); Enter commits")
+        self.text_edit.setMaxLength(2000)
+        self.text_edit.setMinimumHeight(TOUCH_PX)
+        self.text_edit.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.text_edit.setPlaceholderText(
+            "Tab: free text of this answer · Enter commits the answer · Esc leaves"
+        )
         self.text_edit.textEdited.connect(self._text_edited)
-        self.text_edit.returnPressed.connect(partial(self.press, "Return"))
         answer.addWidget(self.text_edit)
         actions = QtWidgets.QHBoxLayout()
-        actions.addWidget(button("Commit  [Enter]", partial(self.press, "Return")))
-        actions.addWidget(button("Correct last  [Ctrl+Enter]", partial(self.press, "Ctrl+Return")))
-        actions.addWidget(button("Undo last  [Ctrl+Z]", partial(self.press, "Ctrl+Z")))
+        self.commit_button = button("Commit  [Enter]", partial(self.press, "Return"))
+        self.commit_button.setMinimumSize(BIG_TOUCH_PX * 3, BIG_TOUCH_PX)
+        self.correct_button = button(
+            "Correct last  [Ctrl+Enter]", partial(self.press, "Ctrl+Return")
+        )
+        self.undo_button = button("Withdraw last  [Ctrl+Z]", partial(self.press, "Ctrl+Z"))
+        for action in (self.correct_button, self.undo_button):
+            action.setMinimumHeight(TOUCH_PX)
+        actions.addWidget(self.commit_button, 2)
+        actions.addWidget(self.correct_button, 1)
+        actions.addWidget(self.undo_button, 1)
         answer.addLayout(actions)
         self.accuracy_label = QtWidgets.QLabel("no answers yet")
         answer.addWidget(self.accuracy_label)
-        self.answers = QtWidgets.QListWidget()
+        self.answers = QtWidgets.QListWidget()  # the standing answers, newest first
         self.answers.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.answers.setMaximumHeight(140)
         answer.addWidget(self.answers)
         layout.addWidget(answer_box)
+
+        note_box = QtWidgets.QGroupBox("Notes  (N: a note, not an answer; Enter saves it)")
+        notes = QtWidgets.QVBoxLayout(note_box)
+        row = QtWidgets.QHBoxLayout()
+        self.note_edit = QtWidgets.QLineEdit()
+        self.note_edit.setMaxLength(2000)
+        self.note_edit.setMinimumHeight(TOUCH_PX)
+        self.note_edit.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.note_edit.setPlaceholderText("N: a note · Enter saves it · Esc leaves")
+        self.note_edit.textChanged.connect(self._note_edited)
+        row.addWidget(self.note_edit, 1)
+        self.note_button = button("Save note", self.save_note)
+        self.note_button.setMinimumHeight(TOUCH_PX)
+        row.addWidget(self.note_button)
+        notes.addLayout(row)
+        self.note_state = QtWidgets.QLabel("")
+        notes.addWidget(self.note_state)
+        self.notes = QtWidgets.QListWidget()  # the notes in the file, newest first
+        self.notes.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.notes.setMaximumHeight(90)
+        notes.addWidget(self.notes)
+        layout.addWidget(note_box)
+        self._shown_answers: list[str] = []
+        self._shown_notes: list[str] = []
         self.show_state()
 
+    # -- entry -------------------------------------------------------------------------------------
     def press(self, key: str) -> str | None:
         """Feed one key (or button) to the grammar and show the result."""
         message = self.keys.press(key)
         if message is not None:
             self.on_message(message)
-            if key in ("Return", "Enter", "Ctrl+Return", "Ctrl+Enter", "Escape"):
-                self.text_edit.clear()
             self.show_state()
         return message
+
+    def save_note(self) -> None:
+        """Record the note field's text as a `marker` (kept in the field if it was refused)."""
+        text = self.note_edit.text()
+        try:
+            note = self.keys.log.note(text)
+        except EntryRefused as exc:
+            self.on_message(f"{exc}: the note was NOT saved")
+        except ValueError as exc:
+            self.on_message(str(exc))
+        else:
+            self.note_edit.clear()
+            self.on_message(f"note #{note.id} saved")
+        self.show_state()
 
     def _text_edited(self, text: str) -> None:
         self.keys.draft.text = text
         self.show_state()
 
-    def _level_buttons(self) -> None:
-        """One button per level of the region in use (they change with the region)."""
-        for old in self.level_buttons:
-            self.level_grid.removeWidget(old)
-            old.deleteLater()
-        self.level_buttons = [
-            button(f"{key}  {level}", partial(self.press, key))
-            for key, level in zip(LEVEL_KEYS, self.keys.log.levels, strict=False)
-        ]
-        for i, level_button in enumerate(self.level_buttons):
-            self.level_grid.addWidget(level_button, i // 5, i % 5)
+    def _note_edited(self, text: str) -> None:
+        self.note_state.setText("✎ not saved yet: Enter saves it" if text.strip() else "")
 
-    def _region_changed(self, region: str) -> None:
-        self.keys.log.region = region
-        self.level_combo.blockSignals(True)
-        self.level_combo.clear()
-        self.level_combo.addItems(self.keys.log.levels)
-        self.level_combo.blockSignals(False)
-        self._level_buttons()
-        self._apply_site()
+    def _region_picked(self, _index: int) -> None:
+        self._record_site(region=self.region_combo.currentText(), level=None)
 
     def _apply_site(self, *_args: object) -> None:
         """The site the widgets show becomes the site in force."""
-        site = self.keys.log.set_site(
-            region=self.region_combo.currentText(),
-            level=self.level_combo.currentText(),
-            side=SITE_SIDE_KEYS[self.side_combo.currentText()[0].upper()],
-            muscle=self.muscle_combo.currentText(),
-            estim_on=self.estim_check.isChecked(),
+        self._record_site(
+            region=self.region_combo.currentText(), level=self.level_combo.currentText()
         )
-        self.on_message(f"site {site.region} {site.level} {site.side}")
-        self.show_state()
 
+    def _record_site(self, region: str, level: str | None) -> None:
+        try:
+            site = self.keys.log.set_site(
+                region=region,
+                level=level,
+                side=SITE_SIDE_KEYS[self.side_combo.currentText()[0].upper()],
+                muscle=self.muscle_combo.currentText(),
+                estim_on=self.estim_check.isChecked(),
+            )
+        except EntryRefused as exc:
+            self.on_message(f"{exc}: the site was NOT changed")
+        else:
+            self.on_message(f"site {site.level} {site.side} {site.muscle}".rstrip())
+        self.show_state()  # the widgets show the site in force either way
+
+    def _sync_level_buttons(self) -> None:
+        """One button per level of the region in use, labelled with its keys."""
+        keys = self.keys.level_keys
+        if keys.levels == self._shown_levels:
+            return
+        self._shown_levels = list(keys.levels)
+        for old in self.level_buttons:
+            self.level_grid.removeWidget(old)
+            old.deleteLater()
+        self.level_buttons = []
+        for i, level in enumerate(keys.levels):
+            typed = " ".join(keys.keys(level))
+            level_button = button(f"{level}  [{typed}]", partial(self.press_keys, keys.keys(level)))
+            level_button.setMinimumHeight(TOUCH_PX)
+            self.level_buttons.append(level_button)
+            self.level_grid.addWidget(level_button, i // 5, i % 5)
+        self.level_combo.clear()
+        self.level_combo.addItems(keys.levels)
+
+    def press_keys(self, typed: str) -> None:
+        """A level button: its keys, as if typed (a level half-typed before is replaced)."""
+        self.keys.typed = ""
+        for key in typed:
+            self.press(key)
+
+    # -- display -----------------------------------------------------------------------------------
     def show_state(self) -> None:
-        """Show the site in force, the draft, the accuracy and the last answers."""
+        """Show whether entry is on, the site, the draft, the accuracy and the standing answers."""
         log = self.keys.log
-        site = log.site
-        if site is not None:
-            estim = " · e-stim ON" if site.estim_on else ""
-            self.site_label.setText(f"{site.level} {site.side} {site.muscle}{estim}")
-            for widget in self.site_widgets:
-                widget.blockSignals(True)
-            self.region_combo.setCurrentText(site.region)
-            shown = [self.level_combo.itemText(i) for i in range(self.level_combo.count())]
-            if shown != log.levels:  # the region changed elsewhere (a key, a script)
-                self.level_combo.clear()
-                self.level_combo.addItems(log.levels)
-                self._level_buttons()
-            self.level_combo.setCurrentText(site.level)
-            self.side_combo.setCurrentText(site.side)
-            self.muscle_combo.setCurrentText(site.muscle)
-            self.estim_check.setChecked(site.estim_on)
-            for widget in self.site_widgets:
-                widget.blockSignals(False)
-        draft = self.keys.draft
-        prompt = "● asked" if log.pending_prompt is not None else ""
-        words = ", ".join(w for w in log.config.descriptors if w in draft.descriptors)
-        self.draft_label.setText(
-            f"{prompt}  level {draft.level or '–'} · side {draft.side or '–'}"
-            + (f" · {words}" if words else "")
+        closed = log.closed
+        self.entry_label.setText(
+            f"Entry is OFF: {closed}. Nothing entered here is saved." if closed else ""
         )
+        self.entry_label.setVisible(closed is not None)
+        for widget in self.inputs():
+            widget.setEnabled(closed is None)
+        self._sync_level_buttons()
+        fields = log.site_fields()
+        for widget in self.site_widgets:
+            widget.blockSignals(True)
+        self.region_combo.setCurrentText(fields.region)
+        self.level_combo.setCurrentText(fields.level)
+        self.side_combo.setCurrentText(fields.side)
+        if self.muscle_combo.findText(fields.muscle) < 0:  # a template's muscle not in the list
+            self.muscle_combo.addItem(fields.muscle)
+        self.muscle_combo.setCurrentText(fields.muscle)
+        self.estim_check.setChecked(fields.estim_on)
+        for widget in self.site_widgets:
+            widget.blockSignals(False)
+        site = log.site
+        estim = " · e-stim ON" if fields.estim_on else ""
+        shown = f"{fields.level} {fields.side} {fields.muscle}{estim}".replace("  ", " ")
+        self.site_label.setText(shown if site is not None else f"no site set (next: {shown})")
+        draft, keys = self.keys.draft, self.keys
+        prompt = "● asked · " if log.pending_prompt is not None and closed is None else ""
+        words = ", ".join(w for w in log.config.descriptors if w in draft.descriptors)
+        level = f"{keys.typed}…" if keys.typed else (draft.level or "–")
+        parts = [f"level {level}", f"side {draft.side or '–'}"]
+        parts += [words] if words else []
+        parts += [f"“{draft.text}”"] if draft.text else []
+        state = "not saved" if not draft.empty() or keys.typed else "empty"
+        self.draft_label.setText(f"{prompt}draft ({state}): " + " · ".join(parts))
+        if self.text_edit.text() != draft.text:
+            self.text_edit.setText(draft.text)
         self.accuracy_label.setText(format_accuracy(log.accuracy()))
-        self.answers.clear()
-        for response in reversed(log.responses[-8:]):
-            self.answers.addItem(_answer_line(response))
+        answers = [_answer_line(r) for r in reversed(log.responses)]
+        if answers != self._shown_answers:
+            self._shown_answers = answers
+            self.answers.clear()
+            self.answers.addItems(answers)
+
+    def show_notes(self, notes: list[MarkerEvent]) -> None:
+        """The notes recorded so far, newest first."""
+        lines = [f"#{n.id} {n.text}" for n in reversed(notes)]
+        if lines != self._shown_notes:
+            self._shown_notes = lines
+            self.notes.clear()
+            self.notes.addItems(lines)
+
+    def inputs(self) -> list[QtWidgets.QWidget]:
+        """Every widget that enters something (off while nothing records)."""
+        return [
+            *self.site_widgets, self.prompt_button, *self.level_buttons, *self.side_buttons,
+            *self.word_buttons, self.text_edit, self.commit_button, self.correct_button,
+            self.undo_button, self.note_edit, self.note_button,
+        ]  # fmt: skip
+
+    def shown_answers(self) -> list[str]:
+        """The standing answers as listed, newest first (for tests and screenshots)."""
+        return [self.answers.item(i).text() for i in range(self.answers.count())]
+
+    def shown_notes(self) -> list[str]:
+        """The notes as listed, newest first."""
+        return [self.notes.item(i).text() for i in range(self.notes.count())]
 
 
 def _answer_line(r: ResponseEvent) -> str:

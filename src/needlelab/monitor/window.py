@@ -3,23 +3,28 @@
 One QTimer drives everything: at each tick the window reads the session clock, the hub's ring
 buffers, the events recorded since the last tick and each device's live stats, and redraws.
 Device threads never call into Qt; Qt never blocks on a device. Keys go to the localization
-grammar (`AnswerKeys`) through an application-wide filter, unless a text or number field has
-the focus.
+grammar (`AnswerKeys`) through an application-wide filter (`_KeyFilter`: the focus model).
+
+What the window shows as entered is what the session file holds: the localization log takes
+entries only while the file is written (the session opens and closes it), and after a failed
+write the window shows the entries read back from the file.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
-from needlelab.clinic.localization import AnswerKeys
+from needlelab.clinic.localization import NOTE_KEY, AnswerKeys
 from needlelab.devices.stim_manual import ManualStimulator
 from needlelab.events import (
     CorrectionEvent,
+    MarkerEvent,
     NeedleSiteEvent,
     PhaseEvent,
     PromptEvent,
@@ -50,33 +55,52 @@ def _value(enum: Any) -> int:
     return int(getattr(enum, "value", enum))
 
 
+NAMED_KEYS = {
+    "Space": Qt.Key.Key_Space, "Return": Qt.Key.Key_Return, "Enter": Qt.Key.Key_Enter,
+    "Escape": Qt.Key.Key_Escape, "Tab": Qt.Key.Key_Tab, "Backtab": Qt.Key.Key_Backtab,
+    "PageUp": Qt.Key.Key_PageUp, "PageDown": Qt.Key.Key_PageDown, "Home": Qt.Key.Key_Home,
+    "End": Qt.Key.Key_End, "Insert": Qt.Key.Key_Insert, "Pause": Qt.Key.Key_Pause,
+}  # fmt: skip
+_NAMES = {_value(code): "Return" if name == "Enter" else name for name, code in NAMED_KEYS.items()}
+
+
 def key_name(event: QtGui.QKeyEvent) -> str | None:
-    """A key press as `AnswerKeys` names it ("3", "L", "Return", "Ctrl+Z", "Alt+E", "F2")."""
+    """A key press as `AnswerKeys` and `[monitor.keys]` name it ("3", "L", "Return", "Ctrl+Z",
+    "Alt+E", "F2", "Shift+F13", "PageDown"); None for keys that name nothing here."""
     key = _value(event.key())
-    named = {
-        _value(Qt.Key.Key_Space): "Space",
-        _value(Qt.Key.Key_Return): "Return",
-        _value(Qt.Key.Key_Enter): "Return",
-        _value(Qt.Key.Key_Escape): "Escape",
-    }
-    if _value(Qt.Key.Key_F1) <= key <= _value(Qt.Key.Key_F12):
+    mods = event.modifiers()
+    shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
+    if _value(Qt.Key.Key_F1) <= key <= _value(Qt.Key.Key_F24):
         name = f"F{key - _value(Qt.Key.Key_F1) + 1}"
-    elif key in named:
-        name = named[key]
+    elif key in _NAMES:
+        name = _NAMES[key]
+        shift = shift and name != "Backtab"
     elif _value(Qt.Key.Key_0) <= key <= _value(Qt.Key.Key_9) or (
         _value(Qt.Key.Key_A) <= key <= _value(Qt.Key.Key_Z)
     ):
-        name = chr(key)
+        name, shift = chr(key), False  # a capital is the same key
     else:
         return None
-    mods = event.modifiers()
     prefix = "Ctrl+" if mods & Qt.KeyboardModifier.ControlModifier else ""
     prefix += "Alt+" if mods & Qt.KeyboardModifier.AltModifier else ""
+    prefix += "Shift+" if shift else ""
     return prefix + name
 
 
+GRAMMAR_IN_FIELDS = ("Ctrl+Z", "Ctrl+Return")
+"""Keys the grammar keeps while a text field has the focus (besides F-keys, Alt+ keys and the
+configured pedal keys): withdraw and correct never edit the text."""
+
+
 class _KeyFilter(QtCore.QObject):  # type: ignore[misc]
-    """Routes key presses in the window to the localization grammar."""
+    """Routes key presses in the window: the focus model.
+
+    The localization grammar has the keys unless a field has been entered on purpose (Tab: the
+    answer's free text, N: a note, or a click or tap). In a field, printable keys type; Enter
+    commits what the field is for (the answer, the note, the number) and gives the keys back,
+    Escape gives them back keeping the text, and Ctrl+Z, Ctrl+Enter, F-keys, Alt+ keys and the
+    configured pedal keys still do what they do everywhere: withdraw never undoes text.
+    """
 
     def __init__(self, window: MonitorWindow) -> None:
         super().__init__(window)
@@ -85,17 +109,19 @@ class _KeyFilter(QtCore.QObject):  # type: ignore[misc]
     def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
         if event.type() != QtCore.QEvent.Type.KeyPress or not isinstance(obj, QtWidgets.QWidget):
             return False
-        if obj.window() is not self.window:
+        window = self.window
+        if obj.window() is not window:
             return False
         focus = QtWidgets.QApplication.focusWidget()
-        if isinstance(focus, QtWidgets.QLineEdit | QtWidgets.QAbstractSpinBox) or (
-            isinstance(focus, QtWidgets.QComboBox) and focus.isEditable()
-        ):
-            return False  # typing into a field
+        if focus is None or focus.window() is not window:
+            focus = window
+        if obj is not focus:
+            return False  # the same press on its way up to the parents: seen already
+        window.keys_seen += 1
         name = key_name(event)
         if name is None:
             return False
-        return self.window.localization_panel.press(name) is not None
+        return bool(window.route_key(name, focus))
 
 
 class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
@@ -128,6 +154,11 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self._start_ns: int | None = None
         self._elapsed_s = 0.0
         self._stopped = False
+        self._restored = False  # the entries were read back from the file after a failed write
+        self.notes: list[MarkerEvent] = []  # every note recorded, oldest first
+        self.keys_seen = 0  # key presses delivered to this window (tests wait on it)
+        self.pedal: dict[str, str] = {}  # configured key -> the grammar key it stands for
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # where the keys go back to
 
         central = QtWidgets.QWidget()
         outer = QtWidgets.QVBoxLayout(central)
@@ -163,11 +194,12 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         right_layout.addWidget(self.device_panel)
         self.protocol_panel = ProtocolPanel(session, self.message)
         right_layout.addWidget(self.protocol_panel)
-        self.localization_panel = LocalizationPanel(self.keys, self.message)
+        self.localization_panel = LocalizationPanel(self.keys, self.message, self.take_focus)
         right_layout.addWidget(self.localization_panel)
         self.manual_panels: list[ManualStimPanel] = []
         right_layout.addStretch(1)
         scroll = QtWidgets.QScrollArea()
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the keys are the grammar's, not a scroll
         scroll.setWidgetResizable(True)
         scroll.setWidget(right)
         self._right_layout = right_layout
@@ -184,8 +216,65 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.timer.timeout.connect(self.refresh)
         self.timer.start(max(1, round(1000 / config.monitor.refresh_hz)))
         self.frames = 0  # redraws so far (benchmarks and tests read it)
+        for spin in self.findChildren(QtWidgets.QAbstractSpinBox):
+            self.release_when_done(spin)
+        self.traces.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         if autostart:
             QtCore.QTimer.singleShot(0, self.start_recording)
+
+    # -- keys --------------------------------------------------------------------------------------
+    def route_key(self, name: str, focus: QtWidgets.QWidget) -> bool:
+        """Do what key `name` means while `focus` has the focus; True if it was taken."""
+        panel = self.localization_panel
+        grammar = self.pedal.get(name)  # a pedal's key stands for a grammar key everywhere
+        editable_combo = isinstance(focus, QtWidgets.QComboBox) and focus.isEditable()
+        if not (
+            isinstance(focus, QtWidgets.QLineEdit | QtWidgets.QAbstractSpinBox) or editable_combo
+        ):
+            if name == "Tab" and panel.text_edit.isEnabled():
+                panel.text_edit.setFocus(Qt.FocusReason.TabFocusReason)
+                return True
+            if name == NOTE_KEY and panel.note_edit.isEnabled():
+                panel.note_edit.setFocus(Qt.FocusReason.OtherFocusReason)
+                return True
+            return panel.press(grammar or name) is not None
+        # A field has the focus: it types, except for what always means the same.
+        answer_text = focus is panel.text_edit
+        if grammar is not None or name in ("Ctrl+Z", "Ctrl+Return"):
+            taken = panel.press(grammar or name) is not None
+            if answer_text and (grammar or name) in ("Return", "Ctrl+Return"):
+                self.take_focus()
+            return taken or name == "Ctrl+Z"  # Ctrl+Z never undoes text
+        if name == "Return":
+            if answer_text:
+                panel.press("Return")
+                self.take_focus()
+                return True
+            if focus is panel.note_edit:
+                panel.save_note()
+                self.take_focus()
+                return True
+            QtCore.QTimer.singleShot(0, self.take_focus)  # a number: the field takes it first
+            return False
+        if name in ("Escape", "Tab", "Backtab"):
+            self.take_focus()
+            return True
+        if name.startswith("Alt+") or (name.startswith("F") and name[1:].isdigit()):
+            return panel.press(name) is not None
+        return False
+
+    def take_focus(self) -> None:
+        """Give the keys back to the grammar (leave any field)."""
+        self.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def release_when_done(self, spin: QtWidgets.QAbstractSpinBox) -> None:
+        """A number field is entered by a click only, and gives the keys back when done."""
+        spin.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        spin.editingFinished.connect(partial(self._done_with, spin))
+
+    def _done_with(self, field: QtWidgets.QWidget) -> None:
+        if field.hasFocus():
+            self.take_focus()
 
     # -- controls ----------------------------------------------------------------------------------
     def _trace_controls(self) -> QtWidgets.QWidget:
@@ -251,6 +340,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         for device in self.session.devices.values():
             if isinstance(device, ManualStimulator):
                 panel = ManualStimPanel(device, self.message)
+                for spin in panel.findChildren(QtWidgets.QAbstractSpinBox):
+                    self.release_when_done(spin)
                 self.manual_panels.append(panel)
                 self._right_layout.insertWidget(self._right_layout.count() - 1, panel)
         if self.script is not None:
@@ -262,6 +353,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         if self.duration_s is not None:
             QtCore.QTimer.singleShot(round(self.duration_s * 1000), self.stop_recording)
         self.message(f"recording to {self.session.path}")
+        self._entry_changed()
 
     def toggle_pause(self) -> None:
         """Pause or resume (recorded as events; data keep being written)."""
@@ -275,9 +367,13 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         if not self.session.recording:
             return
         self.script_stop.set()
+        script = self._script_thread
+        if script is not None:  # what it is entering goes in before the file closes
+            script.join(timeout=5.0)
         self.session.stop("stopped from the monitor")
         self._stopped = True
         self.refresh()
+        self._entry_changed()
         from needlelab.record import verify_report
 
         try:
@@ -288,10 +384,41 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         verdict = "verifies" if ok else "does NOT verify: run needlelab verify on it"
         self.message(f"saved {self.session.path}; it {verdict}")
 
+    def _entry_changed(self) -> None:
+        """Recording started or ended: entry goes on or off, and says so."""
+        self.localization_panel.show_state()
+        self.protocol_panel.setEnabled(self.session.recording)
+        for panel in self.manual_panels:
+            panel.setEnabled(self.session.recording)
+        if not self.session.recording:
+            self.take_focus()  # out of any field: there is nothing to type into now
+
+    def _restore_from_file(self) -> None:
+        """After a failed write: show the entries the file holds, read back from it (the last
+        ones taken may not have reached it)."""
+        from needlelab.record import open_session
+
+        self._restored = True
+        try:
+            with open_session(self.session.path) as recorded:
+                events = recorded.events()
+        except Exception as exc:  # the file may be unreadable too: say so, show nothing
+            self.message(f"cannot read back {self.session.path}: {exc}")
+            events = []
+        self.localization.restore(events)
+        self.notes = [e for e in events if isinstance(e, MarkerEvent)]
+        self.localization_panel.show_notes(self.notes)
+        self._entry_changed()
+
     def show_banner(self, text: str) -> None:
         """A red banner across the top; empty text hides it."""
         self.banner.setText(text)
         self.banner.setVisible(bool(text))
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        """Shown: the keys start with the grammar."""
+        super().showEvent(event)
+        self.take_focus()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         """Closing the window mid-recording stops and closes the session file cleanly."""
@@ -320,6 +447,9 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
                     self._warnings[event.code] = event.message
             if isinstance(event, NeedleSiteEvent | PromptEvent | ResponseEvent | CorrectionEvent):
                 touched_localization = True
+            if isinstance(event, MarkerEvent) and not self._restored:
+                self.notes.append(event)
+                self.localization_panel.show_notes(self.notes)
             touched_protocol |= isinstance(event, PhaseEvent | TpdTrialEvent | ProtocolEvent)
         if touched_localization:
             self.localization_panel.show_state()
@@ -351,6 +481,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             self._elapsed_s = (session.clock.now_ns() - self._start_ns) / 1e9
         file = session.path.name if self._start_ns is not None else ""
         self.recording_bar.show_state(state, self._elapsed_s, file)
+        if session.error and not self._restored:
+            self._restore_from_file()
         if not session.recording:
             if session.error:
                 self.show_banner(f"recording stopped: {session.error}")
