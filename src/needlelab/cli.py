@@ -363,13 +363,16 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def _monitor_problem() -> str | None:
     """Why the monitor cannot open here, or None."""
-    from needlelab.monitor import display_available, gui_missing
+    from needlelab.monitor import display_available, gui_missing, qt_problem
 
     missing = gui_missing()
     if missing:
         return missing
     if not display_available() and not os.environ.get("QT_QPA_PLATFORM"):
         return "no display to show the monitor on; `needlelab record CONFIG` records headless"
+    problem = qt_problem()  # in a child: Qt that cannot start aborts its process
+    if problem:
+        return f"{problem}; `needlelab record CONFIG` records headless"
     return None
 
 
@@ -433,7 +436,7 @@ def _until_done(script: Any) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the default protocol with simulated devices and patient; verify; write the report."""
     from needlelab.demo import demo_script
-    from needlelab.monitor import display_available, gui_missing
+    from needlelab.monitor import display_available, gui_missing, qt_problem
     from needlelab.resources import configs_dir
 
     config = _checked_config(configs_dir() / "demo.toml", args.out)
@@ -453,6 +456,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not windowed:
             why = "no display" if missing is None else missing
             print(f"{why}: running headless", file=sys.stderr)
+        elif problem := qt_problem():  # in a child: Qt that cannot start aborts its process
+            windowed = False
+            print(f"{problem}; running headless", file=sys.stderr)
     if windowed:
         session = _run_monitor(
             config, args.out, True, args.duration, demo_script, separate_simulators=True
