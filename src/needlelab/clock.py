@@ -44,10 +44,11 @@ class ClockSegment:
     `x` is the sample index (or the device clock in µs for streams that have one). `drift_ppm` is
     the device's rate error against the host clock; `jitter_ns` the median arrival latency above the
     fitted floor; `uncertainty_ns` how far the fitted times may be from the true ones: how far
-    independent fits of the segment's two halves disagree (`_half_split`), or half the median
-    floor of its stretches above the line, whichever is more. A constant offset shared by the
-    whole stream (a latency floor calibrated wrong; a connection-event lattice that never lets
-    a frame through at no wait) is not in it: no fit of arrivals can see one.
+    independent fits of the segment's two halves disagree at its middle and ends
+    (`_half_split`), or half the median floor of its stretches above the line, whichever is
+    more. A constant offset shared by the whole stream (a latency floor calibrated wrong; a
+    connection-event lattice that never lets a frame through at no wait) is not in it: no fit
+    of arrivals can see one.
     """
 
     x0: int
@@ -165,11 +166,16 @@ def _bounded_line(
     return float(np.min(y - slope * x)), slope, True
 
 
-def _half_split(x: np.ndarray, y: np.ndarray, period: float, max_drift_ppm: float) -> float:
-    """How far independent fits of the two halves disagree: all of it at the middle (each half's
-    line is pinned within its half, so there each is off by its slope's error times a quarter
-    of the span, about as much as the whole fit at its ends), half of it at the ends (where
-    each half's line is extrapolated a whole half)."""
+def _half_split(
+    x: np.ndarray, y: np.ndarray, residual: np.ndarray, period: float, max_drift_ppm: float
+) -> float:
+    """How far the fit may be off, seen two ways. Independent fits of the two halves: each is
+    pinned within its half and off by its slope's error times the distance from there, so
+    their disagreement counts whole at the middle and half at the ends. And the floor of each
+    quarter above the whole line: the line runs under every arrival, so where the true floor
+    is tilted away from it (a slope error) a quarter's lowest arrival stands above it by that
+    much (`residual`: the arrivals above the whole line). The larger of the two.
+    """
     if len(x) < 8:
         return 0.0
     half = len(x) // 2
@@ -180,7 +186,8 @@ def _half_split(x: np.ndarray, y: np.ndarray, period: float, max_drift_ppm: floa
     (c1, m1, _), (c2, m2, _) = lines
     mid, first, last = float(x[half]), float(x[0]), float(x[-1])
     ends = max(abs((c1 - c2) + (m1 - m2) * at) for at in (first, last)) / 2
-    return max(abs((c1 - c2) + (m1 - m2) * mid), ends)
+    quarters = max(float(part.min()) for part in np.array_split(residual, 4))
+    return max(abs((c1 - c2) + (m1 - m2) * mid), ends, quarters)
 
 
 def fit_segment(
@@ -209,7 +216,7 @@ def _segment(
     floor_ns: float,
 ) -> ClockSegment:
     residual = y - (intercept + slope * xr)
-    uncertainty = max(_half_split(xr, y, nominal_period_ns, max_drift_ppm), floor_ns)
+    uncertainty = max(_half_split(xr, y, residual, nominal_period_ns, max_drift_ppm), floor_ns)
     return ClockSegment(
         x0=int(x[0]),
         x_end=int(x[-1]),
