@@ -347,12 +347,62 @@ class LocalizationConfig(_Strict):
         return self.regions[self.region]
 
 
+PEDAL_KEYS_ALLOWED = (
+    "F13-F24, PageUp, PageDown, Home, End, Insert or Pause, alone or with Ctrl+ or Shift+; "
+    "or Ctrl+ a letter, digit or F-key (not Ctrl+Z)"
+)
+_PEDAL_BASE = r"F(?:1[3-9]|2[0-4])|PageUp|PageDown|Home|End|Insert|Pause"
+_PEDAL_KEY = re.compile(
+    rf"(?:Ctrl\+)?(?:Shift\+)?(?:{_PEDAL_BASE})|Ctrl\+(?:[A-Y0-9]|(?:Shift\+)?F(?:[1-9]|1[0-2]))"
+)
+
+
+def pedal_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a pedal key, or None. A pedal key must work whatever has the focus,
+    typing included, so it cannot be printable or one of the grammar's own keys (letters,
+    digits, Space, Return, Escape, Tab, F1-F12, Alt+ anything, Ctrl+Z, Ctrl+Return)."""
+    if _PEDAL_KEY.fullmatch(key):
+        return None
+    return f"{key!r} cannot be a pedal key (the answer grammar or typing uses it)"
+
+
+class MonitorKeys(_Strict):
+    """`[monitor.keys]`: more keys for the localization's actions, most often a USB foot pedal's
+    (pedals send the keystrokes they are set to send). Each works wherever the focus is,
+    besides the grammar's own key (Space, Return, Ctrl+Return, Ctrl+Z)."""
+
+    prompt: list[str] = Field(default_factory=lambda: ["F13"])
+    commit: list[str] = Field(default_factory=lambda: ["F14"])
+    correct: list[str] = Field(default_factory=list)
+    undo: list[str] = Field(default_factory=list)
+
+    @field_validator("prompt", "commit", "correct", "undo")
+    @classmethod
+    def _pedal_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            problem = pedal_key_problem(key)
+            if problem:
+                raise ValueError(f"{problem}; allowed: {PEDAL_KEYS_ALLOWED}")
+        return keys
+
+    @model_validator(mode="after")
+    def _one_action_per_key(self) -> MonitorKeys:
+        seen: dict[str, str] = {}
+        for action in ("prompt", "commit", "correct", "undo"):
+            for key in getattr(self, action):
+                if key in seen:
+                    raise ValueError(f"{key!r} is given to {seen[key]} and to {action}: one each")
+                seen[key] = action
+        return self
+
+
 class MonitorConfig(_Strict):
     """The live monitor's defaults."""
 
     window_s: float = Field(10.0, ge=1, le=120)  # rolling window of the traces
     refresh_hz: float = Field(60.0, ge=5, le=120)
     rms: bool = False  # RMS envelope over the traces
+    keys: MonitorKeys = Field(default_factory=MonitorKeys)
 
 
 class LslConfig(_Strict):

@@ -66,6 +66,8 @@ class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
         self.start_button = button("Start", on_start, "start recording")
         self.pause_button = button("Pause", on_pause, "mark a pause (data keep being written)")
         self.stop_button = button("Stop", on_stop, "stop and close the session file")
+        for control in (self.start_button, self.pause_button, self.stop_button):
+            control.setMinimumSize(TOUCH_PX * 2, TOUCH_PX)
         for widget in (self.indicator, self.elapsed, self.start_button, self.pause_button):
             layout.addWidget(widget)
         layout.addWidget(self.stop_button)
@@ -288,6 +290,11 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self._shown_answers: list[str] = []
         self._shown_notes: list[str] = []
         self.show_state()
+
+    def show_extra_keys(self, prompt: list[str], commit: list[str]) -> None:
+        """Name the configured (pedal) keys on the prompt and commit buttons."""
+        self.prompt_button.setText(f"Prompt  [{' · '.join(['Space', *prompt])}]")
+        self.commit_button.setText(f"Commit  [{' · '.join(['Enter', *commit])}]")
 
     # -- entry -------------------------------------------------------------------------------------
     def press(self, key: str) -> str | None:

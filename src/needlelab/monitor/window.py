@@ -157,7 +157,11 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self._restored = False  # the entries were read back from the file after a failed write
         self.notes: list[MarkerEvent] = []  # every note recorded, oldest first
         self.keys_seen = 0  # key presses delivered to this window (tests wait on it)
-        self.pedal: dict[str, str] = {}  # configured key -> the grammar key it stands for
+        pedal = config.monitor.keys  # [monitor.keys]: a foot pedal's keys stand for these
+        self.pedal: dict[str, str] = {
+            **dict.fromkeys(pedal.prompt, "Space"), **dict.fromkeys(pedal.commit, "Return"),
+            **dict.fromkeys(pedal.correct, "Ctrl+Return"), **dict.fromkeys(pedal.undo, "Ctrl+Z"),
+        }  # fmt: skip
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # where the keys go back to
 
         central = QtWidgets.QWidget()
@@ -195,6 +199,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.protocol_panel = ProtocolPanel(session, self.message)
         right_layout.addWidget(self.protocol_panel)
         self.localization_panel = LocalizationPanel(self.keys, self.message, self.take_focus)
+        self.localization_panel.show_extra_keys(pedal.prompt, pedal.commit)
         right_layout.addWidget(self.localization_panel)
         self.manual_panels: list[ManualStimPanel] = []
         right_layout.addStretch(1)
