@@ -137,6 +137,10 @@ The floor of blocks that wait for connection events is a sawtooth whose teeth en
 up to one block (the lattice of the block period and the connection interval): a step of up to
 a block may be that, and only one of more is taken for a misnumbering."""
 
+RUNAWAY_NS = 50_000_000
+"""How far beyond the drift-bounded line the arrivals' floor must run before the numbering is
+taken for wrong throughout: more than jitter, a host's hiccup or a crystal can explain."""
+
 STEP_NOISE = 6.0
 """The expected jitter of stretch floors is the median change between neighbours; a step must be
 this many times that."""
@@ -341,7 +345,8 @@ def fit_resplit(
     if limited and len(floors) > 1:
         threshold = max(STEP_MIN_NS, STEP_NOISE * float(np.median(np.abs(np.diff(floors)))))
         drifting = np.minimum.reduceat(y - nominal_period_ns * xr, starts)
-        if float(floors.max()) > threshold and _monotone(drifting, least):
+        far = max(threshold, RUNAWAY_NS)
+        if float(floors.max()) > far and _monotone(drifting, least):
             # Even at the drift bound the arrivals run away from the line, ever further one
             # way: the numbering is wrong (a run of guesses, or losses nothing counted), and no
             # crystal's slope fits. (A host that falls behind catches up again: its floor comes
