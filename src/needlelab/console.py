@@ -2,7 +2,8 @@
 
 A line like `stim ch=1 freq=2 pw=250 ma=12.5 on` or `mark needle in L3 right` is parsed into a
 call on the session. Used by `needlelab record` on its standard input, so a unit with no data port
-can be logged without the GUI.
+can be logged without the GUI. `backlog` says how far the file is behind; a disk that falls behind
+is also told on the same console by itself (the writer's `writer.backlog` warning, logged).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from needlelab.hub import format_bytes
+
 if TYPE_CHECKING:
+    from needlelab.hub import Backlog
     from needlelab.session import Session
 
 HELP = (
     "commands: stim [DEVICE] [ch=N] [freq=HZ] [pw=US] [ma=MA] [wave=NAME] [mode=NAME] [on|off]"
-    " | mark TEXT | stop | help"
+    " | mark TEXT | backlog | stop | help"
 )
 
 _STIM_KEYS = {
@@ -76,6 +80,16 @@ def parse_stim_args(words: list[str]) -> tuple[str | None, int, dict[str, Any]]:
     return device, channel, changes
 
 
+def format_backlog(b: Backlog) -> str:
+    """One line: what waits to be written to the file, and the worst so far."""
+    state = {"ok": "keeping up", "slow": "FALLING BEHIND", "full": "FULL: recording stopped"}
+    return (
+        f"writer {state[b.state]}: {b.items} items, {format_bytes(b.bytes)}, the oldest "
+        f"{b.seconds:.2f} s old, waiting to be written (worst {format_bytes(b.peak_bytes)}, "
+        f"{b.peak_seconds:.2f} s)" + (f"; {b.refused} refused at the limit" if b.refused else "")
+    )
+
+
 def run_command(session: Session, line: str) -> tuple[str, bool]:
     """Apply one console line; returns (reply text, whether the session should stop)."""
     try:
@@ -89,6 +103,8 @@ def run_command(session: Session, line: str) -> tuple[str, bool]:
         return "stopping", True
     if verb == "help":
         return HELP, False
+    if verb == "backlog":
+        return format_backlog(session.hub.backlog_status()), False
     if verb == "mark":
         text = line.strip()[len(words[0]) :].strip()
         if not text:

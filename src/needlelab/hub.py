@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,228 @@ class StreamAdded:
 
 RecordItem = StreamAdded | Chunk | Event
 """What travels on the lossless record queue."""
+
+CHUNK_OVERHEAD_BYTES = 512  # a Chunk's Python and numpy objects beside its sample bytes (measured)
+EVENT_BYTES = 1280  # an event model in memory (measured with tracemalloc: 1.1-1.25 kB)
+EVENT_RESERVE_BYTES = 1_000_000  # room kept above the limit for events (the warning, the stop)
+
+
+@dataclass(frozen=True)
+class BacklogLimits:
+    """When the writer's backlog warns, and where it stops taking data (`RecordQueue`)."""
+
+    warn_s: float = 2.0  # the oldest item has waited this long: the disk is not keeping up
+    warn_bytes: int = 16_000_000
+    limit_bytes: int = 64_000_000  # the most held in memory; data beyond it is refused
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is waiting for the writer: queued, or taken but not yet committed.
+
+    `bytes` estimates the memory held (sample bytes plus each item's objects); `seconds` is how
+    long the oldest waiting item has waited, i.e. how far the file is behind (and what a kill
+    now would lose on top of the last commit interval). `refused` counts items refused at the
+    limit, `state` says where it stands: "ok", "slow" (warned) or "full" (the limit was reached).
+    """
+
+    items: int
+    bytes: int
+    seconds: float
+    refused: int
+    state: Literal["ok", "slow", "full"]
+    peak_bytes: int
+    peak_seconds: float
+
+
+BacklogListener = Callable[[Literal["slow", "cleared", "full"], Backlog], None]
+"""Told when the backlog starts to lag ("slow"), catches up again ("cleared") or fills ("full")."""
+
+
+class RecordQueue:
+    """The lossless record queue between the hub and the session writer, bounded and measured.
+
+    Never blocks a producer (a device thread or the BLE loop must not wait for a disk). Data
+    chunks beyond `limits.limit_bytes` are refused, and from the first refusal on every later
+    chunk too, so the file holds one unbroken stretch; events still fit in a small reserve above
+    the limit, stream headers and the end marker always. The listener (the writer) is told of
+    each change of state; `dispatch` calls it, outside every lock.
+
+    The single consumer takes items with `get_batch` and calls `release` once it has committed
+    them: until then they still count as waiting (they are in memory, not in the file).
+    """
+
+    def __init__(self, limits: BacklogLimits | None = None) -> None:
+        self.limits = limits or BacklogLimits()
+        self.listener: BacklogListener | None = None
+        self._queue: deque[tuple[RecordItem | None, int, int]] = deque()  # item, bytes, put at
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the consumer waits here when empty
+        self._consumer_waiting = False
+        self._bytes = 0  # queued and in flight
+        self._queued_bytes = 0
+        self._in_flight = 0  # items taken by the consumer, not yet released
+        self._in_flight_bytes = 0
+        self._in_flight_since: int | None = None  # when the oldest in-flight item was put
+        self._refused = 0
+        self._state: Literal["ok", "slow", "full"] = "ok"
+        self._peak_bytes = 0
+        self._peak_ns = 0
+        self._notices: list[tuple[Literal["slow", "cleared", "full"], Backlog]] = []
+
+    # -- producers -------------------------------------------------------------------------------
+    def put(self, item: RecordItem | None, nbytes: int = 0, data: bool = False) -> bool:
+        """Queue an item; False if it was refused (a data chunk at the limit, once full).
+
+        `data` marks sample chunks, the bulk that the limit governs; None (the end marker) and
+        stream headers (`nbytes` 0) are always taken.
+        """
+        now = time.monotonic_ns()
+        with self._lock:
+            total = self._bytes + nbytes
+            if nbytes and (
+                total > self.limits.limit_bytes + (0 if data else EVENT_RESERVE_BYTES)
+                or (data and self._state == "full")
+            ):
+                self._refused += 1
+                if self._state != "full":
+                    self._state = "full"
+                    self._notices.append(("full", self._snapshot(now)))
+                return False
+            self._queue.append((item, nbytes, now))
+            self._bytes = total
+            self._queued_bytes += nbytes
+            if total > self._peak_bytes:
+                self._peak_bytes = total
+            if self._state == "ok":
+                oldest = self._in_flight_since
+                age = now - (self._queue[0][2] if oldest is None else oldest)
+                if age > self._peak_ns:
+                    self._peak_ns = age
+                if total >= self.limits.warn_bytes or age >= self.limits.warn_s * 1e9:
+                    self._state = "slow"
+                    self._notices.append(("slow", self._snapshot(now)))
+            if self._consumer_waiting:
+                self._arrived.notify()
+        return True
+
+    # -- the consumer ----------------------------------------------------------------------------
+    def get_batch(self, timeout_s: float, max_items: int) -> list[RecordItem | None]:
+        """Take up to `max_items` waiting items, waiting up to `timeout_s` for the first.
+
+        They stay counted in the backlog until `release`. An empty list: nothing came in time.
+        """
+        with self._lock:
+            if not self._queue and timeout_s > 0:
+                self._consumer_waiting = True
+                self._arrived.wait(timeout_s)
+                self._consumer_waiting = False
+            queue = self._queue
+            if not queue:
+                return []
+            if self._in_flight_since is None:
+                self._in_flight_since = queue[0][2]
+            if len(queue) <= max_items:  # all of it (the usual case): one swap, no loop
+                self._queue = deque()
+                taken_bytes = self._queued_bytes
+            else:
+                queue = deque(queue.popleft() for _ in range(max_items))
+                taken_bytes = sum(e[1] for e in queue)
+            self._queued_bytes -= taken_bytes
+            self._in_flight += len(queue)
+            self._in_flight_bytes += taken_bytes
+        return [entry[0] for entry in queue]
+
+    def release(self) -> None:
+        """Everything taken with `get_batch` is committed (or given up): no longer waiting."""
+        now = time.monotonic_ns()
+        with self._lock:
+            self._bytes -= self._in_flight_bytes
+            self._in_flight = self._in_flight_bytes = 0
+            self._in_flight_since = None
+            limits = self.limits
+            if (
+                self._state == "slow"
+                and self._bytes < limits.warn_bytes / 2
+                and self._age_ns(now) < limits.warn_s * 1e9 / 2
+            ):
+                self._state = "ok"
+                self._notices.append(("cleared", self._snapshot(now)))
+        self.dispatch()
+
+    def get(self, timeout: float | None = None) -> RecordItem | None:
+        """Take one item (and release it at once): for tests and simple consumers.
+
+        Raises `TimeoutError` when nothing came within `timeout` seconds.
+        """
+        with self._lock:
+            self._consumer_waiting = True
+            arrived = self._arrived.wait_for(lambda: bool(self._queue), timeout)
+            self._consumer_waiting = False
+            if not arrived:
+                raise TimeoutError("nothing in the record queue")
+            item, nbytes, _ = self._queue.popleft()
+            self._bytes -= nbytes
+            self._queued_bytes -= nbytes
+            return item
+
+    def empty(self) -> bool:
+        """Whether nothing is queued (items taken but not released do not count)."""
+        return not self._queue
+
+    def qsize(self) -> int:
+        """Items queued (not counting those taken but not yet released)."""
+        return len(self._queue)
+
+    # -- measures --------------------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        """What is waiting now, and the peaks so far."""
+        with self._lock:
+            return self._snapshot(time.monotonic_ns())
+
+    def dispatch(self) -> None:
+        """Tell the listener of every change of state since the last call (call with no lock
+        held: the listener may emit events, which come back here)."""
+        if not self._notices:  # the common case, without taking the lock
+            return
+        with self._lock:
+            notices, self._notices = self._notices, []
+        listener = self.listener
+        for state, backlog in notices:
+            if listener is not None:
+                listener(state, backlog)
+
+    def _age_ns(self, now: int) -> int:
+        oldest = self._in_flight_since
+        if oldest is None and self._queue:
+            oldest = self._queue[0][2]
+        age = 0 if oldest is None else now - oldest
+        if age > self._peak_ns:
+            self._peak_ns = age
+        return age
+
+    def _snapshot(self, now: int) -> Backlog:
+        age = self._age_ns(now)
+        return Backlog(
+            items=len(self._queue) + self._in_flight,
+            bytes=self._bytes,
+            seconds=age / 1e9,
+            refused=self._refused,
+            state=self._state,
+            peak_bytes=self._peak_bytes,
+            peak_seconds=self._peak_ns / 1e9,
+        )
+
+
+def format_bytes(n: float) -> str:
+    """`n` bytes for an operator: kB below a megabyte, MB above (decimal units)."""
+    return f"{n / 1e3:.0f} kB" if n < 1e6 else f"{n / 1e6:.1f} MB"
+
+
+def chunk_bytes(chunk: Chunk) -> int:
+    """The memory a queued chunk holds, as the backlog counts it."""
+    extra = chunk.t_ns.nbytes if chunk.t_ns is not None else 0
+    return chunk.values.nbytes + extra + CHUNK_OVERHEAD_BYTES
 
 
 class RingBuffer:
@@ -95,16 +318,23 @@ def regular_sample_times(chunk: Chunk, rate_hz: float) -> npt.NDArray[np.int64]:
 class Hub:
     """Fan-out point between devices and consumers.
 
-    - `record_queue` is lossless and unbounded: the session writer drains it. Bounding it would
-      mean dropping data or blocking a device thread; instead the writer is made fast enough
-      (benchmarks/ingest.py) and its backlog is exposed as `backlog()`.
+    - `record_queue` is lossless and bounded (`RecordQueue`): the session writer drains it. It
+      never blocks a device; a disk that falls behind is told to the writer (a warning), and at
+      the limit the recording stops as on a full disk instead of memory growing without bound.
+      `backlog_status()` measures it (items, bytes, seconds behind).
     - One `RingBuffer` per stream and a bounded deque of recent events serve live readers.
     """
 
-    def __init__(self, clock: SessionClock, ring_seconds: float = 30.0, event_history: int = 2000):
+    def __init__(
+        self,
+        clock: SessionClock,
+        ring_seconds: float = 30.0,
+        event_history: int = 2000,
+        backlog_limits: BacklogLimits | None = None,
+    ):
         self.clock = clock
         self.ring_seconds = ring_seconds
-        self.record_queue: queue.SimpleQueue[RecordItem | None] = queue.SimpleQueue()
+        self.record_queue = RecordQueue(backlog_limits)
         self._specs: dict[str, StreamSpec] = {}
         self._rings: dict[str, RingBuffer] = {}
         self._events: deque[Event] = deque(maxlen=event_history)
@@ -123,7 +353,7 @@ class Hub:
             self._specs[spec.name] = spec
             rate = spec.nominal_rate_hz if spec.nominal_rate_hz > 0 else 50.0
             self._rings[spec.name] = RingBuffer(spec, int(rate * self.ring_seconds) + 1)
-            self.record_queue.put(StreamAdded(spec))
+            self.record_queue.put(StreamAdded(spec))  # headers are always taken
 
     @property
     def streams(self) -> dict[str, StreamSpec]:
@@ -139,7 +369,9 @@ class Hub:
         spec = self._specs.get(chunk.stream)
         if spec is None:
             raise KeyError(f"chunk for undeclared stream {chunk.stream!r}")
-        self.record_queue.put(chunk)
+        # Refused only once the backlog is full: the writer has stopped the recording then.
+        self.record_queue.put(chunk, chunk_bytes(chunk), data=True)
+        self.record_queue.dispatch()
         t_ns = (
             chunk.t_ns
             if chunk.t_ns is not None
@@ -156,9 +388,10 @@ class Hub:
             if event.t_ns < 0:
                 update["t_ns"] = self.clock.now_ns()
             stamped = event.model_copy(update=update)
-            self.record_queue.put(stamped)
+            self.record_queue.put(stamped, EVENT_BYTES)
             self._events.append(stamped)
             listeners = list(self._listeners)
+        self.record_queue.dispatch()
         for listener in listeners:
             listener(stamped)
         return stamped
@@ -174,8 +407,12 @@ class Hub:
             self._listeners.append(listener)
 
     def backlog(self) -> int:
-        """Approximate number of items waiting for the writer."""
-        return self.record_queue.qsize()
+        """Number of items waiting for the writer (queued or not yet committed)."""
+        return self.record_queue.backlog().items
+
+    def backlog_status(self) -> Backlog:
+        """The writer's backlog: items, bytes and seconds waiting, its state and peaks."""
+        return self.record_queue.backlog()
 
     def close(self) -> None:
         """Tell the writer that nothing more will come."""

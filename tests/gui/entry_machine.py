@@ -37,6 +37,9 @@ WORDS = st.text(alphabet="abLR12 ", max_size=10)
 class Driver(Protocol):
     """How keys and taps reach the window."""
 
+    def show(self, window: MonitorWindow) -> None:
+        """Show the window and give it the keyboard."""
+
     def press(self, window: MonitorWindow, name: str) -> None: ...
 
     def type(self, window: MonitorWindow, text: str) -> None: ...
@@ -51,6 +54,11 @@ class Driver(Protocol):
 
 class QtDriver:
     """Qt's event path: key events to the focused widget, clicks on the widget."""
+
+    def show(self, window: MonitorWindow) -> None:
+        window.show()
+        window.activateWindow()
+        QtTest.QTest.qWaitForWindowActive(window)
 
     def press(self, window: MonitorWindow, name: str) -> None:
         *mods, key = name.split("+")
@@ -86,8 +94,7 @@ class EntryMachine(RuleBasedStateMachine):
         self.session = Session(config)
         self.window = MonitorWindow(self.session)
         self.window.resize(1400, 1000)
-        self.window.show()
-        self.window.activateWindow()
+        self.driver.show(self.window)
         self.driver.settle(self.window)
         self.panel = self.window.localization_panel
 

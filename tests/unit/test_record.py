@@ -247,3 +247,196 @@ def test_damaged_or_foreign_files_give_one_clear_error(tmp_path: Path, damage: s
     assert str(path) in message and "\n" not in message
     if damage in ("text", "foreign"):
         assert isinstance(info.value, NotASessionError)
+
+
+# -- a file that stands alone ------------------------------------------------------------------
+
+KILLED_WRITER = r"""
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+from needlelab.clock import SessionClock
+from needlelab.hub import Hub
+from needlelab.record import SessionMeta, SessionWriter
+from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+path, seconds, every = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+clock = SessionClock()
+hub = Hub(clock)
+meta = SessionMeta(session_id="k", patient_id="K1", anchor_monotonic_ns=clock.anchor_monotonic_ns,
+                   anchor_wall_ns=clock.anchor_wall_ns, config_json="{}", software_version="t")
+writer = SessionWriter(path, hub, meta, checkpoint_interval_s=every)
+writer.start()
+spec = StreamSpec("emg.raw", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 1000.0,
+                  dtype="int16", device="emg")
+hub.add_stream(spec)
+start, i = time.monotonic(), 0
+while time.monotonic() - start < seconds:
+    hub.push(Chunk(spec.name, np.full((10, 2), i, np.int16), clock.now_ns(), i * 10))
+    i += 1
+    time.sleep(0.01)
+print(i, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_recording(folder: Path, seconds: float = 1.5, every_s: float = 0.3) -> tuple[Path, int]:
+    """A recording whose writer process was SIGKILLed after `seconds`; (file, chunks pushed)."""
+    import subprocess
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "K1_killed.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(path), str(seconds), str(every_s)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr
+    return path, int(done.stdout)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def read_everything(path: Path) -> int:
+    """verify, info and a full read, as a user would run them; the samples read."""
+    verify_report(path)
+    info_report(path)
+    with open_session(path) as s:
+        return sum(len(s.stream(name)[0]) for name in s.streams)
+
+
+@pytest.mark.parametrize("case", ["clean", "killed in place", "killed, copied with its log",
+                                  "killed, copied alone"])  # fmt: skip
+def test_reading_leaves_nothing_beside_the_file(tmp_path: Path, case: str) -> None:
+    """verify, info and reads open read-only and create no -wal or -shm (SQLite makes both for
+    a read-only open of a file in WAL mode, unless told otherwise)."""
+    import shutil
+
+    if case == "clean":
+        hub, writer = make_writer(tmp_path)
+        writer.start()
+        hub.add_stream(EMG)
+        hub.push(Chunk(EMG.name, np.zeros((10, 2), np.int16), 10_000_000, 0))
+        writer.stop()
+        path = writer.path
+    else:
+        path, _ = killed_recording(tmp_path / "rec")
+        assert listing(path.parent) == [path.name, f"{path.name}-shm", f"{path.name}-wal"]
+        in_place = read_everything(path)
+        if case != "killed in place":
+            copy = tmp_path / "copy"
+            copy.mkdir()
+            shutil.copyfile(path, copy / path.name)
+            if case == "killed, copied with its log":
+                shutil.copyfile(f"{path}-wal", copy / f"{path.name}-wal")
+            path = copy / path.name
+    before = listing(path.parent)
+    samples = read_everything(path)
+    assert listing(path.parent) == before
+    assert samples > 0
+    if case == "killed, copied with its log":
+        assert samples == in_place  # the log beside it was read, not ignored
+
+
+def test_verify_says_what_a_killed_file_copied_alone_lacks(tmp_path: Path) -> None:
+    """Killed, and copied without its -wal: the file says it was not closed, its header is
+    still in WAL mode and no log is beside it. verify names the missing log and bounds what it
+    held by the recorder's checkpoint cadence, instead of "at most one commit interval"."""
+    import shutil
+
+    from needlelab.record import seal
+
+    path, pushed = killed_recording(tmp_path / "rec", seconds=1.5, every_s=0.3)
+    alone = tmp_path / "alone" / path.name
+    alone.parent.mkdir()
+    shutil.copyfile(path, alone)
+    report = verify_report(alone)
+    assert report["ok"] and not report["closed_cleanly"] and report["wal_missing"]
+    assert report["checkpoint_interval_s"] == pytest.approx(0.3)
+    text = format_verify(report)
+    assert f"{path.name}-wal, its write-ahead log, is not beside it" in text
+    assert "at most about 0.3 s of data" in text and "one commit interval" not in text
+    assert 0 < report["streams"][0]["samples"] <= pushed * 10
+    # In place, with its log: nothing is missing but the last commit interval.
+    beside = verify_report(path)
+    assert not beside["wal_missing"] and beside["wal_bytes"] > 0
+    assert "one commit interval" in format_verify(beside)
+    assert beside["streams"][0]["samples"] >= report["streams"][0]["samples"]
+    # Sealed, the file alone holds every commit and leaves WAL mode: nothing is missing.
+    assert seal(path)
+    shutil.copyfile(path, alone)
+    sealed = verify_report(alone)
+    assert not sealed["wal_missing"] and not sealed["closed_cleanly"]
+    assert sealed["streams"][0]["samples"] == beside["streams"][0]["samples"]
+    assert "is not beside it" not in format_verify(sealed)
+
+
+def test_a_copy_alone_from_an_older_recorder_says_how_much_is_unknown(tmp_path: Path) -> None:
+    """Files recorded before the `writer` table: the cadence is not known, and verify says so."""
+    import shutil
+
+    path, _ = killed_recording(tmp_path / "rec")
+    alone = tmp_path / "alone" / path.name
+    alone.parent.mkdir()
+    shutil.copyfile(path, alone)
+    conn = sqlite3.connect(alone)  # as an older needlelab wrote it: no writer table
+    conn.execute("DROP TABLE writer")
+    conn.close()
+    assert listing(alone.parent) == [path.name]  # still in WAL mode, alone
+    report = verify_report(alone)
+    assert report["wal_missing"] and report["checkpoint_interval_s"] is None
+    assert "how much is unknown" in format_verify(report)
+
+
+def test_verify_reports_damaged_blocks_and_fails(tmp_path: Path) -> None:
+    """Block bytes damaged inside an intact SQLite file (integrity_check passes): the reader
+    skips and counts them, and verify reports them as a problem, per stream (a non-zero exit)."""
+    from needlelab.cli import main
+
+    hub, writer = make_writer(tmp_path)
+    writer.start()
+    hub.add_stream(EMG)
+    hub.add_stream(STIM)
+    for i in range(10):
+        hub.push(Chunk(EMG.name, np.zeros((10, 2), np.int16), (i + 1) * 10_000_000, i * 10))
+        t = np.array([i], np.int64)
+        hub.push(Chunk(STIM.name, np.array([[1.0]], np.float32), i, i, t))
+    writer.stop()
+    assert verify_report(writer.path)["ok"] and main(["verify", str(writer.path)]) == 0
+    conn = sqlite3.connect(writer.path)
+    emg_id, stim_id = (conn.execute("SELECT id FROM streams WHERE name = ?", (name,)).fetchone()[0]
+                       for name in (EMG.name, STIM.name))  # fmt: skip
+    # Two EMG blocks lose a byte of their samples; one stimulator block's times are cut short.
+    conn.execute(
+        "UPDATE blocks SET data = substr(data, 1, length(data) - 1) WHERE id IN "
+        "(SELECT id FROM blocks WHERE stream_id = ? ORDER BY id LIMIT 2 OFFSET 3)",
+        (emg_id,),
+    )
+    conn.execute(
+        "UPDATE blocks SET t_ns = zeroblob(3) WHERE id = "
+        "(SELECT max(id) FROM blocks WHERE stream_id = ?)",
+        (stim_id,),
+    )
+    conn.commit()
+    conn.close()
+    report = verify_report(writer.path)
+    assert report["integrity"] == "ok" and not report["ok"]
+    assert report["damaged_blocks"] == 3
+    by_name = {st["name"]: st["damaged_blocks"] for st in report["streams"]}
+    assert by_name == {EMG.name: 2, STIM.name: 1}
+    text = format_verify(report)
+    assert "PROBLEMS" in text and "3 damaged block(s)" in text
+    assert main(["verify", str(writer.path)]) != 0  # the damaged-file code (3 with the CLI's)
+
+
+def test_new_files_have_pages_sized_to_the_data(tmp_path: Path) -> None:
+    from needlelab.record.writer import PAGE_SIZE
+
+    _hub, writer = make_writer(tmp_path)
+    writer.start()
+    writer.stop()
+    conn = sqlite3.connect(f"{writer.path.resolve().as_uri()}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 4096
+    conn.close()

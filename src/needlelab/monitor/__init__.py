@@ -11,6 +11,7 @@ import ctypes
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 GUI_EXTRA_HINT = "the monitor needs the GUI extra: pip install 'needlelab[gui]'"
 
@@ -83,15 +84,20 @@ def missing_qt_libraries() -> list[str]:
     return missing
 
 
-def qt_problem(platform: str | None = None, timeout_s: float = QT_PROBE_TIMEOUT_S) -> str | None:
+def qt_problem(
+    platform: str | None = None,
+    timeout_s: float = QT_PROBE_TIMEOUT_S,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
     """Why Qt cannot start here, in one line, or None if it can.
 
     Qt that cannot open its platform (missing xcb libraries, no display) aborts the process
     (SIGABRT), so it is tried first in a child process that creates a QApplication with
     `platform` (QT_QPA_PLATFORM's value; None: what the environment says) and is given
-    `timeout_s`. The line names the Debian packages to install when libraries are missing.
+    `timeout_s`, in `environ` (default: this process's). The line names the Debian packages
+    to install when libraries are missing.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if environ is None else environ)
     if platform is not None:
         env["QT_QPA_PLATFORM"] = platform
     try:

@@ -1,14 +1,18 @@
 """Reading session files: numpy arrays per stream, typed events, the clock model.
 
 Files are opened read-only, so a reader can run while the writer is still recording (WAL), and a
-file whose writer was killed opens as it is, with no repair step.
+file whose writer was killed opens as it is, with no repair step. Nothing is ever created beside
+the file: SQLite would make `-wal` and `-shm` files for a read-only open of a file in WAL mode,
+so `open_read_only` picks the open that needs neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,23 +74,79 @@ def sample_times(spec: StreamSpec, blocks: list[Block]) -> npt.NDArray[np.int64]
     return clock.times(indices)
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
+def header_says_wal(path: Path) -> bool:
+    """Whether a SQLite file's header says it is in WAL mode (a recording that did not close)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return (
+        len(head) == 20 and head.startswith(b"SQLite format 3\x00") and head[18:20] == b"\x02\x02"
+    )
+
+
+def open_read_only(
+    path: Path,
+) -> tuple[sqlite3.Connection, tempfile.TemporaryDirectory[str] | None]:
+    """A read-only connection that creates nothing beside `path`; and the private folder of the
+    snapshot it reads, if it needed one (remove it after closing).
+
+    - a file in WAL mode with its `-wal` and `-shm` (being recorded, or killed in place): read
+      as it is, live (SQLite uses both files; they exist already);
+    - in WAL mode with no `-wal` (a killed recording copied alone): `immutable`, the file alone;
+    - with a `-wal` but no `-shm` (a killed recording copied with its log): SQLite would create
+      the `-shm`, so the pair is copied into a private temporary folder (0700) and read there;
+    - not in WAL mode (a finished or sealed recording): read-only, which needs neither file.
+    """
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    snapshot: tempfile.TemporaryDirectory[str] | None = None
+    target, query = path.resolve(), "mode=ro"
+    if header_says_wal(path):
+        if not wal.exists():
+            query = "immutable=1"
+        elif not shm.exists():
+            snapshot = tempfile.TemporaryDirectory(prefix="needlelab-read-")
+            target = Path(snapshot.name) / path.name
+            try:
+                shutil.copyfile(path, target)
+                shutil.copyfile(wal, f"{target}-wal")
+            except OSError as exc:
+                snapshot.cleanup()
+                raise RecordingError(f"{path}: cannot read it with {wal.name}: {exc}") from None
+    try:
+        return sqlite3.connect(f"{target.as_uri()}?{query}", uri=True), snapshot
+    except sqlite3.Error as exc:
+        if snapshot is not None:
+            snapshot.cleanup()
+        raise NotASessionError(f"{path}: cannot open it ({exc})") from None
+
+
+def _connect_read_only(
+    path: Path,
+) -> tuple[sqlite3.Connection, tempfile.TemporaryDirectory[str] | None]:
     if not path.exists():
         raise RecordingError(f"{path}: no such file")
     if path.is_dir():
         raise RecordingError(f"{path}: is a folder, not a session file")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn, snapshot = open_read_only(path)
+
+    def give_up() -> None:
+        conn.close()
+        if snapshot is not None:
+            snapshot.cleanup()
+
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        conn.close()
+        give_up()
         raise NotASessionError(
             f"{path}: not a readable SQLite file ({exc}); it is damaged or not a needlelab session"
         ) from None
     if app_id != APPLICATION_ID:
-        conn.close()
+        give_up()
         raise NotASessionError(f"{path}: a SQLite file, but not a needlelab session")
-    return conn
+    return conn, snapshot
 
 
 class SessionFile:
@@ -94,7 +154,7 @@ class SessionFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn = _connect_read_only(self.path)
+        self._conn, self._snapshot = _connect_read_only(self.path)
         try:
             row = self._conn.execute(
                 "SELECT session_id, patient_id, anchor_monotonic_ns, anchor_wall_ns, config_json, "
@@ -120,6 +180,19 @@ class SessionFile:
             self._stream_ids: dict[str, int] = {}
             self.clock_models: dict[str, dict[str, Any]] = {}
             self.damaged_blocks = 0  # blocks skipped because their bytes were damaged
+            # How the writer committed and folded its log in (files before the table: None).
+            self.writer_settings: dict[str, int | None] | None = None
+            if self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'writer'"
+            ).fetchone():
+                row = self._conn.execute(
+                    "SELECT commit_interval_ns, checkpoint_interval_ns FROM writer"
+                ).fetchone()
+                if row is not None:
+                    self.writer_settings = {
+                        "commit_interval_ns": row[0],
+                        "checkpoint_interval_ns": row[1],
+                    }
             for (
                 sid,
                 name,
@@ -157,8 +230,11 @@ class SessionFile:
 
     # -- context ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and remove the private snapshot it was read from, if any)."""
         self._conn.close()
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is not None:
+            snapshot.cleanup()
 
     def __enter__(self) -> SessionFile:
         return self

@@ -55,7 +55,15 @@ CREATE TABLE heartbeat (
     t_ns INTEGER NOT NULL,
     commits INTEGER NOT NULL
 );
+CREATE TABLE writer (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    commit_interval_ns INTEGER NOT NULL,
+    checkpoint_interval_ns INTEGER
+);
 """
+"""The tables of a new file. `writer` (how often it committed, and folded its write-ahead log
+into the file; NULL: only at SQLite's 1000 pages) was added within schema version 1: a table
+older readers ignore, and that files recorded before it lack (readers treat it as optional)."""
 
 
 class RecordingError(Exception):

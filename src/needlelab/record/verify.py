@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from needlelab.events import DataQualityEvent, GapEvent
-from needlelab.record.reader import SessionFile, UnknownEvent
+from needlelab.events import DataQualityEvent, GapEvent, WarningEvent
+from needlelab.record.reader import SessionFile, UnknownEvent, header_says_wal
 from needlelab.record.schema import SCHEMA_VERSION, NotASessionError, RecordingError
 
 
@@ -26,6 +26,7 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
         (name,),
     )[0]
     blocks, samples = row[0], row[1]
+    damaged_before = s.damaged_blocks
     index_gaps = []
     if blocks:
         # Blocks whose first index skips past the previous block's end: samples known lost.
@@ -49,6 +50,7 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
         "last_t_s": float(t_ns[-1]) / 1e9 if t_ns is not None else None,
         "index_gaps": index_gaps,
         "samples_lost_known": sum(g["missing"] for g in index_gaps),
+        "damaged_blocks": s.damaged_blocks - damaged_before,  # bytes that cannot be decoded
         "clock_model": s.clock_models.get(name),
     }
 
@@ -101,6 +103,8 @@ def verify_report(path: str | Path) -> dict[str, Any]:
 def _verify_report(path: Path) -> dict[str, Any]:
     wal = Path(f"{path}-wal")
     wal_bytes = wal.stat().st_size if wal.is_file() else 0  # as found, before this open
+    # Still in WAL mode with no log beside it: a killed recording copied (or left) alone.
+    log_missing = header_says_wal(path) and not wal.exists()
     with SessionFile(path) as s:
         try:
             integrity = "; ".join(r[0] for r in s.execute("PRAGMA integrity_check"))
@@ -109,11 +113,22 @@ def _verify_report(path: Path) -> dict[str, Any]:
             heartbeat = s.execute("SELECT t_ns, commits FROM heartbeat")
             n_events = s.execute("SELECT count(*) FROM events")[0][0]
             quality = quality_counts(s)
+            warnings = [e for e in s.events("warning") if isinstance(e, WarningEvent)]
         except sqlite3.DatabaseError as exc:
             raise NotASessionError(f"{path}: damaged session file ({exc})") from None
         problems = []
         if integrity != "ok":
             problems.append(f"integrity check: {integrity}")
+        damaged = sum(st["damaged_blocks"] for st in streams)
+        if damaged:
+            where = ", ".join(
+                f"{st['name']} {st['damaged_blocks']}" for st in streams if st["damaged_blocks"]
+            )
+            problems.append(
+                f"{damaged} damaged block(s) whose bytes cannot be decoded ({where}): their "
+                "samples are unreadable, every other block reads as usual"
+            )
+        checkpoint_ns = (s.writer_settings or {}).get("checkpoint_interval_ns")
         if s.meta["schema_version"] != SCHEMA_VERSION:
             problems.append(
                 f"schema version {s.meta['schema_version']}; this needlelab reads {SCHEMA_VERSION}"
@@ -131,6 +146,9 @@ def _verify_report(path: Path) -> dict[str, Any]:
             "anchor_monotonic_ns": s.meta["anchor_monotonic_ns"],
             "closed_cleanly": s.closed_cleanly,
             "wal_bytes": wal_bytes,  # commits not yet folded into the file (needlelab seal)
+            "wal_missing": log_missing and not s.closed_cleanly,  # and its latest commits with it
+            "checkpoint_interval_s": checkpoint_ns / 1e9 if checkpoint_ns else None,
+            "damaged_blocks": damaged,
             "closed_t_s": (s.meta["closed_t_ns"] / 1e9 if s.closed_cleanly else None),
             "commits": heartbeat[0][1] if heartbeat else 0,
             "last_commit_t_s": heartbeat[0][0] / 1e9 if heartbeat else None,
@@ -138,6 +156,9 @@ def _verify_report(path: Path) -> dict[str, Any]:
             "events": n_events,
             "streams": streams,
             "quality": quality,
+            "warnings": [
+                {"t_s": w.t_ns / 1e9, "code": w.code, "message": w.message} for w in warnings
+            ],
             "gaps": [
                 {
                     "stream": g.stream,
@@ -159,12 +180,30 @@ def format_verify(r: dict[str, Any]) -> str:
         lines.append(f"  closed cleanly at t={r['closed_t_s']:.3f} s after {r['commits']} commits")
     else:
         last_sample = r["last_sample_t_s"]
-        lines.append(
-            "  NOT closed cleanly (killed, crashed or stopped by a write error): the last commit "
-            f"was at t={r['last_commit_t_s']:.3f} s"
-            + (f", the last sample at t={last_sample:.3f} s" if last_sample is not None else "")
-            + "; anything after the last commit was lost (at most one commit interval)"
+        reach = f"t={r['last_commit_t_s']:.3f} s" + (
+            f", the last sample at t={last_sample:.3f} s" if last_sample is not None else ""
         )
+        if r.get("wal_missing"):
+            name, every = Path(r["file"]).name, r.get("checkpoint_interval_s")
+            bound = (
+                f"at most about {every:g} s of data: its recorder folded the log into the file "
+                f"every {every:g} s"
+                if every
+                else "how much is unknown: its recorder folded the log in only when it reached "
+                "1000 pages, up to minutes of data"
+            )
+            lines.append(
+                f"  NOT closed cleanly, and {name}-wal, its write-ahead log, is not beside it: "
+                f"this file alone holds the commits folded into it (the last at {reach}); those "
+                f"after were in {name}-wal and are missing here ({bound}). If you have "
+                f"{name}-wal, put it beside this file and verify again"
+            )
+        else:
+            lines.append(
+                "  NOT closed cleanly (killed, crashed or stopped by a write error): the last "
+                f"commit was at {reach}; anything after the last commit was lost (one commit "
+                "interval, more if the disk was falling behind: see the warnings)"
+            )
     if r.get("wal_bytes"):
         name = Path(r["file"]).name
         lines.append(
@@ -183,6 +222,9 @@ def format_verify(r: dict[str, Any]) -> str:
             f"{last:>12} {st['samples_lost_known']:>6}"
         )
     lines += format_quality(r["quality"])
+    lines += [
+        f"  warning at t={w['t_s']:.3f} s ({w['code']}): {w['message']}" for w in r["warnings"]
+    ]
     lines.append(f"  events: {r['events']}; gaps recorded: {len(r['gaps'])}")
     for g in r["gaps"]:
         lost = "" if g["samples_lost"] is None else f", ~{g['samples_lost']} samples"

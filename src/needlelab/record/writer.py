@@ -12,15 +12,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from needlelab.clock import ClockSegment, StreamClock
 from needlelab.config import PATIENT_ID_PATTERN
-from needlelab.events import EventBase
-from needlelab.hub import Hub, StreamAdded
+from needlelab.events import EventBase, WarningEvent
+from needlelab.hub import Backlog, Hub, RecordItem, StreamAdded, format_bytes
 from needlelab.private import private_dir
 from needlelab.record.schema import (
     APPLICATION_ID,
@@ -33,7 +35,20 @@ from needlelab.streams import Chunk, StreamKind, StreamSpec
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 16384
+PAGE_SIZE = 4096
+"""Bytes per SQLite page. Every 50 ms commit rewrites a few pages whatever it carries (the
+blocks' last leaf, their index, the heartbeat), so at low rates the page size, not the data, sets
+how fast the write-ahead log grows: 0.95 MB/s at 100 samples/s and 1.08 MB/s at the demo's rates
+with 16 KiB pages, 0.30 and 0.41 MB/s with 4 KiB (benchmarks/wal_growth.py). 4 KiB is also the
+file system's block. Blocks larger than a page (16 ch x 100 float32, 6.4 kB) overflow into a
+second one, which costs the ingest benchmark up to a tenth: still hundreds of times real time."""
+CHECKPOINT_INTERVAL_S = 1.0
+"""How often the writer folds its write-ahead log into the file: a .sqlite copied without its
+`-wal` after a kill holds everything up to about this long before it. Measured in
+benchmarks/kill_alone.py (20 kills) and benchmarks/ingest.py (its cost)."""
+AUTOCHECKPOINT_BYTES = 16 * 1024 * 1024
+MAX_BATCH_ITEMS = 100_000
+SLOW_DISK_ENV = "NEEDLELAB_FAULT_SLOW_DISK"
 LIVE_CLOCK_POINTS = 4096  # arrivals a live clock keeps: `StreamClock.recent` fits the last 2000
 
 
@@ -82,16 +97,20 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def connect_for_writing(path: Path, new_file: bool = False) -> sqlite3.Connection:
+def connect_for_writing(
+    path: Path, new_file: bool = False, page_size: int = PAGE_SIZE
+) -> sqlite3.Connection:
     """Open a session file with the store's durability settings (WAL, synchronous=FULL)."""
     # The writer thread owns the connection; check_same_thread stays on to catch mistakes.
     conn = sqlite3.connect(path, isolation_level=None)
     if new_file:
-        # Only before WAL is on can the page size be set. 16 KiB pages hold a 50 ms EMG block
-        # with fewer overflow pages: 1.6x faster inserts than 4 KiB, measured here.
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute(f"PRAGMA page_size={page_size}")  # only before WAL is on can it be set
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    # SQLite's own checkpoint (at 1000 pages) stays a backstop at the same 16 MB of log whatever
+    # the page size: with 4 KiB pages it would fold the log in every 60 ms at full ingest.
+    pages = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_BYTES // pages}")
     return conn
 
 
@@ -145,30 +164,98 @@ def seal(path: str | Path) -> bool:
     return had_log
 
 
+@dataclass(frozen=True)
+class SlowDisk:
+    """Fault injection: commits take as long as on a slow disk (tests and benchmarks).
+
+    A commit takes `latency_s` plus its sample bytes at `bytes_per_s`, during the recording's
+    first `for_s` seconds (None: all along); the writer sleeps inside the transaction, so the
+    record queue backs up exactly as behind a slow fsync. Off unless given to `SessionWriter`,
+    or set for a recorder started as a process in the environment variable
+    NEEDLELAB_FAULT_SLOW_DISK as `LATENCY_S[:BYTES_PER_S[:FOR_S]]` (0 for none; logged when on).
+    A really slow disk cannot be made here without root (a FUSE or device-mapper delay), so
+    this seam is what the back-pressure tests use, like the simulators' faults.
+    """
+
+    latency_s: float = 0.0
+    bytes_per_s: float | None = None
+    for_s: float | None = None
+
+    def delay_s(self, nbytes: int, elapsed_s: float) -> float:
+        """How long a commit of `nbytes`, `elapsed_s` into the recording, takes on this disk."""
+        if self.for_s is not None and elapsed_s >= self.for_s:
+            return 0.0
+        return self.latency_s + (nbytes / self.bytes_per_s if self.bytes_per_s else 0.0)
+
+    @classmethod
+    def from_env(cls) -> SlowDisk | None:
+        """The fault set in NEEDLELAB_FAULT_SLOW_DISK, or None (`RecordingError` if malformed)."""
+        text = os.environ.get(SLOW_DISK_ENV, "").strip()
+        if not text:
+            return None
+        try:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) > 3 or min(parts) < 0:
+                raise ValueError
+        except ValueError:
+            raise RecordingError(
+                f"{SLOW_DISK_ENV}={text!r} (a test fault): expected "
+                "LATENCY_S[:BYTES_PER_S[:FOR_S]], numbers >= 0; unset it to record normally"
+            ) from None
+        rate = parts[1] if len(parts) > 1 and parts[1] > 0 else None
+        return cls(parts[0], rate, parts[2] if len(parts) > 2 and parts[2] > 0 else None)
+
+
 class SessionWriter:
     """Drains the hub's record queue into one SQLite session file, committing on a fixed cadence.
 
     Everything that arrived within `commit_interval_s` goes into one transaction, so a killed
     process loses at most that interval and the file opens without repair (WAL +
-    synchronous=FULL). A write error (disk full, file-size limit, vanished folder) stops writing
-    with a `RecordingError` in `error` and `on_error`; what was committed stays readable, and the
-    queue keeps being drained (and counted in `dropped`) so devices are never blocked.
+    synchronous=FULL). Every `checkpoint_interval_s` the write-ahead log is folded into the
+    file, so the .sqlite alone (copied without its `-wal`) lacks at most about that much.
+
+    A write error (disk full, file-size limit, vanished folder) stops writing with a
+    `RecordingError` in `error` and `on_error`; what was committed stays readable, and the queue
+    keeps being drained (and counted in `dropped`) so devices are never blocked. A disk that
+    falls behind raises a `writer.backlog` warning event; at the backlog's limit
+    (`BacklogLimits`) the recording stops the same way, but everything accepted until then is
+    still written and the file closed cleanly.
     """
 
     def __init__(
-        self, path: str | Path, hub: Hub, meta: SessionMeta, commit_interval_s: float = 0.05
+        self,
+        path: str | Path,
+        hub: Hub,
+        meta: SessionMeta,
+        commit_interval_s: float = 0.05,
+        checkpoint_interval_s: float | None = CHECKPOINT_INTERVAL_S,
+        page_size: int = PAGE_SIZE,
+        slow_disk: SlowDisk | None = None,
     ) -> None:
         if not 0 < commit_interval_s <= 0.1:
             raise ValueError("commit_interval_s must be in (0, 0.1]")
+        if checkpoint_interval_s is not None and checkpoint_interval_s <= 0:
+            raise ValueError("checkpoint_interval_s must be positive (or None: SQLite's own)")
         self.path = Path(path)
         self.hub = hub
         self.meta = meta
         self.commit_interval_s = commit_interval_s
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.page_size = page_size
+        self.slow_disk = slow_disk if slow_disk is not None else SlowDisk.from_env()
+        if self.slow_disk is not None:
+            log.warning("fault injection on: every commit is slowed as %s", self.slow_disk)
         self.error: RecordingError | None = None
         self.on_error: Callable[[RecordingError], None] | None = None
         self.dropped = 0
         self.commits = 0
         self.last_commit_t_ns: int | None = None
+        self.checkpoints = 0
+        self.checkpoint_s_max = 0.0  # the longest checkpoint (the window a kill could tear)
+        self.checkpoint_s_total = 0.0
+        self._write_failed = False  # a write error: nothing more can be stored
+        self._started = time.monotonic()
+        self._next_checkpoint = 0.0
         self._stream_ids: dict[str, int] = {}
         self._specs: dict[str, StreamSpec] = {}
         self._clocks: dict[str, StreamClock] = {}
@@ -178,10 +265,11 @@ class SessionWriter:
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the file (0600), write the session row and start the writer thread."""
+        self.hub.record_queue.listener = self._on_backlog
         create_private_file(self.path)
         conn: sqlite3.Connection | None = None
         try:
-            conn = connect_for_writing(self.path, new_file=True)
+            conn = connect_for_writing(self.path, new_file=True, page_size=self.page_size)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.executescript(f"BEGIN; {SCHEMA} COMMIT;")
@@ -200,6 +288,14 @@ class SessionWriter:
                 ),
             )
             conn.execute("INSERT INTO heartbeat VALUES (1, 0, 0)")
+            interval = self.checkpoint_interval_s
+            conn.execute(
+                "INSERT INTO writer VALUES (1, ?, ?)",
+                (
+                    round(self.commit_interval_s * 1e9),
+                    None if interval is None else round(interval * 1e9),
+                ),
+            )
             conn.execute("COMMIT")
             conn.close()
         except (sqlite3.Error, OSError) as exc:
@@ -213,63 +309,92 @@ class SessionWriter:
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Write everything queued, mark the session closed and close the file."""
+        """Write everything queued, mark the session closed and close the file.
+
+        Waits as long as the writer makes progress (a slow disk may have a backlog to write),
+        and gives up after `timeout_s` without a commit.
+        """
         if self._thread is None:
             return
         self.hub.close()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            log.error("session writer did not finish within %.0f s", timeout_s)
+        commits, since = self.commits, time.monotonic()
+        while self._thread.is_alive():
+            self._thread.join(0.25)
+            if self.commits != commits:
+                commits, since = self.commits, time.monotonic()
+            elif time.monotonic() - since > timeout_s:
+                log.error("session writer made no progress for %.0f s; giving up", timeout_s)
+                break
         self._thread = None
+
+    def backlog(self) -> Backlog:
+        """What waits to be written: items, bytes, seconds behind (for consoles and benches)."""
+        return self.hub.backlog_status()
 
     # -- thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        q = self.hub.record_queue
         try:
             self._conn = connect_for_writing(self.path)
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             self._drain()
             return
-        q = self.hub.record_queue
+        self._started = time.monotonic()
+        self._next_checkpoint = self._started + (self.checkpoint_interval_s or 0.0)
         finished = False
         while not finished:
-            items: list[object] = []
+            items: list[RecordItem] = []
             deadline = time.monotonic() + self.commit_interval_s
-            while True:
+            while not finished and len(items) < MAX_BATCH_ITEMS:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                try:
-                    item = q.get(timeout=remaining)
-                except Exception:  # queue.Empty
+                batch = q.get_batch(remaining, MAX_BATCH_ITEMS - len(items))
+                if not batch:
                     break
-                if item is None:
-                    finished = True
-                    break
-                items.append(item)
-                # Take whatever else is already waiting without sleeping per item.
-                while len(items) < 100_000:
-                    try:
-                        item = q.get_nowait()
-                    except Exception:
-                        break
-                    if item is None:
+                for item in batch:
+                    if item is None:  # the hub closed: this is the last commit
                         finished = True
                         break
                     items.append(item)
-                if finished:
-                    break
-            if self.error is not None:
+            if self._write_failed:
                 self.dropped += len(items)
-                continue
-            try:
-                self._commit(items, final=finished)
-            except (sqlite3.Error, OSError) as exc:
-                self.dropped += len(items)
-                self._fail(exc)
+            else:
+                try:
+                    self._commit(items, final=finished)
+                except (sqlite3.Error, OSError) as exc:
+                    self.dropped += len(items)
+                    self._fail(exc)
+                else:
+                    try:
+                        if not finished:
+                            self._maybe_checkpoint()
+                    except (sqlite3.Error, OSError) as exc:  # committed, in the log: kept
+                        self._fail(exc)
+            q.release()
         self._close()
 
-    def _commit(self, items: list[object], final: bool) -> None:
+    def _maybe_checkpoint(self) -> None:
+        """Fold the write-ahead log into the file when it is time (PASSIVE: never waits).
+
+        Only then does the .sqlite alone hold the latest commits; SQLite on its own folds the log
+        in at 1000 pages, minutes of data at low rates. A kill while the pages are being copied
+        could leave the .sqlite alone (not the pair) torn: `checkpoint_s_max` is that window.
+        """
+        interval = self.checkpoint_interval_s
+        conn = self._conn
+        if interval is None or conn is None or time.monotonic() < self._next_checkpoint:
+            return
+        t0 = time.perf_counter()
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        took = time.perf_counter() - t0
+        self.checkpoints += 1
+        self.checkpoint_s_total += took
+        self.checkpoint_s_max = max(self.checkpoint_s_max, took)
+        self._next_checkpoint = time.monotonic() + interval
+
+    def _commit(self, items: list[RecordItem], final: bool) -> None:
         conn = self._conn
         assert conn is not None
         blocks: list[tuple[object, ...]] = []
@@ -302,6 +427,9 @@ class SessionWriter:
             if events:
                 conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
             conn.execute("UPDATE heartbeat SET t_ns = ?, commits = commits + 1", (now,))
+            if self.slow_disk is not None:  # fault injection (tests): a disk this slow
+                nbytes = sum(i.values.nbytes for i in items if isinstance(i, Chunk))
+                time.sleep(self.slow_disk.delay_s(nbytes, time.monotonic() - self._started))
             if final:
                 for name, model in self._clock_models(conn).items():
                     conn.execute("UPDATE streams SET clock_model = ? WHERE name = ?", (model, name))
@@ -384,7 +512,55 @@ class SessionWriter:
                 models[name] = json.dumps({"method": "lower-envelope", **clock.summary()})
         return models
 
+    def _on_backlog(self, state: Literal["slow", "cleared", "full"], b: Backlog) -> None:
+        """The record queue's state changed (on the thread that changed it): tell the operator,
+        and at the limit stop the recording."""
+        details = {
+            "items": b.items,
+            "bytes": b.bytes,
+            "seconds": round(b.seconds, 3),
+            "limit_bytes": self.hub.record_queue.limits.limit_bytes,
+        }
+        limit = format_bytes(self.hub.record_queue.limits.limit_bytes)
+        waiting = f"{b.items} items, {format_bytes(b.bytes)}, the oldest {b.seconds:.1f} s old"
+        if state == "slow":
+            message = (
+                f"the disk is not keeping up: {waiting}, wait to be written to {self.path.name}, "
+                f"and a crash now would lose them; at {limit} the recording stops. If this "
+                "lasts, record to a faster local disk (--out)"
+            )
+        elif state == "cleared":
+            message = f"the disk caught up: {self.path.name} is written as data arrive again"
+        else:
+            message = (
+                f"the disk could not keep up: {waiting}, waited to be written, the most "
+                "needlelab holds in memory; the recording stops here"
+            )
+        log.warning("%s", message)  # on the record console's stderr, as it happens
+        self.hub.emit(
+            WarningEvent(
+                code="writer.backlog",
+                message=message,
+                details={**details, "cleared": state == "cleared", "stopped": state == "full"},
+                source="writer",
+            )
+        )
+        if state != "full":
+            return
+        self.error = RecordingError(
+            f"recording stopped: the disk could not keep up ({waiting}, waited to be "
+            f"written, the most needlelab holds in memory). File: {self.path}; everything "
+            "received until then is written to it before it closes (check with `needlelab "
+            f"verify {self.path}`). Record to a faster local disk with --out (or out_dir in the "
+            "config)."
+        )
+        if self.on_error is not None:
+            self.on_error(self.error)
+        else:
+            log.error("%s", self.error)
+
     def _fail(self, exc: BaseException) -> None:
+        self._write_failed = True
         last = self.last_commit_t_ns
         saved = (
             f"everything up to t={last / 1e9:.2f} s is saved and readable"
@@ -415,7 +591,7 @@ class SessionWriter:
         if conn is None:
             return
         try:
-            if self.error is None:
+            if not self._write_failed:  # also after a full backlog: the disk itself works
                 # Fold the WAL into the main file: a finished recording is one self-contained file.
                 # Leaving WAL mode too means readers (read-only) need no -wal/-shm beside it, and
                 # would otherwise leave both behind at every open.
