@@ -37,6 +37,8 @@ class BacklogLimits:
     """When the writer's backlog warns, and where it stops taking data (`RecordQueue`)."""
 
     warn_s: float = 2.0  # the oldest item has waited this long: the disk is not keeping up
+    # (and it caught up once it stayed under half of both warnings as long, so a disk that
+    # stalls on and off is one warning, not one every few seconds)
     warn_bytes: int = 16_000_000
     limit_bytes: int = 64_000_000  # the most held in memory; data beyond it is refused
 
@@ -93,6 +95,7 @@ class RecordQueue:
         self._state: Literal["ok", "slow", "full"] = "ok"
         self._peak_bytes = 0
         self._peak_ns = 0
+        self._low_since: int | None = None  # since when a slow backlog has been low again
         self._notices: list[tuple[Literal["slow", "cleared", "full"], Backlog]] = []
 
     # -- producers -------------------------------------------------------------------------------
@@ -166,13 +169,16 @@ class RecordQueue:
             self._in_flight = self._in_flight_bytes = 0
             self._in_flight_since = None
             limits = self.limits
-            if (
-                self._state == "slow"
-                and self._bytes < limits.warn_bytes / 2
-                and self._age_ns(now) < limits.warn_s * 1e9 / 2
-            ):
-                self._state = "ok"
-                self._notices.append(("cleared", self._snapshot(now)))
+            if self._state == "slow":
+                age_ns = self._age_ns(now)
+                low = self._bytes < limits.warn_bytes / 2 and age_ns < limits.warn_s * 5e8
+                if not low:
+                    self._low_since = None
+                elif self._low_since is None:
+                    self._low_since = now
+                elif now - self._low_since >= limits.warn_s * 1e9:
+                    self._state, self._low_since = "ok", None
+                    self._notices.append(("cleared", self._snapshot(now)))
         self.dispatch()
 
     def get(self, timeout: float | None = None) -> RecordItem | None:
@@ -262,6 +268,7 @@ class RingBuffer:
         self.capacity = max(1, capacity)
         self._values = np.zeros((self.capacity, spec.channel_count), dtype=spec.dtype)
         self._t_ns = np.zeros(self.capacity, dtype=np.int64)
+        self._index = np.zeros(self.capacity, dtype=np.int64)  # each sample's stream index
         self._total = 0  # samples ever written
         self._lock = threading.Lock()
 
@@ -270,15 +277,23 @@ class RingBuffer:
         """Number of samples ever written (monotonic; readers use it to see what is new)."""
         return self._total
 
-    def write(self, values: npt.NDArray[np.generic], t_ns: npt.NDArray[np.int64]) -> None:
-        """Append samples, overwriting the oldest when full."""
+    def write(
+        self,
+        values: npt.NDArray[np.generic],
+        t_ns: npt.NDArray[np.int64],
+        first_index: int | None = None,
+    ) -> None:
+        """Append samples, overwriting the oldest when full. `first_index` is the stream index
+        of the first (default: the count of samples written so far)."""
         n = values.shape[0]
         if n == 0:
             return
+        index = np.arange(n, dtype=np.int64) + (self._total if first_index is None else first_index)
         if n > self.capacity:  # only the newest fit
-            values, t_ns, skipped = (
+            values, t_ns, index, skipped = (
                 values[-self.capacity :],
                 t_ns[-self.capacity :],
+                index[-self.capacity :],
                 n - self.capacity,
             )
         else:
@@ -288,20 +303,29 @@ class RingBuffer:
             first = min(values.shape[0], self.capacity - start)
             self._values[start : start + first] = values[:first]
             self._t_ns[start : start + first] = t_ns[:first]
+            self._index[start : start + first] = index[:first]
             rest = values.shape[0] - first
             if rest:
                 self._values[:rest] = values[first:]
                 self._t_ns[:rest] = t_ns[first:]
+                self._index[:rest] = index[first:]
             self._total += n
 
     def latest(self, n: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.generic]]:
         """Copy of the newest `n` samples (all buffered when None), oldest first: (t_ns, values)."""
+        _, t_ns, values = self.latest_indexed(n)
+        return t_ns, values
+
+    def latest_indexed(
+        self, n: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.generic]]:
+        """The newest `n` samples with their stream indices: (index, t_ns, values)."""
         with self._lock:
             have = min(self._total, self.capacity)
             n = have if n is None else min(n, have)
             end = self._total % self.capacity
             idx = (np.arange(end - n, end) % self.capacity) if n else np.arange(0)
-            return self._t_ns[idx].copy(), self._values[idx].copy()
+            return self._index[idx].copy(), self._t_ns[idx].copy(), self._values[idx].copy()
 
 
 def regular_sample_times(chunk: Chunk, rate_hz: float) -> npt.NDArray[np.int64]:
@@ -377,7 +401,7 @@ class Hub:
             if chunk.t_ns is not None
             else regular_sample_times(chunk, spec.nominal_rate_hz) - spec.latency_ns
         )
-        self._rings[chunk.stream].write(chunk.values, t_ns)
+        self._rings[chunk.stream].write(chunk.values, t_ns, chunk.first_index)
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> Event:
