@@ -374,9 +374,10 @@ class Hub:
                 if self._specs[spec.name] != spec:
                     raise ValueError(f"stream {spec.name!r} declared twice with different specs")
                 return
-            self._specs[spec.name] = spec
             rate = spec.nominal_rate_hz if spec.nominal_rate_hz > 0 else 50.0
+            # The ring first: readers list `streams` without the lock, then ask for its ring.
             self._rings[spec.name] = RingBuffer(spec, int(rate * self.ring_seconds) + 1)
+            self._specs[spec.name] = spec
             self.record_queue.put(StreamAdded(spec))  # headers are always taken
 
     @property

@@ -31,11 +31,15 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from needlelab.clock import ClockSegment
 from needlelab.config import LslConfig
 from needlelab.events import Event, WarningEvent
 from needlelab.hub import Hub
@@ -288,9 +292,23 @@ class LslPublisher:
     POLL_S = 0.005
     MARKERS = "needlelab events"
 
-    def __init__(self, hub: Hub, config: LslConfig, session_id: str) -> None:
+    REFIT_S = 0.5
+    """How often a regular stream's live clock model is refitted for the stamps."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        config: LslConfig,
+        session_id: str,
+        clock_of: Callable[[str], ClockSegment | None] | None = None,
+    ) -> None:
         self.pylsl = pylsl_module(config.share_on_lan)
         self.hub = hub
+        # The recorder's live clock model of a regular stream: its stamps are then the file's
+        # sample times (the same lower-envelope fit, of the latest arrivals), not arrivals.
+        self.clock_of = clock_of
+        self._models: dict[str, tuple[float, ClockSegment]] = {}  # stream: (fitted at, model)
+        self._last_stamp_ns: dict[str, int] = {}
         self.session_id = session_id
         self.deliberate = config.share_on_lan
         self.offset_s = lsl_clock_offset_s(self.pylsl)
@@ -400,8 +418,32 @@ class LslPublisher:
                 )
                 self._learn_ports(name, self._outlets[name])
                 self._report_due = time.monotonic() + SETTLE_S
-            t_ns, values = ring.latest(min(total - seen, ring.capacity))
+            index, t_ns, values = ring.latest_indexed(min(total - seen, ring.capacity))
+            if spec.kind is StreamKind.REGULAR and self.clock_of is not None:
+                model = self._model(name)
+                if model is None and not self._stop.is_set():
+                    continue  # the first blocks wait (in the ring) for the stream's clock model
+                if model is not None:
+                    t_ns = model.times(index)
             self._totals[name] = total
+            # Never a step back: a refitted model can start a little below the last stamp.
+            t_ns = np.maximum.accumulate(
+                np.maximum(t_ns, self._last_stamp_ns.get(name, np.iinfo(np.int64).min))
+            )
+            self._last_stamp_ns[name] = int(t_ns[-1])
             stamps = t_ns / 1e9 + self.anchor_s + self.offset_s
             self._outlets[name].push_chunk(values.astype("float32").tolist(), stamps.tolist())
             self.pushed += len(t_ns)
+
+    def _model(self, stream: str) -> ClockSegment | None:
+        """The stream's live clock model, refitted at most every `REFIT_S`."""
+        now = time.monotonic()
+        cached = self._models.get(stream)
+        if cached is not None and now - cached[0] < self.REFIT_S:
+            return cached[1]
+        assert self.clock_of is not None
+        model = self.clock_of(stream)
+        if model is not None:
+            self._models[stream] = (now, model)
+            return model
+        return cached[1] if cached is not None else None

@@ -79,7 +79,7 @@ def test_outlets_carry_samples_and_markers_on_the_session_clock(tmp_path: Path) 
         assert (channel.child_value("label"), channel.child_value("unit")) == ("EMG 1", "uV")
         emg_in.open_stream(timeout=5)
         time.sleep(0.3)
-        for k in range(1, 10):
+        for k in range(1, 10):  # blocks of 100 samples at 1 kHz, as a sensor sends them
             session.hub.push(
                 Chunk(
                     "emg.emg",
@@ -88,15 +88,15 @@ def test_outlets_carry_samples_and_markers_on_the_session_clock(tmp_path: Path) 
                     k * 100 - 99,
                 )
             )
-            time.sleep(0.01)
-        wait_until(lambda: session.lsl is not None and session.lsl.pushed >= 892, timeout_s=5)
+            time.sleep(0.1)
+        wait_until(lambda: session.lsl is not None and session.lsl.pushed >= 900, timeout_s=5)
         got, stamps = emg_in.pull_chunk(timeout=2.0, max_samples=2000)
         ring_t, ring_v = session.hub.ring("emg.emg").latest()
         assert np.array_equal(np.array(got), ring_v[-len(got) :])
         offset = lsl_clock_offset_s(pylsl)
         anchor = session.clock.anchor_monotonic_ns / 1e9
-        expected = ring_t[-len(got) :] / 1e9 + anchor + offset
-        assert len(got) >= 891 and np.max(np.abs(np.array(stamps) - expected)) < 1e-6
+        # Regular streams go out on the recorder's clock model: 1 ms apart here, never back.
+        assert len(got) >= 900 and np.allclose(np.diff(stamps), 1e-3, atol=2e-5)
         markers = pylsl.StreamInlet(marker_info)
         markers.open_stream(timeout=5)
         time.sleep(0.2)
@@ -243,3 +243,48 @@ def test_an_inlet_recovers_a_stream_that_went_away(tmp_path: Path) -> None:
     assert len(gaps) == 1
     (gap,) = gaps
     assert gap.start_ns <= expected[199] + 1e6 and gap.end_ns >= expected[200] - 1e6
+
+
+def test_an_outlet_publishes_the_files_sample_times(tmp_path: Path) -> None:
+    """The EMG outlet's stamps are the recording's clock-model sample times (not arrival times):
+    an independent inlet's stamps against the file, sample by sample, and never a step back."""
+    from needlelab.config import load_config
+    from needlelab.resources import configs_dir
+
+    config = load_config(configs_dir() / "demo.toml")
+    session = Session(config, tmp_path, lsl=True)
+    session.start()
+    got: list[list[float]] = []
+    stamps: list[float] = []
+    try:
+        (info,) = pylsl.resolve_byprop("name", "emg.emg", 1, 15.0)
+        inlet = pylsl.StreamInlet(info, max_buflen=60)
+        inlet.open_stream(timeout=5)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=4096)
+            got.extend(chunk)
+            stamps.extend(ts)
+    finally:
+        session.stop()
+    offset = lsl_clock_offset_s(pylsl)
+    anchor = session.clock.anchor_monotonic_ns
+    with open_session(session.path) as s:
+        t_ns, values = s.stream("emg.emg")
+    lsl_values = np.asarray(got, dtype=np.float32)
+    lsl_t_ns = (np.asarray(stamps) - offset) * 1e9 - anchor
+    assert len(lsl_values) > 8000  # 4+ s of 2 kHz
+    # The inlet joined late: find its first sample in the file (rows of 8 channels are unique).
+    (start,) = np.flatnonzero(np.all(values == lsl_values[0], axis=1))
+    n = min(len(lsl_values), len(values) - start)
+    assert np.array_equal(values[start : start + n], lsl_values[:n])
+    assert np.all(np.diff(stamps) >= 0)
+    error_ms = np.abs(lsl_t_ns[:n] - t_ns[start : start + n]) / 1e6
+    print(
+        f"LSL stamps vs file: median {np.median(error_ms):.3f} ms, "
+        f"p95 {np.percentile(error_ms, 95):.3f}, max {error_ms.max():.3f}"
+    )
+    # Arrival times were up to 13 ms off (median 6.4) with backward steps; the live model is
+    # fitted from the arrivals so far, the file's from all of them, so they differ by the
+    # lower envelope's change as data come in (about 2 ms at most in a short demo).
+    assert error_ms.max() <= 5.0
