@@ -51,19 +51,25 @@ class DeviceStateEvent(EventBase):
     """`device.state`: a device entered a lifecycle state."""
 
     kind: Literal["device.state"] = "device.state"
-    state: Literal["connecting", "streaming", "stalled", "reconnecting", "closed"]
+    # failed: the driver raised an exception it did not expect (the reason says which); it
+    # reconnects as after a link loss.
+    state: Literal["connecting", "streaming", "stalled", "reconnecting", "failed", "closed"]
     reason: str = ""
 
 
 class GapEvent(EventBase):
-    """`gap`: a stream delivered nothing between `start_ns` and `end_ns`."""
+    """`gap`: a stream delivered nothing between `start_ns` and `end_ns` (its time without
+    data), and the samples that cost it: `samples_lost` counted from a device counter
+    (`inferred` false), inferred by the driver from the arrival pattern (`inferred` true), or
+    None where nobody can know (a stream without a counter across an outage, irregular
+    streams). Never a count guessed from the gap's length."""
 
     kind: Literal["gap"] = "gap"
     stream: str
     start_ns: int
     end_ns: int
-    samples_lost: int | None = None  # None where the loss cannot be counted (irregular streams)
-    inferred: bool = True  # True when counted from time and rate rather than sequence counters
+    samples_lost: int | None = None
+    inferred: bool = False  # samples_lost was inferred from arrivals, not counted by a counter
     reason: str = ""
     # Of a loss inferred from the arrival pattern (no counter saw it): how sure, 0..1 (the
     # arrivals that followed could be the link's own jitter with probability 1 - confidence).

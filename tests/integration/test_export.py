@@ -513,3 +513,61 @@ def test_labels_are_unique_within_16_characters_site_and_side_first(tmp_path: Pa
     assert len(set(raw.ch_names)) == 10
     default = mne.io.read_raw_edf(path, verbose=False)
     assert default.ch_names == labels and set(default.get_channel_types()) == {"eeg"}
+
+
+# -- streaming: exports read the file block by block ----------------------------------------------
+def test_chunked_reading_gives_what_open_session_gives(tmp_path: Path) -> None:
+    """`StreamSource` (what the exports read, a page of blocks at a time) against
+    `SessionFile.stream`: the same values and times, bit for bit, through a lost stretch (two
+    clock segments), blocks with their own times, an irregular stream, and damaged blocks."""
+    import shutil
+    import sqlite3
+
+    from needlelab.record.chunked import StreamSource
+
+    stim = StreamSpec("stim.ch1", "Stim", ("frequency_hz", "intensity_ma"), ("Hz", "mA"),
+                      StreamKind.IRREGULAR, device="stim")  # fmt: skip
+    plan = sessions.Plan(
+        regular=[sessions.Regular(sessions.emg_spec("emg.emg", ["EMG 1", "EMG 2"]), 6.0,
+                                  sessions.noise(2), drift_ppm=200, block=37,
+                                  gaps=[(7000, 2000)])],  # across the grid's 4 s blocks
+        irregular=[sessions.Irregular(stim, np.array([3, 70_000_000, 9_000_000_000], np.int64),
+                                      np.array([[2, 4.5], [2, 0.1], [3, 7]], np.float32))],
+    )  # fmt: skip
+    path = sessions.write(tmp_path, plan)
+    damaged = tmp_path / "damaged.sqlite"
+    shutil.copyfile(path, damaged)
+    with sqlite3.connect(damaged) as conn:  # two blocks cut short, one whose bytes are text
+        ids = [r[0] for r in conn.execute("SELECT id FROM blocks WHERE n = 37 ORDER BY id")]
+        conn.execute("UPDATE blocks SET data = substr(data, 1, 10) WHERE id IN (?, ?)",
+                     (ids[10], ids[200]))  # fmt: skip
+        conn.execute("UPDATE blocks SET data = 'not bytes' WHERE id = ?", (ids[250],))
+    conn.close()
+    for source in (path, damaged):
+        with open_session(source) as s:
+            want = {name: s.stream(name) for name in s.streams}
+            segments = len(s.clock_models["emg.emg"]) and s.clock_models["emg.emg"]["segments"]
+        assert segments >= 2  # the lost stretch split the clock model
+        for name, (t_ns, values) in want.items():
+            for samples in (1, 500, 100_000):
+                got = list(StreamSource(source, name).chunks(samples))
+                assert np.array_equal(np.concatenate([t for t, _ in got]), t_ns)
+                assert np.array_equal(np.concatenate([v for _, v in got]), values)
+                assert all(v.dtype == values.dtype for _, v in got)
+            src = StreamSource(source, name)
+            assert src.count == len(t_ns)
+            assert (src.min_t_ns, src.max_t_ns) == (int(t_ns.min()), int(t_ns.max()))
+    with open_session(path) as s, open_session(damaged) as d:
+        whole, cut = len(s.stream("emg.emg")[0]), len(d.stream("emg.emg")[0])
+        assert cut == whole - 3 * 37 and d.damaged_blocks == 3  # the three were skipped
+        t_ns, _ = s.stream("emg.emg")
+        wall = s.meta["anchor_wall_ns"]
+    # The lost stretch is one gap annotation in the EDF, from after its last sample to its next.
+    onsets, texts, start_ns = _pyedflib_notes(export(path, "edf", tmp_path / "g.edf"))
+    gaps = [(o, t) for o, t in zip(onsets, texts, strict=True) if t.startswith("gap: emg.emg")]
+    assert len(gaps) == 3  # before the first sample, the lost stretch, after the last
+    jump = int(np.argmax(np.diff(t_ns)))
+    onset, text = gaps[1]
+    until = float(re.fullmatch(r"gap: emg\.emg has no samples until (\S+) s", text)[1])
+    assert abs(start_ns + onset * 1e9 - (wall + t_ns[jump])) < 1e6
+    assert abs(start_ns + until * 1e9 - (wall + t_ns[jump + 1])) < 1e6

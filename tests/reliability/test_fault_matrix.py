@@ -271,7 +271,11 @@ def test_simulator_process_killed(tmp_path: Path, served: ServedDevices, kind: s
     assert report["ok"] and report["closed_cleanly"]
     gaps = gaps_of(session.path)
     check_others(report, gaps, kind)
-    assert [g for g in gaps if g.stream.startswith(f"{kind}.")], "no gap recorded"
+    mine = [g for g in gaps if g.stream.startswith(f"{kind}.")]
+    assert mine, "no gap recorded"
+    # A restarted unit cannot say what it lost: the EMG's counter began again at 0 (which read
+    # as some 650,000 samples counted lost), the stimulator and the caliper have no count.
+    assert all(g.samples_lost is None for g in mine), mine
     assert target.stats.reconnects >= 1
     # The link's loss is seen at once (a closed pty, a dead HCI socket), not by a watchdog.
     assert noticed_s < 1.0, noticed_s

@@ -48,7 +48,10 @@ def test_the_report_has_every_section_with_the_files_numbers(
     assert dose[1:] == [["stim ch1", "2.0 Hz", "5.0 s", "11.2 mA", "12.0 mA"],
                         ["stim ch1 total", "", "5.0 s", "", ""]]  # fmt: skip
     assert section_rows(page, "emg")[1][4:] == ["2.0 uV", "4.0 uV"]
-    assert section_rows(page, "quality")[1][:5] == ["emg.emg", "800", "0", "0.00 %", "0"]
+    # No gap: no time without data, nothing lost (counted, inferred or unknown), full coverage.
+    assert section_rows(page, "quality")[1][:9] == [
+        "emg.emg", "800", "0", "0.00 s", "100.0 %", "0", "0", "0", "0.00 %"
+    ]  # fmt: skip
     assert "1-up/2-down" in page and "mean distance at the last 6 reversals" in page
     assert page.count('src="data:image/png;base64,') == 3  # timeline, staircases, confusion
 

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.05  # how often a waiting caller looks at its stop event
+CANCEL_WAIT_S = 1.0  # how long a stopped caller waits for its coroutine to unwind
+
+
+class OperationStopped(Exception):
+    """`BleLoop.run` gave up on a coroutine because its caller's stop event was set; the
+    coroutine was cancelled (a scan stopped, a connection attempt withdrawn)."""
 
 
 class BleLoop:
@@ -51,14 +63,43 @@ class BleLoop:
                 BleLoop._shared = None
         self.close()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
-        """Run a coroutine on the loop and wait for its result (from any other thread)."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"BLE operation did not finish within {timeout_s} s") from None
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout_s: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> T:
+        """Run a coroutine on the loop and wait for its result (from any other thread).
+
+        After `timeout_s` the coroutine is cancelled and `TimeoutError` raised. If `stop` is
+        set meanwhile, the coroutine is cancelled, given up to `CANCEL_WAIT_S` to unwind (a
+        scanner stops scanning, a connection attempt is withdrawn) and `OperationStopped`
+        raised: a stop is seen within about `STOP_POLL_S`, whatever the coroutine waits for.
+        """
+        began, unwound = threading.Event(), threading.Event()
+        future = asyncio.run_coroutine_threadsafe(_noting_end(coro, began, unwound), self.loop)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait = None if stop is None else STOP_POLL_S
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            try:
+                return future.result(wait)
+            except concurrent.futures.TimeoutError:
+                pass
+            except concurrent.futures.CancelledError:  # not by us: the loop is shutting down
+                raise OperationStopped("the BLE loop cancelled the operation") from None
+            if stop is not None and stop.is_set():
+                future.cancel()
+                if not unwound.wait(CANCEL_WAIT_S):
+                    if not began.is_set():  # cancelled before it ran: no 'never awaited'
+                        coro.close()
+                    log.debug("a cancelled BLE operation is still unwinding")
+                raise OperationStopped("stopped while a BLE operation was under way") from None
+            if deadline is not None and time.monotonic() >= deadline:
+                future.cancel()
+                raise TimeoutError(f"BLE operation did not finish within {timeout_s} s") from None
 
     def close(self) -> None:
         """Close bumble transports, cancel leftover tasks, stop the loop and join its thread."""
@@ -76,7 +117,20 @@ class BleLoop:
 
         try:
             self.run(shutdown(), timeout_s=5)
+        except TimeoutError:  # what is left is dropped with the loop; never an error to callers
+            log.warning("the BLE loop's shutdown did not finish within 5 s")
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
             self.loop.close()
+
+
+async def _noting_end(
+    coro: Coroutine[Any, Any, T], began: threading.Event, ended: threading.Event
+) -> T:
+    """Await `coro`, noting that it began and, however it ended (cancelled too), that it did."""
+    began.set()
+    try:
+        return await coro
+    finally:
+        ended.set()

@@ -252,10 +252,18 @@ def _emg(scores: SessionScores) -> str:
     )
 
 
+QUALITY_COLUMNS = (
+    "stream", "samples", "gaps", "time without data", "coverage", "lost (counted)",
+    "lost (inferred)", "gaps, loss unknown", "loss", "clock uncertainty",
+)  # fmt: skip
+
+
 def _quality(scores: SessionScores) -> str:
     rows = [
-        (q.name, str(q.samples), str(q.lost), _fmt(q.lost_pct, 2, " %"), str(q.gaps),
-         _fmt(q.uncertainty_ms, 3, " ms"))
+        (q.name, str(q.samples), str(q.gaps), _fmt(q.no_data_s, 2, " s"),
+         _fmt(None if q.coverage is None else 100 * q.coverage, 1, " %"), str(q.lost),
+         f"~{q.lost_inferred}" if q.lost_inferred else "0", str(q.gaps_loss_unknown),
+         _fmt(q.lost_pct, 2, " %"), _fmt(q.uncertainty_ms, 3, " ms"))
         for q in scores.quality
     ]  # fmt: skip
     reconnects = ", ".join(f"{d}: {n}" for d, n in scores.reconnects.items()) or "none"
@@ -274,9 +282,12 @@ def _quality(scores: SessionScores) -> str:
         else '<p class="muted">No device recorded data-quality counts in this file.</p>'
     )
     return (
-        _table(("stream", "samples", "lost", "loss", "gaps", "clock uncertainty"), rows, "quality")
-        + f"<p>Reconnects: {html.escape(reconnects)}</p>"
-        + counts
+        _table(QUALITY_COLUMNS, rows, "quality")
+        + '<p class="muted">A gap is time without data; what it cost is counted where the '
+        "device numbers its samples, inferred by the driver where it can only be judged from "
+        "arrival times (and flagged), and unknown where nobody can tell (a device without a "
+        "counter across a lost link). Loss: counted and inferred samples over what the device "
+        "made.</p>" + f"<p>Reconnects: {html.escape(reconnects)}</p>" + counts
     )
 
 

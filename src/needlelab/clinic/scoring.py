@@ -32,7 +32,6 @@ from needlelab.events import (
     CorrectionEvent,
     DeviceStateEvent,
     Event,
-    GapEvent,
     LrjTrialEvent,
     NeedleSiteEvent,
     NrsEvent,
@@ -88,7 +87,13 @@ class LrjBlockScore:
 
 @dataclass
 class StreamQuality:
-    """What a stream lost and how well its clock is known."""
+    """What a stream lost and how well its clock is known.
+
+    A gap has two numbers: its time without data (`no_data_s`, all gaps together; `coverage`
+    the share of the recording the stream delivered) and the samples it lost: `lost` counted
+    by a device counter, `lost_inferred` inferred by the driver, and `gaps_loss_unknown` gaps
+    whose loss nobody can count. `lost_pct` is counted and inferred losses over what the
+    device made (recorded + lost)."""
 
     name: str
     samples: int
@@ -96,6 +101,10 @@ class StreamQuality:
     lost_pct: float
     gaps: int
     uncertainty_ms: float | None
+    lost_inferred: int = 0
+    gaps_loss_unknown: int = 0
+    no_data_s: float = 0.0
+    coverage: float | None = None
 
 
 @dataclass(frozen=True)
@@ -338,11 +347,11 @@ def score_session(path: str | Path) -> SessionScores:
         reconnects = Counter(
             e.source for e in typed if isinstance(e, DeviceStateEvent) and e.state == "reconnecting"
         )
-        gaps = Counter(e.stream for e in typed if isinstance(e, GapEvent))
         quality = []
         for st in report["streams"]:
             spec = s.streams[st["name"]]
             lost = int(st.get("samples_lost_known", 0))
+            inferred = int(st.get("samples_lost_inferred", 0))
             samples = int(st["samples"])
             model = s.clock_models.get(st["name"], {})
             uncertainty = model.get("uncertainty_ns")
@@ -351,8 +360,16 @@ def score_session(path: str | Path) -> SessionScores:
                     name=st["name"],
                     samples=samples,
                     lost=lost,
-                    lost_pct=100 * lost / (samples + lost) if samples + lost else 0.0,
-                    gaps=gaps.get(st["name"], 0),
+                    lost_pct=(
+                        100 * (lost + inferred) / (samples + lost + inferred)
+                        if samples + lost + inferred
+                        else 0.0
+                    ),
+                    gaps=int(st.get("gaps", 0)),
+                    lost_inferred=inferred,
+                    gaps_loss_unknown=int(st.get("gaps_loss_unknown", 0)),
+                    no_data_s=float(st.get("time_without_data_s", 0.0)),
+                    coverage=st.get("coverage"),
                     uncertainty_ms=(
                         uncertainty / 1e6
                         if uncertainty is not None and spec.kind is StreamKind.REGULAR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -152,6 +153,15 @@ class StimulatorDriver(Device):
         now = time.monotonic()
         self._next_poll = {q.name: now for q in self.profile.queries if q.when == "poll"}
 
+    def _local_link(self) -> bool:
+        # A device path (a pty, /dev/ttyUSB0, COM3) or a loopback socket: a failed open is free.
+        return port_is_local(self.stim_config.port or "")
+
+    def _probe(self) -> bool | None:
+        # A device path is back when it exists again (a pty's link is made atomically).
+        port = self.stim_config.port or ""
+        return os.path.exists(port) if port.startswith("/") else None
+
     def _poll_period_s(self, query: Query) -> float:
         ms = self.stim_config.poll_interval_ms or query.every_ms or 1000
         return ms / 1000.0
@@ -207,3 +217,17 @@ class StimulatorDriver(Device):
             sock.close()
         if spy_output is not None and spy_output not in (sys.stderr, sys.stdout):
             spy_output.close()
+
+
+def port_is_local(url: str) -> bool:
+    """Whether a pyserial port is on this machine: a device path, `loop://`, or a socket or
+    RFC 2217 server on the loopback address (`spy://` as the port it wraps)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return True
+    if scheme == "loop":
+        return True
+    if scheme == "spy":
+        return port_is_local(rest.split("?", 1)[0])
+    host = rest.split("?", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")

@@ -318,7 +318,7 @@ def deidentify(session: LoadedSession, key: DeidentifyKey) -> LoadedSession:
         spec = scrub.spec(stream.spec, k)
         scrub.stream_names[name] = spec.name
         model = None if stream.clock_model is None else scrub.unknown(stream.clock_model, True)
-        streams[spec.name] = StreamData(spec, stream.t_ns, stream.values, model)
+        streams[spec.name] = dataclasses.replace(stream, spec=spec, clock_model=model)
     events = [scrub.event(e) for e in session.events]
     path = session.path.with_name(session_file_name(pseudonym.patient_id, wall_ns))
     return LoadedSession(path, meta, config, streams, events)
@@ -432,6 +432,10 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("LocalizationConfig", "region"): _keep,
     ("LocalizationConfig", "muscles"): _keep,
     ("LocalizationConfig", "descriptors"): _keep,
+    ("MonitorKeys", "prompt"): _keep,  # key names, validated against a fixed pattern
+    ("MonitorKeys", "commit"): _keep,
+    ("MonitorKeys", "correct"): _keep,
+    ("MonitorKeys", "undo"): _keep,
     # protocol template (in the `protocol` event): the study's vocabulary is kept, prose is not
     ("ProtocolInfo", "name"): _keep,
     ("ProtocolInfo", "description"): _empty,

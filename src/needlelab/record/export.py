@@ -33,7 +33,7 @@ import re
 import struct
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import numpy.typing as npt
 from needlelab.events import Event
 from needlelab.private import private_dir, write_private
 from needlelab.record import edf, resample
+from needlelab.record.chunked import CHUNK_SAMPLES, StreamSource
 from needlelab.record.reader import (
     UnknownEvent,
     event_json,
@@ -62,12 +63,56 @@ class ExportError(Exception):
 
 @dataclass
 class StreamData:
-    """One stream, loaded: its spec, per-sample session times (ns), values and clock model."""
+    """One stream: its spec, per-sample session times (ns), values and clock model.
+
+    `load` gives every stream in memory (`t_ns`, `values`). Exports read a regular stream
+    block by block from its `source` instead (`t_ns` and `values` are then None): `chunks`
+    serves both."""
 
     spec: StreamSpec
-    t_ns: npt.NDArray[np.int64]
-    values: npt.NDArray[Any]
+    t_ns: npt.NDArray[np.int64] | None
+    values: npt.NDArray[Any] | None
     clock_model: dict[str, Any] | None = None
+    source: StreamSource | None = None
+
+    def chunks(
+        self, samples: int = CHUNK_SAMPLES
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[Any]]]:
+        """(times ns, values) in recording order, about `samples` at a time."""
+        if self.t_ns is None or self.values is None:
+            assert self.source is not None
+            yield from self.source.chunks(samples)
+            return
+        for start in range(0, len(self.t_ns), samples):
+            yield self.t_ns[start : start + samples], self.values[start : start + samples]
+
+    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+        """The whole stream in memory (read from `source` if need be)."""
+        if self.t_ns is not None and self.values is not None:
+            return self.t_ns, self.values
+        parts = list(self.chunks())
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, self.spec.channel_count), self.spec.dtype)
+        return np.concatenate([t for t, _ in parts]), np.concatenate([v for _, v in parts])
+
+    @property
+    def count(self) -> int:
+        """How many samples."""
+        return len(self.t_ns) if self.t_ns is not None else self._source().count
+
+    @property
+    def span_ns(self) -> tuple[int, int] | None:
+        """The earliest and latest sample time (None: no samples)."""
+        if self.t_ns is not None:
+            return (int(self.t_ns.min()), int(self.t_ns.max())) if len(self.t_ns) else None
+        source = self._source()
+        if source.min_t_ns is None or source.max_t_ns is None:
+            return None
+        return source.min_t_ns, source.max_t_ns
+
+    def _source(self) -> StreamSource:
+        assert self.source is not None, "a stream without arrays reads from its source"
+        return self.source
 
 
 @dataclass
@@ -93,7 +138,7 @@ class LoadedSession:
     @property
     def end_ns(self) -> int:
         """The last session time anything was recorded at."""
-        ends = [int(s.t_ns[-1]) for s in self.streams.values() if len(s.t_ns)]
+        ends = [span[1] for s in self.streams.values() if (span := s.span_ns) is not None]
         ends += [e.t_ns for e in self.events]
         if self.meta.get("closed_t_ns") is not None:
             ends.append(int(self.meta["closed_t_ns"]))
@@ -128,6 +173,22 @@ def load(path: str | Path) -> LoadedSession:
         return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
 
 
+def load_for_export(path: str | Path) -> LoadedSession:
+    """`load`, with every regular stream left in the file, read block by block as exports
+    need it (memory does not grow with the session's length)."""
+    with open_session(path) as s:
+        streams = {}
+        for name, spec in s.streams.items():
+            model = s.clock_models.get(name)
+            if spec.kind is StreamKind.REGULAR:
+                streams[name] = StreamData(spec, None, None, model, StreamSource(Path(path), name))
+            else:
+                t_ns, values = s.stream(name)
+                streams[name] = StreamData(spec, t_ns, values, model)
+        events = sorted(s.events(), key=lambda e: (e.t_ns, e.id))
+        return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
+
+
 # -- uniform grids (EDF, BDF, FIF) ----------------------------------------------------------------
 @dataclass
 class Grid:
@@ -158,7 +219,7 @@ class Timeline:
 
 def timeline(session: LoadedSession) -> Timeline:
     """The session's `Timeline`."""
-    firsts = [int(s.t_ns.min()) for s in regular_streams(session) if len(s.t_ns)]
+    firsts = [span[0] for s in regular_streams(session) if (span := s.span_ns) is not None]
     earliest = min([0, *firsts])
     wall = int(session.meta["anchor_wall_ns"]) + earliest
     start_wall = wall - wall % 100
@@ -173,8 +234,7 @@ def uniform_grid(stream: StreamData, line: Timeline) -> Grid:
     rate = stream.spec.nominal_rate_hz
     n = round(line.seconds * rate)
     blocks = list(
-        resample.resample(iter([(stream.t_ns, stream.values)]), stream.spec.channel_count,
-                          rate, line.origin_ns, n)
+        resample.resample(stream.chunks(), stream.spec.channel_count, rate, line.origin_ns, n)
     )  # fmt: skip
     values = np.concatenate([b.values for b in blocks]) if blocks else np.zeros((0, 1))
     covered = np.concatenate([b.covered for b in blocks]) if blocks else np.zeros(0, bool)
@@ -216,7 +276,8 @@ def _annotations(session: LoadedSession, grids: list[Grid]) -> list[Note]:
         if stream.spec.kind is StreamKind.REGULAR:
             continue
         spec = stream.spec
-        for t, row in zip(stream.t_ns, np.asarray(stream.values), strict=True):
+        t_ns, values = stream.arrays()  # irregular: settings and readings, few
+        for t, row in zip(t_ns, np.asarray(values), strict=True):
             cells = ", ".join(
                 f"{ch}={_number(v)}{'' if u in ('', 'bool') else ' ' + u}"
                 for ch, v, u in zip(spec.channels, row, spec.units, strict=True)
@@ -324,13 +385,32 @@ def write_edf(session: LoadedSession, path: Path, bdf: bool = False) -> tuple[Ti
         raise ExportError(f"EDF/BDF need whole-number sampling rates; {', '.join(odd)} have not: "
                           "export XDF or CSV")  # fmt: skip
     line = timeline(session)
-    grids = [uniform_grid(s, line) for s in regular]
+    # Two passes over the grid, block by block: the first finds each channel's peak (the
+    # header's physical range comes before any sample) and the gaps (annotations, packed
+    # before the records); the second writes. Memory stays flat; the resampling runs twice.
+    grids, peaks = [], []
+    for stream in regular:
+        peak = np.zeros(stream.spec.channel_count)
+        rate = stream.spec.nominal_rate_hz
+        gaps: list[tuple[float, float]] = []
+        done = 0
+        for block in grid_blocks(stream, line):
+            if len(block.values):
+                peak = np.maximum(peak, np.abs(block.values).max(axis=0))
+            for lo, hi in _empty(block.covered, rate):  # joined across block edges
+                lo, hi = lo + done / rate, hi + done / rate
+                if gaps and abs(gaps[-1][1] - lo) < 0.5 / rate:
+                    lo = gaps.pop()[0]
+                gaps.append((lo, hi))
+            done += len(block.covered)
+        empty = np.zeros((0, stream.spec.channel_count))
+        grids.append(Grid(stream.spec, rate, line.origin_ns, empty, gaps))
+        peaks.append(peak)
     labels = edf_labels([g.spec for g in grids])
     signals: list[edf.Signal] = []
-    for grid, names in zip(grids, labels, strict=True):
+    for grid, names, peak_of in zip(grids, labels, peaks, strict=True):
         for c in range(grid.spec.channel_count):
-            values = grid.values[:, c]
-            peak = float(np.max(np.abs(values))) if len(values) else 0.0
+            top = float(peak_of[c])
             signals.append(
                 edf.Signal(
                     label=names[c],
@@ -338,7 +418,7 @@ def write_edf(session: LoadedSession, path: Path, bdf: bool = False) -> tuple[Ti
                     unit=grid.spec.units[c],
                     prefilter=resample.PREFILTER,
                     samples_per_record=round(grid.rate_hz),
-                    peak=peak if peak > 0 else 1.0,
+                    peak=top if top > 0 else 1.0,
                 )
             )
     notes = _annotations(session, grids)
@@ -355,12 +435,33 @@ def write_edf(session: LoadedSession, path: Path, bdf: bool = False) -> tuple[Ti
             groups=[g.spec.channel_count for g in grids],
             n_records=line.seconds if signals else 0,
             record_seconds=1 if signals else 0,
-            blocks=[[g.values for g in grids]] if signals else [],
+            blocks=_aligned_blocks(regular, line) if signals else iter(()),
             annotations=tals,
         )
     except edf.EdfWriteError as exc:
         raise ExportError(f"cannot write {path.name}: {exc}") from None
     return line, notes
+
+
+GRID_WINDOW_S = 4
+"""Seconds of grid computed at a time (every stream the same, so their blocks line up)."""
+
+
+def grid_blocks(stream: StreamData, line: Timeline) -> Iterator[resample.GridBlock]:
+    """A regular stream on the timeline's grid, `GRID_WINDOW_S` seconds at a time."""
+    rate = stream.spec.nominal_rate_hz
+    window = max(1, round(GRID_WINDOW_S * rate))
+    n = round(line.seconds * rate)
+    return resample.resample(stream.chunks(), stream.spec.channel_count, rate, line.origin_ns,
+                             n, window=window)  # fmt: skip
+
+
+def _aligned_blocks(
+    streams: list[StreamData], line: Timeline
+) -> Iterator[list[npt.NDArray[np.float64]]]:
+    """The streams' grid blocks side by side (each the same seconds long)."""
+    for blocks in zip(*(grid_blocks(s, line) for s in streams), strict=True):
+        yield [b.values for b in blocks]
 
 
 def _units(ns: int) -> int:
@@ -394,75 +495,107 @@ def _xml(tag: str, fields: dict[str, Any]) -> str:
     return '<?xml version="1.0"?>' + render(tag, fields)
 
 
-def _first_stamp(t_ns: npt.NDArray[np.int64]) -> float:
-    return float(t_ns.min()) / 1e9 if len(t_ns) else 0.0
+XDF_SAMPLES_PER_CHUNK = 4096
+BOUNDARY = uuid.UUID("6a65f4a6-6de3-4e59-a96b-a0a7fbd1a0c9").bytes  # the specification's
+
+
+def _numeric_samples(sid: int, t_s: npt.NDArray[np.float64], values: npt.NDArray[Any]) -> bytes:
+    """A Samples chunk of double64 values: per sample a timestamp (8 bytes follow) and the
+    channels, packed with numpy."""
+    record = np.dtype([("size", "u1"), ("t", "<f8"), ("v", "<f8", (values.shape[1],))])
+    packed = np.empty(len(t_s), dtype=record)
+    packed["size"] = 8
+    packed["t"] = t_s
+    packed["v"] = values
+    return _chunk(3, struct.pack("<I", sid) + _varlen(len(t_s)) + packed.tobytes())
+
+
+def _string_samples(sid: int, t_s: list[float], texts: list[str]) -> bytes:
+    body = bytearray(struct.pack("<I", sid)) + _varlen(len(t_s))
+    for t, text in zip(t_s, texts, strict=True):
+        raw = text.encode()
+        body += b"\x08" + struct.pack("<d", t) + _varlen(len(raw)) + raw
+    return _chunk(3, bytes(body))
 
 
 def to_xdf(session: LoadedSession, path: Path) -> Path:
-    """Write XDF 1.0: one stream per recorded stream, plus a string stream of every event."""
-    out = bytearray(b"XDF:")
+    """Write XDF 1.0: one stream per recorded stream, plus a string stream of every event;
+    written to the file chunk by chunk as the streams are read."""
+    session_id = session.meta["session_id"]
     # Stamps are session seconds (0 at the session's start); the file header says when that
     # was, as LabRecorder does (`datetime`, here to the microsecond, UTC), and `created_at` is
     # on the stamps' clock too: the stream's first stamp (when it existed at the latest).
     began = session.start.isoformat(timespec="microseconds")
-    out += _chunk(1, _xml("info", {"version": "1.0", "datetime": began}).encode())
-    streams: list[tuple[int, dict[str, Any], npt.NDArray[np.float64], list[Any], str]] = []
-    for k, stream in enumerate(session.streams.values(), start=1):
-        spec = stream.spec
-        desc: dict[str, Any] = {
-            "channels": {"channel": [{"label": c, "unit": u, "type": spec.type}
-                                     for c, u in zip(spec.channels, spec.units, strict=True)]},
-            "acquisition": {"manufacturer": "needlelab", "device": spec.device},
-            "clock_model": stream.clock_model or {},
+    streams = list(session.streams.values())
+    event_times = [e.t_ns / 1e9 for e in session.events]
+    write_private(path, b"")  # owner-only before anything is in it
+    with open(path, "wb") as f:
+        f.write(b"XDF:")
+        f.write(_chunk(1, _xml("info", {"version": "1.0", "datetime": began}).encode()))
+        for sid, stream in enumerate(streams, start=1):
+            spec = stream.spec
+            span = stream.span_ns
+            desc: dict[str, Any] = {
+                "channels": {"channel": [{"label": c, "unit": u, "type": spec.type}
+                                         for c, u in zip(spec.channels, spec.units, strict=True)]},
+                "acquisition": {"manufacturer": "needlelab", "device": spec.device},
+                "clock_model": stream.clock_model or {},
+            }  # fmt: skip
+            info = {
+                "name": spec.name, "type": spec.type, "channel_count": spec.channel_count,
+                "nominal_srate": spec.nominal_rate_hz if spec.kind is StreamKind.REGULAR else 0,
+                "channel_format": "double64", "source_id": f"{session_id}:{spec.name}",
+                "created_at": span[0] / 1e9 if span else 0.0, "desc": desc,
+            }  # fmt: skip
+            f.write(_chunk(2, struct.pack("<I", sid) + _xml("info", info).encode()))
+        marker_id = len(streams) + 1
+        marker_info = {
+            "name": "needlelab events", "type": "Markers", "channel_count": 1, "nominal_srate": 0,
+            "channel_format": "string", "source_id": f"{session_id}:events",
+            "created_at": min(event_times, default=0.0),
+            "desc": {"payload": "JSON: kind, source, id and the event's fields"},
         }  # fmt: skip
-        info = {
-            "name": spec.name, "type": spec.type, "channel_count": spec.channel_count,
-            "nominal_srate": spec.nominal_rate_hz if spec.kind is StreamKind.REGULAR else 0,
-            "channel_format": "double64", "source_id": f"{session.meta['session_id']}:{spec.name}",
-            "created_at": _first_stamp(stream.t_ns), "desc": desc,
-        }  # fmt: skip
-        streams.append((k, info, stream.t_ns / 1e9, list(np.asarray(stream.values)), "double64"))
-    marker_id = len(streams) + 1
-    marker_info = {
-        "name": "needlelab events", "type": "Markers", "channel_count": 1, "nominal_srate": 0,
-        "channel_format": "string", "source_id": f"{session.meta['session_id']}:events",
-        "created_at": _first_stamp(np.array([e.t_ns for e in session.events], np.int64)),
-        "desc": {"payload": "JSON: kind, source, id and the event's fields"},
-    }  # fmt: skip
-    streams.append(
-        (marker_id, marker_info, np.array([e.t_ns / 1e9 for e in session.events]),
-         [event_json(e) for e in session.events], "string")
-    )  # fmt: skip
-    for sid, info, _t, _v, _fmt in streams:
-        out += _chunk(2, struct.pack("<I", sid) + _xml("info", info).encode())
-    for sid, _info, times, values, fmt in streams:
-        out += _chunk(4, struct.pack("<Idd", sid, times[0] if len(times) else 0.0, 0.0))
-        for start in range(0, len(times), 4096):
-            body = bytearray(struct.pack("<I", sid)) + _varlen(len(times[start : start + 4096]))
-            for t, v in zip(times[start : start + 4096], values[start : start + 4096], strict=True):
-                body += b"\x08" + struct.pack("<d", t)
-                if fmt == "string":
-                    raw = str(v).encode()
-                    body += _varlen(len(raw)) + raw
-                else:
-                    body += np.asarray(v, dtype="<f8").tobytes()
-            out += _chunk(3, bytes(body))
-        out += _chunk(5, uuid.UUID("6a65f4a6-6de3-4e59-a96b-a0a7fbd1a0c9").bytes)
-    for sid, _info, times, _values, _fmt in streams:
-        footer = {
-            "first_timestamp": float(times[0]) if len(times) else 0.0,
-            "last_timestamp": float(times[-1]) if len(times) else 0.0,
-            "sample_count": len(times),
-            "clock_offsets": {"offset": [{"time": float(times[-1]) if len(times) else 0.0,
-                                          "value": 0.0}]},
-        }  # fmt: skip
-        out += _chunk(4, struct.pack("<Idd", sid, footer["last_timestamp"], 0.0))
-        out += _chunk(6, struct.pack("<I", sid) + _xml("info", footer).encode())
-    write_private(path, bytes(out))
+        f.write(_chunk(2, struct.pack("<I", marker_id) + _xml("info", marker_info).encode()))
+        footers: list[tuple[int, float, float, int]] = []
+        for sid, stream in enumerate(streams, start=1):
+            first = last = 0.0
+            count = 0
+            for t_ns, values in stream.chunks():
+                t_s = t_ns / 1e9
+                for a in range(0, len(t_s), XDF_SAMPLES_PER_CHUNK):
+                    b = a + XDF_SAMPLES_PER_CHUNK
+                    f.write(_numeric_samples(sid, t_s[a:b], values[a:b]))
+                if len(t_s):
+                    first = float(t_s[0]) if not count else first
+                    last = float(t_s[-1])
+                    count += len(t_s)
+            f.write(_chunk(5, BOUNDARY))
+            footers.append((sid, first, last, count))
+        texts = [event_json(e) for e in session.events]
+        for a in range(0, len(texts), XDF_SAMPLES_PER_CHUNK):
+            b = a + XDF_SAMPLES_PER_CHUNK
+            f.write(_string_samples(marker_id, event_times[a:b], texts[a:b]))
+        f.write(_chunk(5, BOUNDARY))
+        footers.append((marker_id, event_times[0] if texts else 0.0,
+                        event_times[-1] if texts else 0.0, len(texts)))  # fmt: skip
+        for sid, first, last, count in footers:
+            # Every stamp is already on the session clock: the offset is 0 throughout.
+            f.write(_chunk(4, struct.pack("<Idd", sid, first, 0.0)))
+            f.write(_chunk(4, struct.pack("<Idd", sid, last, 0.0)))
+            footer = {
+                "first_timestamp": first, "last_timestamp": last, "sample_count": count,
+                "clock_offsets": {"offset": [{"time": first, "value": 0.0},
+                                             {"time": last, "value": 0.0}]},
+            }  # fmt: skip
+            f.write(_chunk(6, struct.pack("<I", sid) + _xml("info", footer).encode()))
     return path
 
 
 # -- CSV ------------------------------------------------------------------------------------------
+CSV_ROWS = 4096
+"""Signal rows formatted at a time (each value becomes a Python float and its text)."""
+
+
 def to_csv(session: LoadedSession, folder: Path) -> Path:
     """One CSV per event kind and per stream, and `data_dictionary.csv` describing every column."""
     private_dir(folder)
@@ -481,10 +614,18 @@ def to_csv(session: LoadedSession, folder: Path) -> Path:
     for stream in session.streams.values():
         spec = stream.spec
         name = f"signal_{spec.name.replace('.', '_')}.csv"
-        columns = ["t_s", *spec.channels]
-        signal_rows = ([f"{int(t) / 1e9:.9f}", *(repr(float(v)) for v in row)]
-                for t, row in zip(stream.t_ns, np.asarray(stream.values), strict=True))  # fmt: skip
-        _write_csv(folder / name, columns, signal_rows)
+        write_private(folder / name, b"")
+        with open(folder / name, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(["t_s", *spec.channels])
+            width = spec.channel_count
+            for t_ns, values in stream.chunks(CSV_ROWS):  # a chunk at a time: memory stays flat
+                # Numbers need no quoting: rows are joined directly (as csv.writer would, CRLF),
+                # each value the shortest text that reads back to its exact double.
+                cells = list(map(repr, np.asarray(values, dtype=np.float64).ravel().tolist()))
+                f.write("".join(
+                    f"{t / 1e9:.9f},{','.join(cells[k * width : (k + 1) * width])}\r\n"
+                    for k, t in enumerate(t_ns.tolist())
+                ))  # fmt: skip
         dictionary.append((name, "t_s", "sample time on the session clock (clock model for "
                            "regular streams)", "s"))  # fmt: skip
         for ch, unit in zip(spec.channels, spec.units, strict=True):
@@ -589,7 +730,7 @@ def export(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}")
-    session = load(path)
+    session = load_for_export(path)
     if deidentify is not None:
         from needlelab.record.deidentify import prepare
 

@@ -70,6 +70,49 @@ def quality_counts(s: SessionFile) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def gap_figures(
+    s: SessionFile, name: str, gaps: list[GapEvent], end_ns: int | None
+) -> dict[str, Any]:
+    """A stream's gaps in two numbers: the time without data (their union, s) and the samples
+    lost, counted by a device counter (`known`), inferred by its driver (`inferred`), or unknown
+    (`gaps_loss_unknown`: gaps that cannot say, e.g. a stream without a counter across an
+    outage); and `coverage`, the share of the time from its first block to the end of the
+    recording (or its last block, if later) during which it was not in a gap (None before any
+    block)."""
+    first, last = s.execute(
+        "SELECT min(t_host_ns), max(t_host_ns) FROM blocks WHERE stream_id = (SELECT id FROM "
+        "streams WHERE name = ?)",
+        (name,),
+    )[0]
+    mine = sorted((g for g in gaps if g.stream == name), key=lambda g: g.start_ns)
+    without, reach = 0, first
+    for g in mine:  # a union, so that overlapping gaps never count twice
+        start = g.start_ns if reach is None else max(g.start_ns, reach)
+        without += max(0, g.end_ns - start)
+        reach = g.end_ns if reach is None else max(reach, g.end_ns)
+    counted = [g for g in mine if g.samples_lost is not None]
+    span = None if first is None else max(end_ns or last, last) - first
+    return {
+        "gaps": len(mine),
+        "time_without_data_s": without / 1e9,
+        "samples_lost_known": sum(g.samples_lost or 0 for g in counted if not g.inferred),
+        "samples_lost_inferred": sum(g.samples_lost or 0 for g in counted if g.inferred),
+        "gaps_loss_unknown": len(mine) - len(counted),
+        "coverage": max(0.0, 1 - without / span) if span and span > 0 else None,
+    }
+
+
+def format_lost(st: dict[str, Any]) -> str:
+    """'120 known, ~40 inferred, 1 gap unknown': a stream's samples lost, as far as known."""
+    text = f"{st['samples_lost_known']} known"
+    if st["samples_lost_inferred"]:
+        text += f", ~{st['samples_lost_inferred']} inferred"
+    if st["gaps_loss_unknown"]:
+        n = st["gaps_loss_unknown"]
+        text += f", {n} gap{'s' if n > 1 else ''} unknown"
+    return text
+
+
 def format_quality(quality: list[dict[str, Any]]) -> list[str]:
     """The data-quality lines of `verify` and `info`."""
     if not quality:
@@ -134,6 +177,11 @@ def _verify_report(path: Path) -> dict[str, Any]:
                 f"schema version {s.meta['schema_version']}; this needlelab reads {SCHEMA_VERSION}"
             )
         last_samples = [st["last_t_s"] for st in streams if st["last_t_s"] is not None]
+        end_ns = s.meta["closed_t_ns"] if s.closed_cleanly else None
+        if end_ns is None and heartbeat:
+            end_ns = heartbeat[0][0]
+        for st in streams:  # the index jumps stay in index_gaps; the losses are the gaps' word
+            st.update(gap_figures(s, st["name"], gaps, end_ns))
         return {
             "file": str(path),
             "ok": not problems,
@@ -165,6 +213,8 @@ def _verify_report(path: Path) -> dict[str, Any]:
                     "start_t_s": g.start_ns / 1e9,
                     "end_t_s": g.end_ns / 1e9,
                     "samples_lost": g.samples_lost,
+                    "inferred": g.inferred,
+                    "confidence": g.confidence,
                     "reason": g.reason,
                 }
                 for g in gaps
@@ -212,14 +262,15 @@ def format_verify(r: dict[str, Any]) -> str:
         )
     lines.append(
         f"  {'stream':<24} {'kind':<9} {'samples':>9} {'first t (s)':>12} "
-        f"{'last t (s)':>12} {'lost':>6}"
+        f"{'last t (s)':>12} {'no data (s)':>11} {'coverage':>8}  samples lost"
     )
     for st in r["streams"]:
         first = f"{st['first_t_s']:.3f}" if st["first_t_s"] is not None else "-"
         last = f"{st['last_t_s']:.3f}" if st["last_t_s"] is not None else "-"
+        cover = f"{100 * st['coverage']:.1f} %" if st["coverage"] is not None else "-"
         lines.append(
             f"  {st['name']:<24} {st['kind']:<9} {st['samples']:>9} {first:>12} "
-            f"{last:>12} {st['samples_lost_known']:>6}"
+            f"{last:>12} {st['time_without_data_s']:>11.3f} {cover:>8}  {format_lost(st)}"
         )
     lines += format_quality(r["quality"])
     lines += [
@@ -227,12 +278,22 @@ def format_verify(r: dict[str, Any]) -> str:
     ]
     lines.append(f"  events: {r['events']}; gaps recorded: {len(r['gaps'])}")
     for g in r["gaps"]:
-        lost = "" if g["samples_lost"] is None else f", ~{g['samples_lost']} samples"
         lines.append(
-            f"    gap {g['stream']}: {g['start_t_s']:.3f}-{g['end_t_s']:.3f} s "
-            f"({g['end_t_s'] - g['start_t_s']:.2f} s{lost}) {g['reason']}"
+            f"    gap {g['stream']}: {g['start_t_s']:.3f}-{g['end_t_s']:.3f} s, "
+            f"{g['end_t_s'] - g['start_t_s']:.3f} s without data; {format_gap_loss(g)}"
+            + (f": {g['reason']}" if g["reason"] else "")
         )
     return "\n".join(lines)
+
+
+def format_gap_loss(g: dict[str, Any]) -> str:
+    """One gap's samples lost: counted, inferred (with its confidence) or unknown."""
+    if g["samples_lost"] is None:
+        return "samples lost unknown"
+    if not g.get("inferred"):
+        return f"{g['samples_lost']} samples lost (counted)"
+    sure = f", confidence {g['confidence']:.2f}" if g.get("confidence") is not None else ""
+    return f"~{g['samples_lost']} samples lost (inferred{sure})"
 
 
 def info_report(path: str | Path) -> dict[str, Any]:
@@ -252,6 +313,9 @@ def info_report(path: str | Path) -> dict[str, Any]:
             }
             heartbeat = s.execute("SELECT t_ns FROM heartbeat")
             quality = quality_counts(s)
+            gaps = [e for e in s.events("gap") if isinstance(e, GapEvent)]
+            end_t_ns = s.meta["closed_t_ns"] or (heartbeat[0][0] if heartbeat else None)
+            gap_info = {name: gap_figures(s, name, gaps, end_t_ns) for name in s.streams}
         except sqlite3.DatabaseError as exc:
             raise NotASessionError(f"{path}: damaged session file ({exc})") from None
         end_ns = s.meta["closed_t_ns"] or (heartbeat[0][0] if heartbeat else 0)
@@ -282,6 +346,7 @@ def info_report(path: str | Path) -> dict[str, Any]:
                     "channels": len(sp.channels),
                     "nominal_rate_hz": sp.nominal_rate_hz,
                     "samples": counts[n],
+                    **gap_info[n],
                 }
                 for n, sp in s.streams.items()
             ],
@@ -315,6 +380,12 @@ def format_info(r: dict[str, Any]) -> str:
             f"  stream {st['name']}: {st['type']}, {st['channels']} ch, {rate}, "
             f"{st['samples']} samples"
         )
+        if st["gaps"]:
+            cover = f", coverage {100 * st['coverage']:.1f} %" if st["coverage"] is not None else ""
+            lines.append(
+                f"    {st['gaps']} gap(s): {st['time_without_data_s']:.3f} s without data"
+                f"{cover}; samples lost: {format_lost(st)}"
+            )
     lines.append(
         "  events: " + (", ".join(f"{k} {v}" for k, v in r["events_by_kind"].items()) or "none")
     )
