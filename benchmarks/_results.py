@@ -16,7 +16,7 @@ class Row:
     value: float
     unit: str
     goal: str
-    met: bool
+    met: bool | None  # None: a figure with no goal
     peer: str = ""
     peer_value: float | None = None
     ratio: float | None = None  # times better than the peer: needlelab / peer, or peer /

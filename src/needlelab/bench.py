@@ -31,14 +31,13 @@ class Benchmark:
 
 
 PLAN = (
-    Benchmark("ingest.py", ("--seconds", "60"), ("--seconds", "600")),
+    Benchmark("ingest.py", ("--seconds", "300"), ("--seconds", "1800")),
     Benchmark("decode.py", ("--seconds", "120")),
     Benchmark("sync.py", ("--streams", "5")),
     Benchmark("monitor_fps.py", ("--seconds", "3", "--max-only")),
     Benchmark("ble_latency.py", ("--seconds", "4")),
     Benchmark("soak.py", ("--hours", "0.25")),
     Benchmark("kill.py", ("--kills", "3")),
-    Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
 )
 
 
@@ -96,7 +95,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     table = [header] + [
         (
             r["id"], r["figure"], num(r["value"], r["unit"]), r["goal"],
-            "yes" if r["met"] else "NO", r.get("peer", ""),
+            "—" if r["met"] is None else "yes" if r["met"] else "NO", r.get("peer", ""),
             num(r.get("peer_value"), r["unit"]),
             "—" if r.get("ratio") is None else f"{r['ratio']:.2f}x",
         )
@@ -112,6 +111,74 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ).rstrip()
         for row in table
     )
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def format_markdown(saved: dict[str, Any]) -> str:
+    """A saved run (`needlelab bench --json`) as the README's table: one line naming the run, its
+    date and its machine, then one markdown table of every figure beside its goal and its peer."""
+    info = saved.get("machine") or {}
+    kind = "`needlelab bench --quick`" if saved.get("quick") else "`needlelab bench`"
+    head = (
+        f"needlelab {saved.get('version', '?')}, {kind}, {saved.get('when', 'date unknown')}; "
+        f"machine: {info.get('cpus', '?')} CPUs ({info.get('processor', '?')}), "
+        f"Python {info.get('python', '?')}, {info.get('platform', '?')}"
+    )
+
+    def num(value: float | None, unit: str = "") -> str:
+        if value is None:
+            return "—"
+        text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return f"{text} {unit}".strip()
+
+    lines = [
+        head,
+        "",
+        "| # | figure | value | goal | met | peer (what it does) | peer value | vs peer |",
+        "|---|---|--:|---|---|---|--:|--:|",
+    ]
+    for r in saved.get("rows", []):
+        met = r.get("met")
+        lines.append(
+            "| " + " | ".join(_cell(c) for c in (
+                str(r["id"]), str(r["figure"]), num(r["value"], r.get("unit", "")),
+                str(r.get("goal", "")), "—" if met is None else "yes" if met else "**no**",
+                str(r.get("peer") or "—"), num(r.get("peer_value"), r.get("unit", "")),
+                "—" if r.get("ratio") is None else f"{r['ratio']:.2f}x",
+            )) + " |"
+        )  # fmt: skip
+    crashed = saved.get("crashed") or []
+    if crashed:
+        lines += ["", f"crashed (no figures): {', '.join(crashed)}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m needlelab.bench RUN.json`: print a saved run as the README's markdown table.
+
+    Exit 2 with one line if the file is not a saved run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m needlelab.bench",
+        description="print a saved `needlelab bench --json` run as the README's markdown table",
+    )
+    parser.add_argument("run", type=Path, help="a file written by `needlelab bench --json`")
+    args = parser.parse_args(argv)
+    try:
+        load_baseline(args.run)  # the same checks as --baseline: one line if it is not one
+        saved = json.loads(args.run.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        sys.stderr.write(
+            f"needlelab bench: {exc}. Give a file written by `needlelab bench --json`.\n"
+        )
+        return 2
+    sys.stdout.write(format_markdown(saved) + "\n")
+    return 0
 
 
 SAME_WITHIN = 0.10  # a change smaller than this is noise on a shared machine
@@ -171,3 +238,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.machine(),
     }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,57 @@ def test_a_wrong_baseline_is_one_line_before_any_run(tmp_path: Path, text: str) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "running" not in result.stderr
     assert "needlelab bench --json" in result.stderr
+
+
+SAVED = {
+    "when": "2026-12-01T22:30:00+00:00", "version": "0.9.0", "quick": True,
+    "machine": {"cpus": 2, "python": "3.12.1", "platform": "Linux-6.1-x86_64",
+                "processor": "x86_64"},
+    "rows": [
+        {"id": "P1", "figure": "ingest", "value": 484176.0, "unit": "samples/s",
+         "goal": ">= 0.9 x peer", "met": False, "peer": "minimal same-layout writer | WAL",
+         "peer_value": 947338.0, "ratio": 0.511},
+        {"id": "P1c", "figure": "extra work", "value": 61.2, "unit": "us",
+         "goal": "measured, no goal", "met": None, "peer": "", "peer_value": None, "ratio": None},
+    ],
+    "crashed": ["sync.py"],
+}  # fmt: skip
+
+
+def test_markdown_is_one_line_of_date_and_machine_then_one_table(tmp_path: Path) -> None:
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(SAVED))
+    result = subprocess.run(
+        [sys.executable, "-m", "needlelab.bench", str(saved)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "needlelab 0.9.0, `needlelab bench --quick`, 2026-12-01T22:30:00+00:00; machine: 2 CPUs "
+        "(x86_64), Python 3.12.1, Linux-6.1-x86_64"
+    )
+    assert lines[1] == ""
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 4  # header, rule, two rows: one table
+    # Cells split at every | not escaped: a markdown reader's view of the row.
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in table]
+    assert all(len(row) == 8 for row in cells)  # the | inside the peer's text is escaped
+    assert cells[2] == [
+        "P1", "ingest", "484,176 samples/s", ">= 0.9 x peer", "**no**",
+        "minimal same-layout writer \\| WAL", "947,338 samples/s", "0.51x",
+    ]  # fmt: skip
+    assert cells[3] == ["P1c", "extra work", "61.2 us", "measured, no goal", "—", "—", "—", "—"]
+    assert lines[-1] == "crashed (no figures): sync.py"
+
+
+def test_markdown_of_a_wrong_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    saved = tmp_path / "old.json"
+    saved.write_text('{"rows": []}')
+    result = subprocess.run(
+        [sys.executable, "-m", "needlelab.bench", str(saved)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "old.json" in result.stderr
+    assert "Traceback" not in result.stderr
