@@ -383,16 +383,17 @@ def _run_monitor(
     duration_s: float | None,
     script: Any = None,
     separate_simulators: bool = False,
-) -> Any:
-    """Open the monitor on a new session; the session once the window closed."""
+) -> tuple[Any, Path | None]:
+    """Open the monitor on a new session; the session once the window closed, and the report
+    the monitor wrote (None if it wrote none)."""
     from needlelab.monitor.app import run_monitor
     from needlelab.record import ignore_sigxfsz
     from needlelab.session import Session
 
     ignore_sigxfsz()
     session = Session(config, out_dir, separate_simulators=separate_simulators)
-    run_monitor(session, autostart=autostart, duration_s=duration_s, script=script)
-    return session
+    result = run_monitor(session, autostart=autostart, duration_s=duration_s, script=script)
+    return session, result.report
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -404,8 +405,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if problem:
         _err(problem)
         return EXIT_USAGE
-    session = _run_monitor(config, args.out, args.start, args.duration)
-    return _after_monitor(session)
+    session, report = _run_monitor(config, args.out, args.start, args.duration)
+    status = _after_monitor(session)
+    if report is not None:
+        print(f"report: {report}")
+    return status
 
 
 def _after_monitor(session: Any) -> int:
@@ -460,11 +464,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             windowed = False
             print(f"{problem}; running headless", file=sys.stderr)
     if windowed:
-        session = _run_monitor(
+        session, report = _run_monitor(
             config, args.out, True, args.duration, demo_script, separate_simulators=True
         )
         status = _after_monitor(session)
     else:
+        report = None
         status, session = _record(
             config,
             args.out,
@@ -479,6 +484,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     verify_status = _verify(session.path)
     _print_sync_check(session)
     _print_localization(session.path)
+    if report is not None:  # the monitor wrote it already
+        print(f"report: {report}")
+        return status or verify_status
     try:
         from needlelab.clinic.report import write_report
 

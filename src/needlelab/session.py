@@ -93,6 +93,8 @@ class Session:
         self.devices: dict[str, Device] = {}
         self.separate_simulators = separate_simulators
         self.simulators: SimulatorSet | SimulatorProcess | None = None
+        self._endpoints: dict[str, dict[str, Any]] | None = None
+        self._simulators_started = False
         self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
         self._writer: SessionWriter | None = None
         self._stopped = threading.Event()
@@ -176,7 +178,7 @@ class Session:
             except LslUnavailable as exc:
                 raise RuntimeError(f"LSL is enabled but cannot run: {exc}") from None
             self.lsl.start()
-        endpoints = self._start_simulators()
+        endpoints = self.start_simulators()
         for device_config in self.config.devices:
             if device_config.name in endpoints:
                 # model_copy skips validation on purpose: the config stays "simulated" in
@@ -201,6 +203,26 @@ class Session:
             leftover.unlink(missing_ok=True)
         remove_empty_folders(new_folders)
 
+    def start_simulators(self) -> dict[str, dict[str, Any]]:
+        """Start the simulators of simulated devices, once: before the recording when a preview
+        connects to them (the recording then reuses them). Their endpoints by device name."""
+        if self._endpoints is None:
+            self._simulators_started = True
+            self._endpoints = self._start_simulators()
+        return self._endpoints
+
+    def _stop_simulators(self) -> None:
+        if not self._simulators_started:
+            return
+        self._simulators_started = False
+        self._endpoints = None
+        if self.simulators is not None:
+            with contextlib.suppress(Exception):
+                self.simulators.stop()
+        if self._sim_dir is not None:
+            self._sim_dir.cleanup()
+            self._sim_dir = None
+
     def _start_simulators(self) -> dict[str, dict[str, Any]]:
         """Start the simulators of simulated devices; their endpoints by device name."""
         if not any(getattr(d, "simulator", None) for d in self.config.devices):
@@ -223,6 +245,7 @@ class Session:
     def stop(self, reason: str = "") -> None:
         """Stop devices and simulators, flush and close the file. Safe to call twice."""
         if self._writer is None:
+            self._stop_simulators()  # a preview's: the recording never started
             return
         # Entries end before the file does: one taken now is in it, a later one is refused.
         self.localization.close("the recording has stopped")
@@ -231,12 +254,7 @@ class Session:
         if self.lsl is not None:
             self.lsl.stop()  # after the last samples
             self.lsl = None
-        if self.simulators is not None:
-            with contextlib.suppress(Exception):
-                self.simulators.stop()
-        if self._sim_dir is not None:
-            self._sim_dir.cleanup()
-            self._sim_dir = None
+        self._stop_simulators()
         self.hub.emit(RecordingEvent(action="stop", reason=reason, source="session"))
         writer, self._writer = self._writer, None
         writer.stop()

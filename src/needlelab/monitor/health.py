@@ -1,10 +1,9 @@
 """Device health for the monitor: one row of figures per device, and whether it needs attention.
 
 Pure Python over the devices' live stats and the hub, so the rule that turns a device red is
-tested without Qt: a device is unhealthy when it is stalled, reconnecting, failed (its driver
-raised an exception it did not expect, watchdog or not) or connecting after it had streamed, or
-when a device that must stream continuously has been silent longer than its stall timeout
-(caught here even before its own watchdog trips).
+tested without Qt: a device is unhealthy when it is stalled, reconnecting or connecting after it
+had streamed, or when a device that must stream continuously has been silent longer than its
+stall timeout (caught here even before its own watchdog trips).
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ from dataclasses import dataclass
 from needlelab.devices import Device
 from needlelab.devices.base import DeviceState
 from needlelab.events import GapEvent
+from needlelab.hub import Hub
 from needlelab.session import Session
 
-BAD_STATES = {DeviceState.STALLED, DeviceState.RECONNECTING, DeviceState.FAILED}
+BAD_STATES = {DeviceState.STALLED, DeviceState.RECONNECTING}
 
 
 @dataclass(frozen=True)
@@ -36,22 +36,25 @@ class DeviceHealth:
 
 
 class HealthTracker:
-    """Keeps the per-device figures that need history (rates, lost samples) between calls."""
+    """Keeps the per-device figures that need history (rates, lost samples) between calls.
 
-    def __init__(self, session: Session) -> None:
+    `hub` is the one the devices write to: the session's, or a preview's before it records."""
+
+    def __init__(self, session: Session, hub: Hub | None = None) -> None:
         self.session = session
+        self.hub = hub if hub is not None else session.hub
         self._lost: dict[str, int] = {}
         self._rate: dict[str, tuple[int, int, float | None]] = {}  # stream: (t_ns, total, hz)
 
     def take_event(self, event: object) -> None:
         """Count lost samples from `gap` events."""
         if isinstance(event, GapEvent) and event.samples_lost:
-            spec = self.session.hub.streams.get(event.stream)
+            spec = self.hub.streams.get(event.stream)
             device = spec.device if spec is not None else event.stream.split(".", 1)[0]
             self._lost[device] = self._lost.get(device, 0) + event.samples_lost
 
     def _effective_rate(self, stream: str, now_ns: int) -> float | None:
-        ring = self.session.hub.ring(stream)
+        ring = self.hub.ring(stream)
         t0, total0, last = self._rate.get(stream, (now_ns, ring.total, None))
         if now_ns - t0 >= 1_000_000_000:
             last = (ring.total - total0) / ((now_ns - t0) / 1e9)
@@ -66,7 +69,7 @@ class HealthTracker:
         now = self.session.clock.now_ns()
         regular = [s for s in device.streams() if s.nominal_rate_hz > 0]
         rate = nominal = clock_ms = None
-        if regular and regular[0].name in self.session.hub.streams:
+        if regular and regular[0].name in self.hub.streams:
             spec = regular[0]
             nominal = spec.nominal_rate_hz
             rate = self._effective_rate(spec.name, now)
@@ -87,9 +90,7 @@ class HealthTracker:
             and seen > device.config.stall_timeout_s
         ):
             problem = f"{device.name}: no data for {seen:.1f} s"
-        if stats.state is DeviceState.FAILED:
-            problem += " - a driver error (the log has its traceback); it reconnects by itself"
-        elif problem:
+        if problem:
             problem += " - check it is on, charged and in range; it reconnects by itself"
         return DeviceHealth(
             name=device.name,

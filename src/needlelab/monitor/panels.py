@@ -23,7 +23,7 @@ from needlelab.events import MarkerEvent, ResponseEvent
 from needlelab.monitor.health import DeviceHealth
 
 Qt = QtCore.Qt
-RED, GREEN, AMBER, GREY = "#c62828", "#2e7d32", "#ef6c00", "#616161"
+RED, GREEN, AMBER, GREY, BLUE = "#c62828", "#2e7d32", "#ef6c00", "#616161", "#1565c0"
 TOUCH_PX = 48  # the least height of a control an assistant taps (about 9 mm at 96 dpi)
 BIG_TOUCH_PX = 64  # prompt and commit: the two taps of every answer
 
@@ -75,14 +75,16 @@ class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
         self.show_state("ready", 0.0, "")
 
     def show_state(self, state: str, elapsed_s: float, file: str) -> None:
-        """state: ready, recording, paused or stopped."""
-        colour = {"recording": RED, "paused": AMBER, "stopped": GREY}.get(state, GREY)
-        self.indicator.setText(f"● {state.upper()}")
+        """state: ready, preview (devices connected, nothing recorded), recording, paused or
+        stopped."""
+        colour = {"recording": RED, "paused": AMBER, "preview": BLUE}.get(state, GREY)
+        shown = "PREVIEW · NOT RECORDING" if state == "preview" else state.upper()
+        self.indicator.setText(f"● {shown}")
         self.indicator.setStyleSheet(f"color: {colour}")
         minutes, seconds = divmod(int(elapsed_s), 60)
         self.elapsed.setText(f"{minutes:02d}:{seconds:02d}")
         self.file.setText(file)
-        self.start_button.setEnabled(state == "ready")
+        self.start_button.setEnabled(state in ("ready", "preview"))
         self.pause_button.setEnabled(state in ("recording", "paused"))
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
         self.stop_button.setEnabled(state in ("recording", "paused"))
@@ -135,10 +137,80 @@ class DevicePanel(QtWidgets.QTableWidget):  # type: ignore[misc]
                 item.setBackground(colour)
                 item.setForeground(QtGui.QColor("#ffffff"))
 
+    def show_stopped(self) -> None:
+        """The recording stopped: every device disconnected, no figure left standing as if live."""
+        for name, row in self.rows.items():
+            cells = (name, "disconnected", *["—"] * (len(self.COLUMNS) - 2))
+            for col, text in enumerate(cells):
+                item = self.item(row, col)
+                if item is None:
+                    item = QtWidgets.QTableWidgetItem()
+                    self.setItem(row, col, item)
+                item.setText(text)
+                item.setBackground(QtGui.QColor(GREY))
+                item.setForeground(QtGui.QColor("#ffffff"))
+
+    def row_texts(self, name: str) -> list[str]:
+        """A device's row as shown (for tests and screenshots)."""
+        row = self.rows[name]
+        return [self.item(row, col).text() for col in range(self.columnCount())]
+
     def row_is_red(self, name: str) -> bool:
         """Whether a device's row shows it as unhealthy (for tests and screenshots)."""
         item = self.item(self.rows[name], 0)
         return item is not None and item.background().color().name() == QtGui.QColor(RED).name()
+
+
+class CompletionPanel(QtWidgets.QFrame):  # type: ignore[misc]
+    """What the end of a recording says: complete or stopped, the file and whether it verifies,
+    the report being written, then an offer to open it (and, when the window closes by itself,
+    how long until it does and a way to keep it open)."""
+
+    def __init__(self, on_keep_open: Callable[[], None], on_close: Callable[[], None]) -> None:
+        super().__init__()
+        self.setStyleSheet(f"background: {GREEN}; color: white")
+        layout = QtWidgets.QHBoxLayout(self)
+        self.title = big_label("", 16)
+        self.detail = QtWidgets.QLabel("")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        text = QtWidgets.QVBoxLayout()
+        text.addWidget(self.title)
+        text.addWidget(self.detail)
+        layout.addLayout(text, 1)
+        self.open_button = button("Open report", lambda: None)
+        self.keep_button = button("Keep this window open", on_keep_open)
+        self.close_button = button("Close", on_close)
+        for control in (self.open_button, self.keep_button, self.close_button):
+            control.setMinimumSize(TOUCH_PX * 3, TOUCH_PX)
+            control.setStyleSheet("color: black")
+            layout.addWidget(control)
+        self.report: str | None = None
+        self.open_button.clicked.connect(self._open)
+        self.open_button.setEnabled(False)
+        self.keep_button.hide()
+        self.hide()
+
+    def _open(self) -> None:
+        if self.report is not None:
+            QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(self.report))
+
+    def show_end(self, title: str, detail: str) -> None:
+        """Say how the recording ended."""
+        self.title.setText(title)
+        self.detail.setText(detail)
+        self.show()
+
+    def show_report(self, report: str | None, detail: str) -> None:
+        """The report is written (`report`: its path) or could not be (None)."""
+        self.report = report
+        self.open_button.setEnabled(report is not None)
+        self.detail.setText(detail)
+
+    def show_countdown(self, seconds: int | None) -> None:
+        """The window closes by itself in `seconds` (None: it stays)."""
+        self.keep_button.setVisible(seconds is not None)
+        self.close_button.setText("Close" if seconds is None else f"Close now ({seconds} s)")
 
 
 class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]

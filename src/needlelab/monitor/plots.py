@@ -152,9 +152,32 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.caliper_plot.addItem(self._caliper_group)
         self._sliding += [self._emg_group, self._caliper_group]
         self._stim_drawn: tuple[int, float] | None = None
+        self._hold_until: float | None = None  # where the stimulator's last setting ends
         self._caliper_drawn: tuple[int, ...] | None = None
         self._y_ranges: dict[int, tuple[float, float]] = {}
         self.set_window(window_s)
+
+    def set_hub(self, hub: Hub) -> None:
+        """Draw another hub's streams from now on (the preview's, then the recording's): what
+        the old one drew is cleared, so nothing of it stands as if it were live."""
+        self.hub = hub
+        self._totals.clear()
+        self._caliper_drawn = None
+        self._stim_drawn = None
+        self.stim_history = []
+        self.stim_source = None
+        for curve in (*self._curves, *self._rms_curves, self.stim_curve, self.stim_set_curve,
+                      self.freq_curve):  # fmt: skip
+            curve.setData([], [])
+        self.caliper_points.setData([], [])
+        self.caliper_presses.setData([], [])
+        self._drop_caliper_labels()
+
+    def end_at(self, t_s: float) -> None:
+        """The streams ended at session time `t_s` (the recording stopped): the stimulator's
+        last setting is drawn up to then, not on into the future as if still read."""
+        self._hold_until = t_s
+        self._stim_drawn = None
 
     def set_window(self, window_s: float) -> None:
         """Show the last `window_s` seconds."""
@@ -288,7 +311,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         t = np.array([t for t, _ in history])
         # The last setting holds until the next change: drawn an hour ahead, so the curve only
         # slides until then instead of being rebuilt every frame.
-        hold = now_s + 3600.0
+        hold = now_s + 3600.0 if self._hold_until is None else self._hold_until
         on = np.array([s.intensity_ma if s.output_on else 0.0 for _, s in history])
         self.stim_curve.setData(*step_xy(t, on, hold))
         intensity = np.array([s.intensity_ma for _, s in history])
@@ -325,10 +348,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         pressed = values[:, 1] > 0.5
         self.caliper_points.setData(t_s[~pressed], values[~pressed, 0])
         self.caliper_presses.setData(t_s[pressed], values[pressed, 0])
-        for label in self._caliper_labels:
-            label.setParentItem(None)
-            self.caliper_plot.scene().removeItem(label)
-        self._caliper_labels = []
+        self._drop_caliper_labels()
         for x, y in zip(t_s[pressed][-12:], values[pressed, 0][-12:], strict=True):
             label = pg.TextItem(f"{y:.1f}", color="#ffd54f", anchor=(0.5, 1.2))
             label.setParentItem(self._caliper_group)
@@ -336,6 +356,12 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             self._caliper_labels.append(label)
         if len(values):
             self._set_y(self.caliper_plot, 0, max(10.0, float(values[:, 0].max()) * 1.2))
+
+    def _drop_caliper_labels(self) -> None:
+        for label in self._caliper_labels:
+            label.setParentItem(None)
+            self.caliper_plot.scene().removeItem(label)
+        self._caliper_labels = []
 
     def _drop_old_lines(self, now_s: float) -> None:
         while self._event_lines and self._event_lines[0][0] < now_s - self.window_s:

@@ -8,13 +8,21 @@ grammar (`AnswerKeys`) through an application-wide filter (`_KeyFilter`: the foc
 What the window shows as entered is what the session file holds: the localization log takes
 entries only while the file is written (the session opens and closes it), and after a failed
 write the window shows the entries read back from the file.
+
+Before Start the devices are connected in a preview (`Preview`: shown, never recorded, said on
+screen). When the protocol is done, the window says the session is complete and stops; after
+any stop it writes the report (in a child process), offers to open it and shows nothing of the
+devices as if still live; with `auto_close` (the demo, `--duration`) it then closes by itself.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
@@ -36,12 +44,14 @@ from needlelab.events import (
 from needlelab.monitor.health import HealthTracker
 from needlelab.monitor.panels import (
     RED,
+    CompletionPanel,
     DevicePanel,
     LocalizationPanel,
     ManualStimPanel,
     RecordingBar,
 )
 from needlelab.monitor.plots import TracePanel
+from needlelab.monitor.preview import Preview
 from needlelab.monitor.protocol_panel import ProtocolPanel
 from needlelab.session import Session
 
@@ -49,6 +59,8 @@ Qt = QtCore.Qt
 WINDOWS_S = (2, 5, 10, 20, 30)
 GAINS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 HEALTH_EVERY_S = 0.25  # the device panel's refresh period: fast enough for "red within 2 s"
+AUTO_CLOSE_S = 5  # how long a window that closes by itself shows how the session ended
+STOPPED_STIM = "stimulator: not read (the recording has stopped)"
 
 
 def _value(enum: Any) -> int:
@@ -133,10 +145,16 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         autostart: bool = False,
         duration_s: float | None = None,
         script: Callable[[Session, threading.Event], None] | None = None,
+        auto_close: bool | None = None,
     ) -> None:
         super().__init__()
         self.session = session
         self.duration_s = duration_s
+        # Closes by itself once the report is written: a run with a set end (the demo's
+        # script, --duration), unless told otherwise.
+        self.auto_close = (
+            (duration_s is not None or script is not None) if auto_close is None else auto_close
+        )
         self.script = script
         self.script_stop = threading.Event()
         self._script_thread: threading.Thread | None = None
@@ -155,6 +173,13 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self._elapsed_s = 0.0
         self._stopped = False
         self._restored = False  # the entries were read back from the file after a failed write
+        self.preview: Preview | None = None
+        self.report_path: Path | None = None  # the report written after the stop
+        self._report_thread: threading.Thread | None = None
+        self._report_result: tuple[Path | None, str] | None = None
+        self._close_in: int | None = None  # seconds until the window closes by itself
+        self._close_timer = QtCore.QTimer(self)
+        self._close_timer.timeout.connect(self._count_down)
         self.notes: list[MarkerEvent] = []  # every note recorded, oldest first
         self.keys_seen = 0  # key presses delivered to this window (tests wait on it)
         pedal = config.monitor.keys  # [monitor.keys]: a foot pedal's keys stand for these
@@ -174,6 +199,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         )
         self.banner.hide()
         outer.addWidget(self.banner)
+        self.completion = CompletionPanel(self.keep_open, self.close)
+        outer.addWidget(self.completion)
         self.recording_bar = RecordingBar(
             self.start_recording, self.toggle_pause, self.stop_recording
         )
@@ -193,6 +220,9 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
 
         right = QtWidgets.QWidget()
         right_layout = QtWidgets.QVBoxLayout(right)
+        self.device_caption = QtWidgets.QLabel("")
+        self.device_caption.setWordWrap(True)
+        right_layout.addWidget(self.device_caption)
         self.device_panel = DevicePanel()
         self.device_panel.setMaximumHeight(170)
         right_layout.addWidget(self.device_panel)
@@ -226,6 +256,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.traces.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         if autostart:
             QtCore.QTimer.singleShot(0, self.start_recording)
+        else:
+            QtCore.QTimer.singleShot(0, self.start_preview)
 
     # -- keys --------------------------------------------------------------------------------------
     def route_key(self, name: str, focus: QtWidgets.QWidget) -> bool:
@@ -331,11 +363,42 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         """Show a short message in the status bar."""
         self.statusBar().showMessage(text, 8000)
 
+    # -- preview ---------------------------------------------------------------------------------
+    def start_preview(self) -> None:
+        """Connect the devices to look at them before anything is recorded."""
+        if self.session.recording or self._stopped or self.preview is not None:
+            return
+        if not any(d.kind != "stim_manual" for d in self.session.config.devices):
+            return  # nothing to connect
+        self.preview = Preview(self.session)
+        self.preview.start()
+        self._watch(self.preview.hub)
+        self.device_caption.setText(
+            "PREVIEW: the devices are connected to check them; nothing is recorded until Start"
+        )
+        self.device_caption.setStyleSheet("color: white; background: #1565c0; padding: 3px")
+        self.statusBar().showMessage("preview: nothing is recorded until you press Start")
+
+    def _watch(self, hub: Any) -> None:
+        """Show the devices that write to `hub` (the preview's, then the recording's)."""
+        self.traces.set_hub(hub)
+        self.health = HealthTracker(self.session, hub)
+        self._last_event_id = 0
+
+    def _end_preview(self) -> None:
+        preview, self.preview = self.preview, None
+        if preview is not None:
+            preview.stop()  # the recording connects its own devices to the same links
+            self._watch(self.session.hub)
+        self.device_caption.setText("")
+        self.device_caption.setStyleSheet("")
+
     # -- recording ---------------------------------------------------------------------------------
     def start_recording(self) -> None:
         """Start the session: the file, the simulators and the devices."""
         if self.session.recording or self._stopped:
             return
+        self._end_preview()
         try:
             self.session.start()
         except Exception as exc:  # a config that cannot start: say so, keep the window
@@ -359,6 +422,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             QtCore.QTimer.singleShot(round(self.duration_s * 1000), self.stop_recording)
         self.message(f"recording to {self.session.path}")
         self._entry_changed()
+        self._refresh_health()
 
     def toggle_pause(self) -> None:
         """Pause or resume (recorded as events; data keep being written)."""
@@ -367,16 +431,18 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         else:
             self.session.pause()
 
-    def stop_recording(self) -> None:
-        """Stop the devices and close the file cleanly; the window stays open to look at."""
+    def stop_recording(self, reason: str = "stopped from the monitor", report: bool = True) -> None:
+        """Stop the devices and close the file cleanly, then say so and (with `report`) write
+        the report; the window stays open to look at unless it closes by itself."""
         if not self.session.recording:
             return
         self.script_stop.set()
         script = self._script_thread
         if script is not None:  # what it is entering goes in before the file closes
             script.join(timeout=5.0)
-        self.session.stop("stopped from the monitor")
+        self.session.stop(reason)
         self._stopped = True
+        self.traces.end_at(self.session.clock.now_ns() / 1e9)
         self.refresh()
         self._entry_changed()
         from needlelab.record import verify_report
@@ -385,9 +451,78 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             ok = verify_report(self.session.path)["ok"]
         except Exception as exc:  # report it; the file is what it is
             self.show_banner(f"saved {self.session.path}, but it does not verify: {exc}")
+            ok = None
+        verdict = {True: "it verifies", False: "it does NOT verify: run needlelab verify on it",
+                   None: "it could not be checked"}[ok]  # fmt: skip
+        self.message(f"saved {self.session.path}; {verdict}")
+        run = self.session.protocol_run
+        done = run is not None and run.finished
+        title = "Session complete" if done else "Recording stopped"
+        if self.session.error:
+            title = "Recording stopped by a fault"
+        self.completion.show_end(
+            f"{title}: {self.session.config.session.patient_id}",
+            f"saved {self.session.path} ({verdict})" + ("; writing the report…" if report else ""),
+        )
+        if report:
+            self._write_report()
+
+    def _write_report(self) -> None:
+        """The session's report, written by `needlelab report` in a child process (matplotlib
+        and the scoring stay out of the GUI's process and thread)."""
+        path = self.session.path
+
+        def write() -> None:
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "needlelab.cli", "report", str(path)],
+                    capture_output=True, text=True, timeout=300, check=False,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self._report_result = (None, f"no report: {exc}")
+                return
+            lines = done.stdout.strip().splitlines()
+            if done.returncode == 0 and lines and lines[-1].startswith("report: "):
+                self._report_result = (Path(lines[-1].removeprefix("report: ")), "")
+            else:
+                why = (done.stderr.strip().splitlines() or ["it failed"])[-1]
+                self._report_result = (None, f"no report: {why}")
+
+        self._report_thread = threading.Thread(target=write, name="monitor-report", daemon=True)
+        self._report_thread.start()
+
+    def _report_done(self) -> None:
+        """The report's child is done: offer the report, and close if this window does."""
+        assert self._report_result is not None
+        self._report_thread = None
+        report, problem = self._report_result
+        self.report_path = report
+        saved = f"saved {self.session.path}"
+        if report is not None:
+            self.completion.show_report(str(report), f"{saved}; report: {report}")
+            self.message(f"report: {report}")
+        else:
+            self.completion.show_report(None, f"{saved}; {problem}")
+        if self.auto_close:
+            self._close_in = AUTO_CLOSE_S
+            self.completion.show_countdown(self._close_in)
+            self._close_timer.start(1000)
+
+    def _count_down(self) -> None:
+        if self._close_in is None:
             return
-        verdict = "verifies" if ok else "does NOT verify: run needlelab verify on it"
-        self.message(f"saved {self.session.path}; it {verdict}")
+        self._close_in -= 1
+        if self._close_in <= 0:
+            self._close_timer.stop()
+            self.close()
+        else:
+            self.completion.show_countdown(self._close_in)
+
+    def keep_open(self) -> None:
+        """Do not close by itself after all."""
+        self._close_timer.stop()
+        self._close_in = None
+        self.completion.show_countdown(None)
 
     def _entry_changed(self) -> None:
         """Recording started or ended: entry goes on or off, and says so."""
@@ -415,6 +550,11 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.localization_panel.show_notes(self.notes)
         self._entry_changed()
 
+    def _report_done_quietly(self) -> None:
+        assert self._report_result is not None
+        self.report_path = self._report_result[0]
+        self._report_thread = None
+
     def show_banner(self, text: str) -> None:
         """A red banner across the top; empty text hides it."""
         self.banner.setText(text)
@@ -426,9 +566,18 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.take_focus()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        """Closing the window mid-recording stops and closes the session file cleanly."""
+        """Closing the window mid-recording stops and closes the session file cleanly (a
+        report under way is waited for)."""
         self.timer.stop()
-        self.stop_recording()
+        self._close_timer.stop()
+        self._end_preview()
+        self.stop_recording("monitor closed", report=False)
+        if not self._stopped:
+            self.session.stop()  # never recorded: the preview's simulators
+        if self._report_thread is not None:
+            self._report_thread.join(120.0)
+            if self._report_result is not None:
+                self._report_done_quietly()
         QtWidgets.QApplication.instance().removeEventFilter(self._key_filter)
         event.accept()
 
@@ -438,7 +587,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         session = self.session
         now_ns = session.clock.now_ns()
         touched_localization = touched_protocol = False
-        for event in session.hub.recent_events(after_id=self._last_event_id):
+        hub = self.preview.hub if self.preview is not None else session.hub
+        for event in hub.recent_events(after_id=self._last_event_id):
             self._last_event_id = event.id
             self.traces.add_event(event)
             self.health.take_event(event)
@@ -462,13 +612,22 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             self.protocol_panel.show_state()
         self.traces.refresh(now_ns / 1e9)
         stim = self.traces.stim_text()
+        if self._stopped:
+            stim = STOPPED_STIM  # the last setting read is not the stimulator's now
+        elif self.preview is not None:
+            stim = f"PREVIEW (not recorded) · {stim}"
         if stim != self.stim_label.text():
             self.stim_label.setText(stim)
         self._sync_channel_table()
         script = self._script_thread
-        if script is not None and not script.is_alive() and self.duration_s is None:
+        run = session.protocol_run
+        if session.recording and run is not None and run.finished:
+            self.stop_recording("protocol complete")  # the last phase is done: so is the session
+        elif script is not None and not script.is_alive() and self.duration_s is None:
             self._script_thread = None  # the script ran to its end: so does the recording
-            self.stop_recording()
+            self.stop_recording("the script ended")
+        if self._report_thread is not None and not self._report_thread.is_alive():
+            self._report_done()
         if now_ns - self._last_health_ns >= HEALTH_EVERY_S * 1e9:
             self._last_health_ns = now_ns
             self._refresh_health()
@@ -484,17 +643,26 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             state = "stopped"
         if session.recording and self._start_ns is not None:
             self._elapsed_s = (session.clock.now_ns() - self._start_ns) / 1e9
+        if self.preview is not None:
+            state = "preview"
         file = session.path.name if self._start_ns is not None else ""
         self.recording_bar.show_state(state, self._elapsed_s, file)
+        if self.preview is not None:
+            self._show_health(list(self.preview.devices.values()), self.preview.error)
+            return
+        if self._stopped:
+            self.device_panel.show_stopped()
         if session.error and not self._restored:
             self._restore_from_file()
-        if not session.recording:
-            if session.error:
-                self.show_banner(f"recording stopped: {session.error}")
+        if not session.recording:  # no device is read: no live warning stands either
+            self.show_banner(f"recording stopped: {session.error}" if session.error else "")
             return
-        health = [self.health.health(d) for d in session.devices.values()]
+        self._show_health(list(session.devices.values()), session.error)
+
+    def _show_health(self, devices: list[Any], error: str | None) -> None:
+        health = [self.health.health(d) for d in devices]
         self.device_panel.show_health(health)
         problems = [h.problem for h in health if not h.healthy] + list(self._warnings.values())
-        if session.error:
-            problems.insert(0, f"recording stopped: {session.error}")
+        if error:
+            problems.insert(0, error if self.preview is not None else f"recording stopped: {error}")
         self.show_banner("\n".join(problems))
