@@ -1,23 +1,30 @@
 """Exports of a session file to the formats research tools read, and the Python loading API.
 
 Every export is generated from the SQLite store, at any time: after a clean stop or after a
-crash (a killed recorder's file opens as it is, up to its last commit).
+crash (a killed recorder's file opens as it is, up to its last commit). XDF, EDF+/BDF+, BIDS and
+CSV read each regular stream block by block (`load_for_export`, `needlelab.record.chunked`) and
+write as they go, so their memory does not grow with the session; FIF is built in memory (an
+`mne.io.RawArray`).
 
 - XDF (`to_xdf`): written from the XDF 1.0 specification (FileHeader, StreamHeader, Samples,
   ClockOffset, Boundary, StreamFooter chunks). Every stream keeps its own sample times from the
-  clock model (seconds on the session clock); markers and clinical events are one string stream
-  of JSON payloads; channel labels, units and the clock model go in each stream's `<desc>`.
+  clock model (seconds on the session clock; the file header's `datetime` says when 0 was);
+  markers and clinical events are one string stream of JSON payloads; channel labels, units and
+  the clock model go in each stream's `<desc>`.
 - EDF+ / BDF+ (`to_edf`, written from the specifications by `needlelab.record.edf`): EDF and
   BDF hold signals at fixed rates that start with the file, so each regular stream is put on a
   uniform grid at its nominal rate from the file's start (`timeline`: session time 0, exact to
-  100 ns; zero where there were no samples, marked by a `gap` annotation). Irregular streams
-  (stimulator settings, caliper readings) and every event are annotations, never resampled,
-  each whole (a text longer than readers keep is written in parts). A session with no regular
-  stream is an annotation-only EDF+. EMG channels are labelled `EMG <site> <n>`.
+  100 ns) by band-limited resampling at its clock-model times (`needlelab.record.resample`,
+  stated in each signal's prefilter field); zero where there were no samples, marked by a `gap`
+  annotation. Irregular streams (stimulator settings, caliper readings) and every event are
+  annotations, never resampled, each whole (a text longer than readers keep is written in
+  parts). A session with no regular stream is an annotation-only EDF+. Labels are unique within
+  16 characters (`edf_labels`: `EMG L3R multif 1`).
+- BIDS (`needlelab.record.bids`): the EDF/BDF in an EMG-BIDS dataset with its sidecars.
 - CSV (`to_csv`): one tidy table per event kind, one per signal, and `data_dictionary.csv`.
 - FIF (`to_fif`, via MNE): the EDF grid as an `mne.io.Raw` with annotations (`to_mne`).
 
-`export(path, fmt, out)` picks by name; `--bids` puts an EDF/BDF export in a BIDS-like folder;
+`export(path, fmt, out)` picks by name; `bids=(root, subject, session)` writes the BIDS layout;
 `deidentify=KEY` exports the de-identified view of the session (`needlelab.record.deidentify`).
 Formats whose optional packages are missing raise `ExportError` naming the extra to install.
 """
