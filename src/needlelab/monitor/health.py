@@ -1,9 +1,10 @@
 """Device health for the monitor: one row of figures per device, and whether it needs attention.
 
 Pure Python over the devices' live stats and the hub, so the rule that turns a device red is
-tested without Qt: a device is unhealthy when it is stalled, reconnecting or connecting after it
-had streamed, or when a device that must stream continuously has been silent longer than its
-stall timeout (caught here even before its own watchdog trips).
+tested without Qt: a device is unhealthy when it is stalled, reconnecting, failed (its driver
+raised an exception it did not expect, watchdog or not) or connecting after it had streamed, or
+when a device that must stream continuously has been silent longer than its stall timeout
+(caught here even before its own watchdog trips).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from needlelab.events import GapEvent
 from needlelab.hub import Hub
 from needlelab.session import Session
 
-BAD_STATES = {DeviceState.STALLED, DeviceState.RECONNECTING}
+BAD_STATES = {DeviceState.STALLED, DeviceState.RECONNECTING, DeviceState.FAILED}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class HealthTracker:
             and seen > device.config.stall_timeout_s
         ):
             problem = f"{device.name}: no data for {seen:.1f} s"
-        if problem:
+        if stats.state is DeviceState.FAILED:
+            problem += " - a driver error (the log has its traceback); it reconnects by itself"
+        elif problem:
             problem += " - check it is on, charged and in range; it reconnects by itself"
         return DeviceHealth(
             name=device.name,
