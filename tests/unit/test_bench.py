@@ -123,3 +123,12 @@ def test_markdown_of_a_wrong_file_is_one_line_and_exit_2(tmp_path: Path) -> None
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "old.json" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_figure_with_no_goal_is_neither_met_nor_missed() -> None:
+    row = {"id": "P1c", "figure": "extra work", "value": 61.2, "unit": "us",
+           "goal": "measured, no goal", "met": None, "peer": "", "peer_value": None,
+           "ratio": None}  # fmt: skip
+    line = format_table([row]).splitlines()[1]
+    assert " yes " not in line and " NO " not in line
+    assert line.split()[-3:] == ["—", "—", "—"]  # met, peer value, vs peer
