@@ -8,9 +8,11 @@ both are killed with SIGKILL at the same moment. Loss = kill time minus the time
 sample in each file (the recorder's own clock: both are the system's monotonic clock), less
 nothing: it includes up to one 20 ms poll interval for both.
 
-A second peer doing the plain version of needlelab's store (`MINIMAL_WRITER`): a child process
-with a pylsl inlet on the same outlet, one row per sample into SQLite (WAL, synchronous=FULL, a
-commit every 50 ms), killed at the same moment; its loss is read back from its file the same way.
+A second peer doing the same work the plainest way (`MINIMAL_WRITER`): a child process polling
+its own simulator of the same profile on its own pseudo-terminal with pyserial (`STAT? 1` every
+20 ms, as needlelab polls), one row per reply with its arrival time (the monotonic clock) into
+SQLite (WAL, synchronous=FULL, a commit every 50 ms), killed at the same moment; its loss is
+read back from its file the same way.
 
 Goal (K1): needlelab loses <= 0.1 s.
 
@@ -53,29 +55,32 @@ poll_interval_ms = 20
 
 MINIMAL_WRITER = """
 import sqlite3, sys, time
-import pylsl
-(info,) = pylsl.resolve_byprop("name", "stim.ch1", 1, 15.0)
-inlet = pylsl.StreamInlet(info)
+import serial
+port = serial.Serial(sys.argv[2], 115200, timeout=0.1, dsrdtr=False, rtscts=False)
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("PRAGMA journal_mode=WAL")
 conn.execute("PRAGMA synchronous=FULL")
-conn.execute("CREATE TABLE samples (t REAL, v REAL)")
+conn.execute("CREATE TABLE samples (t REAL, line TEXT)")
 print("ready", flush=True)
 commit_at = time.monotonic() + 0.05
+next_poll = time.monotonic()
 conn.execute("BEGIN")
 while True:
-    values, stamps = inlet.pull_chunk(timeout=0.01)
-    conn.executemany("INSERT INTO samples VALUES (?, ?)",
-                     [(t, v[0]) for t, v in zip(stamps, values)])
+    port.write(b"STAT? 1\\n")
+    line = port.readline()
+    if line.startswith(b"STAT"):
+        conn.execute("INSERT INTO samples VALUES (?, ?)", (time.monotonic(), line.decode()))
     if time.monotonic() >= commit_at:
         conn.execute("COMMIT")
         conn.execute("BEGIN")
         commit_at = time.monotonic() + 0.05
+    next_poll += 0.02
+    time.sleep(max(0.0, next_poll - time.monotonic()))
 """
 
 
 def minimal_last_stamp(path: Path) -> float | None:
-    """The last committed LSL time stamp in the minimal writer's file."""
+    """The last committed arrival time (monotonic s) in the minimal writer's file."""
     import sqlite3
 
     try:
@@ -130,6 +135,15 @@ def main() -> None:
         )  # fmt: skip
         assert sim.stdout is not None
         port = sim.stdout.readline().split()[-1]
+        (folder / "sim2").mkdir()
+        sim2 = subprocess.Popen(  # the minimal writer's own device
+            [sys.executable, "-m", "needlelab.cli", "sim", "stim", "--profile",
+             "needlelab-stim-ascii", "--pty", "--pattern", "random", "--workdir",
+             str(folder / "sim2")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert sim2.stdout is not None
+        port2 = sim2.stdout.readline().split()[-1]
         config = folder / "kill.toml"
         config.write_text(CONFIG.format(port=port))
         cfg = folder / "lsl_api.cfg"
@@ -164,7 +178,7 @@ def main() -> None:
                     ):
                         time.sleep(0.05)
                 mini = subprocess.Popen(
-                    [sys.executable, "-c", MINIMAL_WRITER, str(out / "minimal.db")],
+                    [sys.executable, "-c", MINIMAL_WRITER, str(out / "minimal.db"), port2],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                 )  # fmt: skip
                 assert mini.stdout is not None
@@ -192,8 +206,9 @@ def main() -> None:
                     last = xdf_last_stamp(out / "lab.xdf")
                     peer.append(None if last is None else kill_s - last)
         finally:
-            sim.send_signal(signal.SIGTERM)
-            sim.wait(10)
+            for proc in (sim, sim2):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)
     worst = max(ours)
     print(f"SIGKILL x {args.kills}, stimulator polled every 20 ms, loss = kill - last sample")
     print(f"  needlelab store:  median {np.median(ours):.3f} s, max {worst:.3f} s")
@@ -212,8 +227,8 @@ def main() -> None:
     mini_worst = max(mini_values) if mini_values else None
     if mini_values:
         print(
-            f"  minimal SQLite WAL writer (pylsl inlet, commit/50 ms): median "
-            f"{np.median(mini_values):.3f} s, max {max(mini_values):.3f} s; "
+            "  minimal SQLite WAL writer (own simulator, pyserial poll 20 ms, commit/50 ms): "
+            f"median {np.median(mini_values):.3f} s, max {max(mini_values):.3f} s; "
             f"{len(minimal) - len(mini_values)} of {len(minimal)} files unreadable"
         )
     print(f"  goal needlelab loss <= 0.1 s: {'met' if worst <= 0.1 else 'NOT met'}")
@@ -224,7 +239,7 @@ def main() -> None:
              (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower"),
          Row("K1b", "SIGKILL data loss (max of kills), vs a minimal SQLite WAL writer", worst,
              "s", "<= 0.1 s", worst <= 0.1,
-             "minimal SQLite WAL writer: pylsl inlet on the same outlet, commit/50 ms",
+             "minimal SQLite WAL writer: pyserial poll/20 ms of its own sim, commit/50 ms",
              mini_worst, (mini_worst / worst) if mini_worst and worst > 0 else None, "lower")],
         kills=args.kills, needlelab=ours, labrecorder=peer, minimal_writer=minimal,
     )  # fmt: skip
