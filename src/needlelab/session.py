@@ -238,7 +238,7 @@ class Session:
         return self.simulators.start()
 
     def _on_writer_error(self, error: RecordingError) -> None:
-        self.localization.close("the recording failed: nothing more is recorded")
+        self.localization.close("the recording failed")
         self.error = str(error)
         self._stopped.set()
 

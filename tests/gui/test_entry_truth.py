@@ -6,6 +6,9 @@ back from the file with `open_session` and judged by the tests' own rules (tests
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +176,24 @@ def test_levels_are_keyed_by_their_own_number_and_site_keys_record_the_panel(
     ]  # fmt: skip
     same_on_screen_as_in_file(window)
     assert panel.site_label.text() == "L3 L multifidus · e-stim ON"
+
+
+def test_after_a_failed_write_the_screen_shows_what_the_file_kept(tmp_path: Path) -> None:
+    """The disk fills while answers are keyed in (in a child: RLIMIT_FSIZE at the file's size):
+    the last answers taken may never reach the file; the window then shows what it holds."""
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.gui.failed_write_child", str(tmp_path)],
+        capture_output=True, text=True, timeout=100, check=False,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["error"] and result["typed"] >= 1
+    assert "the recording failed: nothing entered" in result["message"]
+    assert "Entry is OFF: the recording failed" in result["entry_off"]
+    held = file_entries(Path(result["path"]))
+    shown = result["shown"]
+    assert len(held.answers) >= 2  # the two before the disk filled, at least
+    assert shown == {"answers": list(held.answers), "level_exact_pct": held.level_exact_pct,
+                     "site": list(held.site) if held.site else None,
+                     "notes": list(held.notes)}  # fmt: skip
