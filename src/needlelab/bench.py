@@ -2,9 +2,12 @@
 and its peer, and the same as JSON to track over time.
 
 The scripts run one after another in child processes (each measures alone), each told to write
-its rows as JSON (`benchmarks/_results.py`). `--quick` shortens each run to fit the whole table
-in about two minutes; the figures are then rougher, never fake. The exit status is 1 only if a
-benchmark crashed: goals not met are reported, since timings on shared machines are noisy.
+its rows as JSON (`benchmarks/_results.py`). `--quick` shortens each run; the whole table then
+takes about 5 minutes on a 2-core machine (255 and 307 s measured at load 5-10; sync.py alone
+40-80 s, soak.py and kill.py about 50 s each); the figures are then rougher, never fake.
+`python -m needlelab.bench RUN.json` prints a saved run as the README's markdown table. The exit
+status is 1 only if a benchmark crashed: goals not met are reported, since timings on shared
+machines are noisy.
 """
 
 from __future__ import annotations
