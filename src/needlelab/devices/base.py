@@ -78,7 +78,7 @@ class Device(ABC):
     with the duplicates and resyncs it is recorded as `device.quality` events (see `DeviceStats`).
 
     - **Watchdog**: a stall is no data for `config.stall_timeout_s`; it is marked by then (the
-      loop wakes for the deadline, `WATCHDOG_MARGIN_NS` early so that its own wake-up and the
+      loop wakes for the deadline, `watchdog_margin_ns` early so that its own wake-up and the
       link's latency do not make the mark late).
     - **Failures**: an exception from a hook that is not one of `RECOVERABLE` (a driver bug, bad
       data the decoder did not expect) is a `failed` state with the exception's type and message
@@ -121,11 +121,12 @@ class Device(ABC):
     WATCHDOG = True
     """Whether silence means a stall; off for sources that only speak on change (manual entry)."""
 
-    WATCHDOG_MARGIN_NS = 100_000_000
-    """The watchdog marks a stall this much before `stall_timeout_s` of silence has passed, so
-    that the mark is never later than that: a driver's read can overrun the slice it was given
-    (the serial driver's reads time out after 50 ms), the thread can wake late on a busy
-    machine, and the last data's arrival trails its sending by the link's latency."""
+    WATCHDOG_MARGIN = 0.05
+    WATCHDOG_MARGIN_MAX_NS = 100_000_000
+    """The watchdog marks a stall 5 % (at most 100 ms) before `stall_timeout_s` of silence has
+    passed, so that the mark is never later than that: a driver's read can overrun the slice
+    it was given (the serial driver's reads time out after 50 ms), the thread can wake late on
+    a busy machine, and the last data's arrival trails its sending by the link's latency."""
 
     SERVICE_SLICE_S = 0.1
     """The longest `_service` call: stop requests and the watchdog are looked at between calls."""
@@ -190,6 +191,12 @@ class Device(ABC):
     def state(self) -> DeviceState:
         """Current lifecycle state."""
         return self.stats.state
+
+    @property
+    def watchdog_margin_ns(self) -> int:
+        """How much before `stall_timeout_s` of silence the watchdog marks a stall."""
+        timeout_ns = self.config.stall_timeout_s * 1e9
+        return int(min(self.WATCHDOG_MARGIN * timeout_ns, self.WATCHDOG_MARGIN_MAX_NS))
 
     # -- helpers for drivers ---------------------------------------------------------------------
     def _emit_event(self, event: Event) -> Event:
@@ -519,7 +526,7 @@ class Device(ABC):
     def _run_connected(self, connected_ns: int) -> tuple[str, bool] | None:
         """Service the connection until it fails or stalls: (the reason, whether it was a
         failure), or None on stop."""
-        stall_ns = int(self.config.stall_timeout_s * 1e9) - self.WATCHDOG_MARGIN_NS
+        stall_ns = int(self.config.stall_timeout_s * 1e9) - self.watchdog_margin_ns
         started = time.monotonic()
         while not self._stop.is_set():
             timeout = self.SERVICE_SLICE_S
