@@ -511,7 +511,13 @@ def _print_localization(path: Path) -> None:
 def _print_sync_check(session: Any) -> None:
     """EMG stimulation artefacts against the simulated stimulator's true pulse times."""
     from needlelab.config import EmgBleConfig
-    from needlelab.sim.artefacts import artefact_sync_errors, error_summary_ms
+    from needlelab.record import open_session
+    from needlelab.sim.artefacts import (
+        SYNC_GOAL_P95_MS,
+        artefact_sync_errors,
+        error_summary_ms,
+        sync_verdict,
+    )
 
     truth = session.simulators.truth() if session.simulators is not None else {}
     for device in session.config.devices:
@@ -521,14 +527,18 @@ def _print_sync_check(session: Any) -> None:
         errors = artefact_sync_errors(
             session.path, truth[sim.artefacts_from], f"{device.name}.emg", sim.artefacts_channel
         )
+        with open_session(session.path) as f:  # the latency the file declares: as measured
+            latency_ms = f.streams[f"{device.name}.emg"].latency_ns / 1e6
         s = error_summary_ms(errors)
+        goal = f"goal |error| p95 <= {SYNC_GOAL_P95_MS:g} ms"
         if not s["n"]:
-            print(f"sync check {device.name}: no stimulation artefacts found")
+            print(f"sync check {device.name}: no stimulation artefacts found ({goal}): FAIL")
             continue
         print(
             f"sync check {device.name} vs {sim.artefacts_from} pulses: {s['n']:.0f} artefacts, "
             f"error median {s['median']:+.3f} ms, |error| p95 {s['p95']:.3f} ms, "
-            f"max {s['max']:.3f} ms"
+            f"max {s['max']:.3f} ms, declared link latency {latency_ms:.3f} ms ({goal}): "
+            f"{sync_verdict(s)}"
         )
 
 

@@ -22,6 +22,9 @@ import numpy as np
 
 from needlelab.events import StimSettings
 
+SYNC_GOAL_P95_MS = 1.0
+"""The sync goal: |artefact time − true pulse time| p95 at most this (ms) over a recording."""
+
 BURST_PULSES = 7
 BURST_RATE_HZ = 100.0
 RECOVERY_DELAY_SAMPLES = 3  # the amplifier's recovery swing, after the spike
@@ -205,6 +208,11 @@ def artefact_sync_errors(
         isolated[:-1] &= ~close
     detected = detect_artefacts(np.asarray(values, np.float64), times)
     return match_errors(detected, pulses[isolated], window_ns=2_500_000)
+
+
+def sync_verdict(summary: dict[str, float]) -> str:
+    """PASS or FAIL of an `error_summary_ms` against `SYNC_GOAL_P95_MS` (FAIL with no data)."""
+    return "PASS" if summary.get("n") and summary["p95"] <= SYNC_GOAL_P95_MS else "FAIL"
 
 
 def error_summary_ms(errors_ns: np.ndarray) -> dict[str, float]:

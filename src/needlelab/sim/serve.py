@@ -15,6 +15,12 @@ BLE simulators are reached in one of three ways (`ble`):
 A simulated EMG sensor with `artefacts_from` is handed the named simulated stimulator's settings
 history, so its artefacts follow that unit's pulses; `truth()` returns the histories for sync
 checks.
+
+Each BLE endpoint's `latency_us` is measured, not declared: before the endpoints are handed out,
+the set calibrates the link as a real setup would be calibrated once with a reference
+(`needlelab.sim.link_probe`): a twin of the first EMG sensor over the same kind of link, its
+true sample times against a central's arrivals, and the floor of the difference. `link_floor`
+holds what was measured (None when no EMG sensor is simulated: no latency is declared then).
 """
 
 from __future__ import annotations
@@ -31,18 +37,10 @@ from typing import Any, Literal
 from needlelab.config import CaliperBleConfig, EmgBleConfig, SessionConfig, StimSerialConfig
 from needlelab.events import StimSettings
 from needlelab.sim.ble_peripheral import SimulatedBleDevice
+from needlelab.sim.link_probe import LinkFloor
 from needlelab.sim.stim_server import SimulatedStim, start_simulated_stim
 
 BleMode = Literal["local", "unix", "tcp"]
-
-SIMULATED_LINK_LATENCY_US = 1700.0
-"""The fixed latency of a simulated BLE link, as a datasheet would give a real one's.
-
-A frame reaches the app only after bumble's Python stacks on both sides have carried it (and the
-frames before it in its connection event, about 0.4 ms each). With 7.5 ms connection intervals
-the demo's sync check measured this floor at 1.5-1.9 ms on a 2-core machine. Endpoints declare
-it as `latency_us`, as a calibrated real setup would; the sync check shows what is left.
-"""
 
 
 class SimulatorSet:
@@ -60,6 +58,7 @@ class SimulatorSet:
         self._ble_loop: Any = None
         self._hci: list[Any] = []  # bumble server transports of unix/tcp mode
         self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
+        self.link_floor: LinkFloor | None = None
 
     def start(self) -> dict[str, dict[str, Any]]:
         """Start every simulator; the endpoint of each simulated device. Stops all on failure."""
@@ -81,6 +80,7 @@ class SimulatorSet:
             for device in self.config.devices:
                 if isinstance(device, EmgBleConfig | CaliperBleConfig) and device.simulator:
                     endpoints[device.name] = self._start_ble(device)
+            self._calibrate(endpoints)
         except BaseException:
             self.stop()
             raise
@@ -100,8 +100,46 @@ class SimulatorSet:
             "backend": "bumble",
             "bumble_transport": transport,
             "advertised_name": advertised,
-            "latency_us": SIMULATED_LINK_LATENCY_US,
         }
+
+    def _calibrate(self, endpoints: dict[str, dict[str, Any]]) -> None:
+        """Measure the link's latency floor with a twin of the first simulated EMG sensor and
+        declare it as every BLE endpoint's `latency_us` (the caliper's link is the same kind)."""
+        emg = next(
+            (d for d in self.config.devices if isinstance(d, EmgBleConfig) and d.simulator), None
+        )
+        if emg is None or self._ble_loop is None:
+            return
+        from needlelab.ble.bumble_backend import forget_local_link
+        from needlelab.profiles import load_emg_profile
+        from needlelab.sim.emg_sensor import SimulatedEmgSensor
+        from needlelab.sim.link_probe import probe_floor
+
+        assert emg.simulator is not None
+        quiet = emg.simulator.model_copy(update={"faults": [], "loss": 0.0, "artefacts_from": None})
+        link = f"{self.tag}-{emg.name}-probe"
+        twin = SimulatedEmgSensor(load_emg_profile(emg.profile), quiet, link, f"Probe-{emg.name}")
+        hci = len(self._hci)
+
+        async def serve(sensor: SimulatedEmgSensor) -> str:
+            return await self._serve(sensor, f"{emg.name}-probe")
+
+        try:
+            self.link_floor = self._ble_loop.run(probe_floor(twin, serve), timeout_s=30)
+        finally:
+            with contextlib.suppress(Exception):
+                self._ble_loop.run(twin.stop(), timeout_s=5)
+            for transport in self._hci[hci:]:
+                with contextlib.suppress(Exception):
+                    self._ble_loop.run(transport.close(), timeout_s=5)
+            del self._hci[hci:]
+            forget_local_link(link)
+            (self.workdir / f"{emg.name}-probe.hci").unlink(missing_ok=True)
+        if self.link_floor is None:
+            raise RuntimeError("the simulated link's latency probe received no frame")
+        for endpoint in endpoints.values():
+            if "bumble_transport" in endpoint:
+                endpoint["latency_us"] = round(max(self.link_floor.floor_us, 0.0), 1)
 
     def _make_ble(
         self, device: EmgBleConfig | CaliperBleConfig, link: str, advertised: str
