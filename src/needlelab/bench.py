@@ -41,6 +41,7 @@ PLAN = (
     Benchmark("ble_latency.py", ("--seconds", "4")),
     Benchmark("soak.py", ("--hours", "0.25")),
     Benchmark("kill.py", ("--kills", "3")),
+    Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
 )
 
 
