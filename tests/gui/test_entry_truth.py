@@ -197,3 +197,35 @@ def test_after_a_failed_write_the_screen_shows_what_the_file_kept(tmp_path: Path
     assert shown == {"answers": list(held.answers), "level_exact_pct": held.level_exact_pct,
                      "site": list(held.site) if held.site else None,
                      "notes": list(held.notes)}  # fmt: skip
+
+
+def test_a_number_field_takes_digits_only_when_clicked_and_gives_them_back(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    config = parse_config({"session": {"patient_id": "ROM01", "out_dir": str(tmp_path),
+                                       "protocol": "low-back-l3"}})  # fmt: skip
+    window = open_window(qtbot, Session(config))
+    protocol = window.protocol_panel
+    try:
+        qtbot.waitUntil(protocol.next_button.isEnabled, timeout=5_000)
+        for _ in range(4):  # to phase 4, baseline movement: its fields are made now
+            qtbot.mouseClick(protocol.next_button, Qt.MouseButton.LeftButton)
+        spin = protocol.rom_spins["flexion"]
+        press(qtbot, window, "4", "5")  # not clicked: the grammar's (level L4, then L5)
+        assert spin.value() == 0 and window.localization_panel.keys.draft.level == "L5"
+        qtbot.mouseClick(spin, Qt.MouseButton.LeftButton)
+        assert focused(window) is spin
+        spin.selectAll()
+        type_text(qtbot, window, "45")
+        press(qtbot, window, "Return")  # the field takes it, then the keys go back
+        qtbot.waitUntil(lambda: focused(window) is not spin, timeout=2_000)
+        assert spin.value() == 45.0
+        press(qtbot, window, "Escape", "Alt+3", "Space", "3", "R", "Return")
+        qtbot.mouseClick(protocol.rom_button, Qt.MouseButton.LeftButton)
+        committed(window.session)
+        answers = events_of(window.session.path, "response")
+        assert [(a.level, a.side) for a in answers] == [("L3", "R")]
+        rom = events_of(window.session.path, "rating.rom")
+        assert [(r.movement, r.degrees) for r in rom] == [("flexion", 45.0), ("extension", 0.0)]
+    finally:
+        window.close()

@@ -552,6 +552,8 @@ class ManualStimPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self.mode.setCurrentText(current.mode)
         self.output = QtWidgets.QCheckBox("output on")
         self.output.setChecked(current.output_on)
+        for choice in (self.waveform, self.mode, self.output):
+            choice.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicked, never typed into
         form.addRow("intensity", self.intensity)
         form.addRow("frequency", self.frequency)
         form.addRow("pulse width", self.pulse_width)

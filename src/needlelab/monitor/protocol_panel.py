@@ -26,10 +26,16 @@ CALIPER_FRESH_S = 30.0  # a caliper press older than this is not taken as the tr
 class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
     """Phase guidance and the controls of the phase in progress."""
 
-    def __init__(self, session: Session, on_message: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        on_message: Callable[[str], None],
+        on_field: Callable[[QtWidgets.QAbstractSpinBox], None] = lambda _field: None,
+    ) -> None:
         super().__init__("Protocol")
         self.session = session
         self.on_message = on_message
+        self.on_field = on_field  # told of each number field made later (the focus model)
         self.lrj_task: LrjTask | None = None
         self._shown_index = -2
         layout = QtWidgets.QVBoxLayout(self)
@@ -79,6 +85,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self.caliper_label = QtWidgets.QLabel("caliper: no reading")
         grid.addWidget(self.caliper_label)
         self.use_caliper = QtWidgets.QCheckBox("take the distance from the caliper's last press")
+        self.use_caliper.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.use_caliper.setChecked(True)
         grid.addWidget(self.use_caliper)
         answers = QtWidgets.QHBoxLayout()
@@ -218,6 +225,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
                 spin = QtWidgets.QDoubleSpinBox()
                 spin.setRange(0, 360)
                 spin.setSuffix(" °")
+                self.on_field(spin)
                 self.rom_spins[movement] = spin
                 self.rom_form.addRow(movement, spin)
             self.rom_button = button("Record ROM", self.record_rom)

@@ -226,7 +226,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.device_panel = DevicePanel()
         self.device_panel.setMaximumHeight(170)
         right_layout.addWidget(self.device_panel)
-        self.protocol_panel = ProtocolPanel(session, self.message)
+        self.protocol_panel = ProtocolPanel(session, self.message, self.release_when_done)
         right_layout.addWidget(self.protocol_panel)
         self.localization_panel = LocalizationPanel(self.keys, self.message, self.take_focus)
         self.localization_panel.show_extra_keys(pedal.prompt, pedal.commit)
@@ -310,8 +310,10 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         spin.editingFinished.connect(partial(self._done_with, spin))
 
     def _done_with(self, field: QtWidgets.QWidget) -> None:
+        # Later, not now: the Return that finished it is still on its way up to the parents,
+        # and must not reach the grammar as a commit once the window has the focus back.
         if field.hasFocus():
-            self.take_focus()
+            QtCore.QTimer.singleShot(0, self.take_focus)
 
     # -- controls ----------------------------------------------------------------------------------
     def _trace_controls(self) -> QtWidgets.QWidget:
