@@ -532,7 +532,10 @@ def _print_sync_check(session: Any) -> None:
         s = error_summary_ms(errors)
         goal = f"goal |error| p95 <= {SYNC_GOAL_P95_MS:g} ms"
         if not s["n"]:
-            print(f"sync check {device.name}: no stimulation artefacts found ({goal}): FAIL")
+            print(
+                f"sync check {device.name}: no stimulation artefact within 2.5 ms of a true "
+                f"{sim.artefacts_from} pulse ({goal}): FAIL"
+            )
             continue
         print(
             f"sync check {device.name} vs {sim.artefacts_from} pulses: {s['n']:.0f} artefacts, "
