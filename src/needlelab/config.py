@@ -209,6 +209,10 @@ class EmgSimulatorConfig(_Strict):
     artefacts_from: str | None = Field(None, pattern=DEVICE_NAME_PATTERN)
     artefacts_channel: int = Field(1, ge=1, le=16)
     faults: list[FaultSpec] = Field(default_factory=list)
+    # A Myo not told never-sleep sleeps (sends nothing) this long after its first connection,
+    # as a real one does without motion; None: it never sleeps.
+    sleep_after_s: float | None = Field(None, gt=0, le=3600)
+    battery_drop_every_s: float | None = Field(None, gt=0, le=3600)  # battery -1 % each time
 
 
 class BleDeviceConfig(DeviceBase):

@@ -471,14 +471,88 @@ def load_stim_profile(name_or_path: str | Path) -> StimulatorProfile:
     return load_profile(name_or_path, StimulatorProfile)
 
 
+_FIELD_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+def _hex_bytes(value: str) -> str:
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not hex bytes") from None
+    if not 1 <= len(data) <= 20:  # one ATT write without long-write support: at most 20 bytes
+        raise ValueError(f"{value!r}: {len(data)} bytes, not 1-20")
+    return value
+
+
+class BleWrite(_Strict):
+    """A command written once on every connect (the Myo's never-sleep), after `start_payload`."""
+
+    name: str = Field(pattern=_FIELD_NAME)
+    characteristic: str
+    payload: Annotated[str, AfterValidator(_hex_bytes)]
+
+
+class BleInfo(_Strict):
+    """A readable characteristic of device facts, read on every connect: its bytes unpacked with
+    a little-endian `struct` layout into the named fields (an `Ns` field is stored as hex)."""
+
+    name: str = Field(pattern=_FIELD_NAME)
+    characteristic: str
+    layout: str
+    fields: list[Annotated[str, Field(pattern=_FIELD_NAME)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _layout_fits_fields(self) -> BleInfo:
+        if not self.layout.startswith("<"):
+            raise ValueError(f"info {self.name!r}: layout must be little-endian (start with '<')")
+        try:
+            items = len(struct.unpack(self.layout, bytes(struct.calcsize(self.layout))))
+        except struct.error as exc:
+            raise ValueError(
+                f"info {self.name!r}: bad struct layout {self.layout!r}: {exc}"
+            ) from None
+        if items != len(self.fields):
+            raise ValueError(
+                f"info {self.name!r}: layout {self.layout!r} has {items} values "
+                f"but {len(self.fields)} fields are named"
+            )
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"info {self.name!r}: field names repeat")
+        return self
+
+    def unpack(self, data: bytes) -> dict[str, int | str]:
+        """The fields of a read value (`struct.error` if its length is not the layout's)."""
+        values = struct.unpack(self.layout, data)
+        return {
+            name: v.hex() if isinstance(v, bytes) else v
+            for name, v in zip(self.fields, values, strict=True)
+        }
+
+
 class BleGatt(_Strict):
-    """Where a BLE sensor's data live in its GATT table."""
+    """Where a BLE sensor's data and facts live in its GATT table."""
 
     service: str
     data: list[str] = Field(min_length=1, max_length=8)  # notify characteristics, in turn order
     battery: str | None = None  # a readable characteristic with one byte of percent
+    battery_poll_s: float = Field(60.0, ge=0.2, le=3600)  # re-read this often (and on notify)
+    control_service: str | None = None  # the service of the commands and info (else `service`)
     start_write: str | None = None  # characteristic that starts streaming (Myo set-mode)
-    start_payload: str | None = None  # hex bytes written there on connect
+    start_payload: Annotated[str, AfterValidator(_hex_bytes)] | None = None  # written on connect
+    writes: list[BleWrite] = Field(default_factory=list, max_length=8)  # after start_payload
+    info: list[BleInfo] = Field(default_factory=list, max_length=8)  # read on connect
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> BleGatt:
+        for what, names in (
+            ("writes", [w.name for w in self.writes]),
+            ("info", [i.name for i in self.info]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"gatt.{what}: names repeat: {names}")
+        if (self.start_write is None) != (self.start_payload is None):
+            raise ValueError("gatt: start_write and start_payload go together")
+        return self
 
 
 class EmgFrame(_Strict):

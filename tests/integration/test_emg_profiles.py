@@ -58,7 +58,13 @@ def run_profile(
         wait_until(lambda: driver._client is not None, timeout_s=10, what="connected")
 
         async def send() -> None:
-            await asyncio.sleep(0.3)  # the driver subscribes right after connecting
+            # The driver subscribes after its connect-time writes and reads: wait for the last.
+            handle = periph.characteristics[gatt.data[-1].lower()].handle
+            subscribers = periph.device.gatt_server.subscribers
+            for _ in range(500):
+                if any(cccd.get(handle) for cccd in subscribers.values()):
+                    break
+                await asyncio.sleep(0.01)
             for which, payload in payloads:
                 await periph.notify(gatt.data[which], payload)
 
@@ -92,7 +98,8 @@ def test_myo_raw_four_characteristics_in_turn_and_set_mode() -> None:
     payloads = [(i % 4, raw[i].tobytes()) for i in range(40)]
     control = "d5060401-a904-deb9-4748-2c7f4a124842"
     driver, hub, periph = run_profile("thalmic-myo-raw", "myo", payloads, control)
-    assert periph.written[control] == [bytes([0x01, 0x03, 0x03, 0x00, 0x00])]
+    # set_mode (raw EMG, no IMU, no classifier), then set_sleep_mode never (myohw.h)
+    assert periph.written[control] == [bytes([0x01, 0x03, 0x03, 0x00, 0x00]), bytes([9, 1, 1])]
     _t, values = hub.ring("emg.emg").latest()
     assert np.array_equal(values, raw.reshape(80, 8).astype(np.float32))
     assert driver.stats.malformed == 0

@@ -18,6 +18,7 @@ from typing import Any
 from needlelab.clinic.scoring import SessionScores, score_session
 from needlelab.clinic.tpd import TpdSettings
 from needlelab.private import write_private
+from needlelab.record.verify import device_facts, format_facts
 
 REPORT_EXTRA_HINT = "the report needs matplotlib: pip install 'needlelab[report]'"
 
@@ -287,7 +288,16 @@ def _quality(scores: SessionScores) -> str:
         "device numbers its samples, inferred by the driver where it can only be judged from "
         "arrival times (and flagged), and unknown where nobody can tell (a device without a "
         "counter across a lost link). Loss: counted and inferred samples over what the device "
-        "made.</p>" + f"<p>Reconnects: {html.escape(reconnects)}</p>" + counts
+        "made.</p>" + f"<p>Reconnects: {html.escape(reconnects)}</p>" + counts + _facts(scores)
+    )
+
+
+def _facts(scores: SessionScores) -> str:
+    """A line per device of what it said about itself (`device.info`): address, firmware..."""
+    facts = device_facts(scores.events)
+    return "".join(
+        f'<p class="device-facts">{html.escape(name)}: {html.escape(format_facts(f))}</p>'
+        for name, f in facts.items()
     )
 
 

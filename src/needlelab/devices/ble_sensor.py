@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import math
 import os
 import queue
+import struct
 from abc import abstractmethod
 from collections import deque
 from typing import Any, NamedTuple
@@ -21,7 +24,7 @@ from needlelab.config import BleDeviceConfig, CaliperBleConfig, EmgBleConfig
 from needlelab.devices.base import Device, DeviceError
 from needlelab.devices.emg_codecs import EmgDecoder, repeats, runs_begun, unwrap
 from needlelab.devices.frame_index import HOLD_NS, FrameIndexer, Numbered
-from needlelab.events import GapEvent
+from needlelab.events import DeviceInfoEvent, GapEvent
 from needlelab.hub import Hub
 from needlelab.profiles import BleGatt, load_caliper_profile, load_emg_profile
 from needlelab.streams import StreamKind, StreamSpec
@@ -38,6 +41,13 @@ class Notification(NamedTuple):
     t_ns: int
     payload: bytes
     turn: int
+
+
+class BatteryReading(NamedTuple):
+    """A battery level read or notified (percent), with its host time (session ns)."""
+
+    t_ns: int
+    pct: float
 
 
 MAX_BATCH = 2000
@@ -63,12 +73,15 @@ class BleSensor(Device):
         super().__init__(config, hub)
         self.ble_config = config
         self.gatt = gatt
-        self._inbox: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Notification | BatteryReading | None] = queue.SimpleQueue()
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
         self._in_bad_run = False  # the last notification was malformed
         self._last_counter: int | None = None  # raw counter of the last whole frame
         self._socket_seen: tuple[int, int] | None = None  # the controller socket last reached
+        self._facts: dict[str, Any] = {}  # what the last connect learnt: its device.info event
+        self._battery_recorded: float | None = None  # the battery level last in the file
+        self._battery_task: asyncio.Task[None] | None = None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)
@@ -137,15 +150,55 @@ class BleSensor(Device):
         self._client = client  # before connecting: a cancelled or half-made link is closed too
         await client.connect()
         gatt = self.gatt
+        facts: dict[str, Any] = {"address": client.address, "writes_hex": {}}
         if gatt.start_write and gatt.start_payload:
             await client.write_gatt_char(
                 gatt.start_write, bytes.fromhex(gatt.start_payload), response=True
             )
-        if gatt.battery and client.services.get_characteristic(gatt.battery) is not None:
-            battery = await client.read_gatt_char(gatt.battery)
-            self.stats.battery_pct = float(battery[0]) if battery else None
+            facts["writes_hex"]["start"] = gatt.start_payload
+        for write in gatt.writes:  # each is a command the profile declares: sent as written there
+            await client.write_gatt_char(
+                write.characteristic, bytes.fromhex(write.payload), response=True
+            )
+            facts["writes_hex"][write.name] = write.payload
+        for info in gatt.info:
+            if client.services.get_characteristic(info.characteristic) is None:
+                facts[info.name] = None  # this unit (or firmware) does not have it
+                continue
+            value = bytes(await client.read_gatt_char(info.characteristic))
+            try:
+                facts[info.name] = info.unpack(value)
+            except struct.error:
+                facts[info.name] = {"unreadable_hex": value.hex()}
+        battery = gatt.battery and client.services.get_characteristic(gatt.battery)
+        if battery:
+            level = await client.read_gatt_char(battery)
+            self.stats.battery_pct = float(level[0]) if level else None
+            facts["battery_pct"] = self.stats.battery_pct
+            if "notify" in battery.properties:
+                await client.start_notify(battery, self._on_battery)
+            self._battery_task = asyncio.get_running_loop().create_task(
+                self._poll_battery(client, battery)
+            )
+        self._facts = facts
         for turn, uuid in enumerate(gatt.data):
             await client.start_notify(uuid, functools.partial(self._on_notify, turn))
+
+    async def _poll_battery(self, client: BleakClient, battery: Any) -> None:
+        """Re-read the battery level every `gatt.battery_poll_s` while the link lasts."""
+        while True:
+            await asyncio.sleep(self.gatt.battery_poll_s)
+            try:
+                level = await client.read_gatt_char(battery)
+            except Exception as exc:  # a link going away says so on its own (disconnect)
+                log.debug("%s: battery read: %r", self.name, exc)
+                continue
+            if level:
+                self._inbox.put(BatteryReading(self.hub.clock.now_ns(), float(level[0])))
+
+    def _on_battery(self, _char: Any, data: bytearray) -> None:
+        if data:
+            self._inbox.put(BatteryReading(self.hub.clock.now_ns(), float(data[0])))
 
     def _on_notify(self, turn: int, _char: Any, data: bytearray) -> None:
         # A backend that knows when the bytes reached the host (needlelab's bumble backend on a
@@ -155,6 +208,11 @@ class BleSensor(Device):
         self._inbox.put(Notification(t_ns, bytes(data), turn))
 
     async def _close(self) -> None:
+        task, self._battery_task = self._battery_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -172,10 +230,27 @@ class BleSensor(Device):
             except queue.Empty:
                 break
         # A stop cancels the scan or the connection attempt (OperationStopped): seen at once.
+        self._facts = {}
         self._loop.run(
             self._open(), timeout_s=self.ble_config.connect_timeout_s + 5, stop=self._stop
         )
         self._socket_seen = self._controller_socket()
+        self._emit_event(DeviceInfoEvent(info=self.device_info()))
+        self._battery_recorded = self._facts.get("battery_pct")
+
+    def device_info(self) -> dict[str, Any]:
+        """What the `device.info` event of a connect says: the profile, the address connected
+        to, the commands written (hex, by name), each info characteristic's fields (None where
+        the unit has no such characteristic) and the battery level."""
+        return {"profile": self.ble_config.profile, **self._facts}
+
+    def _record_battery(self, readings: list[BatteryReading]) -> None:
+        """Keep the latest battery level; a `device.info` event each time it changes."""
+        for reading in readings:
+            self.stats.battery_pct = reading.pct
+            if reading.pct != self._battery_recorded:
+                self._battery_recorded = reading.pct
+                self._emit_event(DeviceInfoEvent(info={"battery_pct": reading.pct}))
 
     def _controller_socket(self) -> tuple[int, int] | None:
         """The identity (device, inode) of the bumble controller's unix socket, if that is the
@@ -227,9 +302,10 @@ class BleSensor(Device):
         lost_link = _LINK_LOST in items
         if lost_link:
             items = items[: items.index(_LINK_LOST)]
-        good = [item for item in items if item is not None]
+        good = [item for item in items if isinstance(item, Notification)]
         if good:
             self._record(good)
+        self._record_battery([item for item in items if isinstance(item, BatteryReading)])
         if lost_link:
             raise DeviceError("link lost (the sensor disconnected)")
 

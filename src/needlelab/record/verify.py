@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from needlelab.events import DataQualityEvent, GapEvent, WarningEvent
+from needlelab.events import DataQualityEvent, DeviceInfoEvent, GapEvent, WarningEvent
 from needlelab.record.reader import SessionFile, UnknownEvent, header_says_wal
 from needlelab.record.schema import SCHEMA_VERSION, NotASessionError, RecordingError
 
@@ -296,12 +296,59 @@ def format_gap_loss(g: dict[str, Any]) -> str:
     return f"~{g['samples_lost']} samples lost (inferred{sure})"
 
 
+def device_facts(events: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each device's facts from its `device.info` events: the last connect's (address,
+    firmware, info...), how many connects, and its battery levels over time (percent)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if not isinstance(e, DeviceInfoEvent):
+            continue
+        entry = facts.setdefault(e.source, {"connects": 0, "battery_pct": []})
+        if "profile" in e.info:  # a connect's full row; the others carry one changed fact
+            entry["connects"] += 1
+            entry.update({k: v for k, v in e.info.items() if k != "battery_pct"})
+        if e.info.get("battery_pct") is not None:
+            entry["battery_pct"].append(e.info["battery_pct"])
+    return facts
+
+
+def format_facts(facts: dict[str, Any]) -> str:
+    """One line of a device's facts: address, firmware, serial, battery first → last."""
+    parts = []
+    if facts.get("address"):
+        parts.append(f"address {facts['address']}")
+    elif facts.get("port"):
+        parts.append(f"port {facts['port']}")
+    firmware = facts.get("firmware")
+    if isinstance(firmware, dict) and firmware:
+        values = list(firmware.values())
+        extra = {k: v for k, v in firmware.items() if k not in ("major", "minor", "patch")}
+        parts.append(
+            "firmware "
+            + ".".join(str(firmware.get(k, "?")) for k in ("major", "minor", "patch"))
+            + "".join(f" {k} {v}" for k, v in extra.items())
+            if "major" in firmware
+            else "firmware " + " ".join(map(str, values))
+        )
+    info = facts.get("info")
+    if isinstance(info, dict) and info.get("serial_number"):
+        parts.append(f"serial {info['serial_number']}")
+    battery = facts.get("battery_pct") or []
+    if battery:
+        span = f"{battery[0]:g}" + (f" → {battery[-1]:g}" if len(battery) > 1 else "")
+        parts.append(f"battery {span} %")
+    if facts.get("connects", 0) > 1:
+        parts.append(f"{facts['connects']} connects")
+    return ", ".join(parts) or "no facts"
+
+
 def info_report(path: str | Path) -> dict[str, Any]:
     """A human-oriented summary: who, when, how long, which devices and events."""
     path = Path(path)
     with SessionFile(path) as s:
         try:
             kinds = Counter(e.kind for e in s.events())
+            facts = device_facts(s.events("device.info"))
             changes = [e for e in s.events("stim.settings") if not isinstance(e, UnknownEvent)]
             counts = {
                 name: s.execute(
@@ -353,6 +400,7 @@ def info_report(path: str | Path) -> dict[str, Any]:
             "events_by_kind": dict(sorted(kinds.items())),
             "stim_changes": len(changes),
             "quality": quality,
+            "device_facts": facts,
         }
 
 
@@ -390,8 +438,18 @@ def format_info(r: dict[str, Any]) -> str:
         "  events: " + (", ".join(f"{k} {v}" for k, v in r["events_by_kind"].items()) or "none")
     )
     lines.append(f"  stimulator setting changes: {r['stim_changes']}")
+    for name, facts in r.get("device_facts", {}).items():
+        lines.append(f"  device {name}: {format_facts(facts)}")
     lines += format_quality(r["quality"])
     return "\n".join(lines)
 
 
-__all__ = ["RecordingError", "format_info", "format_verify", "info_report", "verify_report"]
+__all__ = [
+    "RecordingError",
+    "device_facts",
+    "format_facts",
+    "format_info",
+    "format_verify",
+    "info_report",
+    "verify_report",
+]

@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Callable, Sequence
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bumble import gatt, hci, ll
 from bumble.controller import Controller
@@ -90,6 +93,9 @@ class GattPeripheral:
         self.device.name = name
         self.characteristics: dict[str, gatt.Characteristic[bytes]] = {}
         self.written: dict[str, list[bytes]] = {}
+        # Every write as it came: (monotonic ns, characteristic uuid, bytes).
+        self.write_log: list[tuple[int, str, bytes]] = []
+        self.on_write: Callable[[str, bytes], None] | None = None  # told of each write
         self._values: dict[str, bytes] = {}
         self.service_uuids = [s.uuid for s in services]
         for service in services:
@@ -118,7 +124,10 @@ class GattPeripheral:
     def _writer(self, uuid: str) -> Callable[[Connection, bytes], None]:
         def write(_connection: Connection, value: bytes) -> None:
             self.written[uuid.lower()].append(bytes(value))
+            self.write_log.append((time.monotonic_ns(), uuid.lower(), bytes(value)))
             self._values[uuid.lower()] = bytes(value)
+            if self.on_write is not None:
+                self.on_write(uuid.lower(), bytes(value))
 
         return write
 
@@ -199,6 +208,8 @@ class SimulatedBleDevice:
         advertised_name: str,
         faults: Sequence[FaultSpec] = (),
         frame_size: int = 0,
+        info_values: Mapping[str, bytes] | None = None,
+        battery_pct: int = 90,
     ) -> None:
         self.link_name = link_name
         self.advertised_name = advertised_name
@@ -210,12 +221,31 @@ class SimulatedBleDevice:
         self._duplicate = 0  # frames still to send twice
         self.wire = WireLog()
         chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
-        if gatt.start_write:
-            chars.append(CharacteristicSpec(gatt.start_write, ("write",)))
+        control = chars if gatt.control_service is None else []
+        commands = [gatt.start_write] if gatt.start_write else []
+        for uuid in dict.fromkeys(commands + [w.characteristic for w in gatt.writes]):
+            control.append(CharacteristicSpec(uuid, ("write",)))
+        # Info characteristics serve the values given (a device's facts), else zero bytes of
+        # their layout's size; `info_served` is what a read returns, as hex.
+        values = dict(info_values or {})
+        self.info_served: dict[str, str] = {}
+        for info in gatt.info:
+            value = values.get(info.characteristic, bytes(struct.calcsize(info.layout)))
+            self.info_served[info.characteristic] = value.hex()
+            control.append(CharacteristicSpec(info.characteristic, ("read",), value))
         self._services = [ServiceSpec(gatt.service, chars)]
+        if gatt.control_service is not None:
+            self._services.append(ServiceSpec(gatt.control_service, control))
+        self.battery_uuid = gatt.battery
+        self.battery_pct = battery_pct
+        # (monotonic ns, percent) of every battery level it had: the first is its level at start.
+        self.battery_log: list[tuple[int, int]] = [(time.monotonic_ns(), battery_pct)]
         if gatt.battery:
             self._services.append(
-                ServiceSpec("180f", [CharacteristicSpec(gatt.battery, ("read", "notify"), b"\x5a")])
+                ServiceSpec(
+                    "180f",
+                    [CharacteristicSpec(gatt.battery, ("read", "notify"), bytes([battery_pct]))],
+                )
             )
         self.data_uuids = list(gatt.data)  # in turn order
         self.data_uuid = gatt.data[0]
@@ -240,6 +270,19 @@ class SimulatedBleDevice:
                 await self._task
         if self.peripheral is not None:
             await self.peripheral.stop()
+
+    async def set_battery(self, pct: int) -> None:
+        """Change the battery level: what a read returns from now, and a notification."""
+        self.battery_pct = pct
+        self.battery_log.append((time.monotonic_ns(), pct))
+        if self.peripheral is not None and self.battery_uuid is not None:
+            await self.peripheral.notify(self.battery_uuid, bytes([pct]))
+
+    def writes(self) -> list[list[Any]]:
+        """Every write a central made, as [monotonic ns, characteristic uuid, hex bytes]."""
+        if self.peripheral is None:
+            return []
+        return [[t, uuid, value.hex()] for t, uuid, value in self.peripheral.write_log]
 
     def inject(self, fault: FaultSpec) -> None:
         """Apply a fault at the sensor's next turn; callable from any thread."""

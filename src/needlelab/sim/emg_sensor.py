@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import struct
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,23 @@ StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
 Outgoing = tuple[int, int, bytes, WireKind]
 """A notification to send: sequence number (-1 for garbage), characteristic, bytes, its kind."""
 
+# Thalmic's myohw.h, typed here and not taken from the profile: what the simulated Myo answers.
+MYO_COMMAND_UUID = "d5060401-a904-deb9-4748-2c7f4a124842"  # CommandCharacteristic 0x0401
+MYO_SET_SLEEP_MODE = 0x09  # myohw_command_set_sleep_mode; payload: one byte, 1 = never sleep
+MYO_FIRMWARE = (1, 5, 1970, 2)  # myohw_fw_version_t: major, minor, patch, hardware_rev (rev D)
+MYO_SERIAL = bytes.fromhex("c35b0d25b3cc")  # myohw_fw_info_t.serial_number[6]
+MYO_SKU = 1  # myohw_sku_black_myo
+MYO_INFO_VALUES = {
+    # FirmwareVersionCharacteristic 0x0201: four uint16 little-endian.
+    "d5060201-a904-deb9-4748-2c7f4a124842": struct.pack("<4H", *MYO_FIRMWARE),
+    # MyoInfoCharacteristic 0x0101: serial[6], unlock_pose u16 (0x0000: myohw_pose_rest), classifier
+    # type, index, has custom, stream indicating, sku (u8 each), reserved[7]: 20 bytes.
+    "d5060101-a904-deb9-4748-2c7f4a124842": MYO_SERIAL
+    + struct.pack("<H", 0x0000)
+    + bytes([0, 0, 0, 0, MYO_SKU])
+    + bytes(7),
+}
+
 
 class SimulatedEmgSensor(SimulatedBleDevice):
     """An EMG sensor of any profile on the in-process link `local:<link_name>`.
@@ -56,8 +74,16 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         zero = np.zeros(1, np.int64)
         blank = np.zeros((1, profile.frame.samples_per_frame, profile.frame.channels), np.int16)
         size = len(encode_frames(profile.frame, 1, zero, zero, blank)[0][1])
-        super().__init__(profile.gatt, link_name, advertised_name, sim.faults, size)
+        is_myo = profile.frame.format == "myo-raw"
+        info = MYO_INFO_VALUES if is_myo else None
+        super().__init__(profile.gatt, link_name, advertised_name, sim.faults, size, info)
         self.profile = profile
+        # The Myo's sleep: mode 0 (normal) sleeps `sim.sleep_after_s` after the first connection
+        # with no motion (a patient lying still); mode 1 (never sleep) is set by its command.
+        self.sleep_mode = 0
+        self.sleeps = is_myo and sim.sleep_after_s is not None
+        self.asleep_ns: int | None = None  # monotonic ns it fell asleep
+        self._connected_at: float | None = None
         self.sim = sim
         self.rng = np.random.default_rng(sim.seed)
         self.jitter_rng = random.Random(sim.seed + 1)
@@ -91,7 +117,29 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         active = ((t % 4.0) > 2.5)[:, None]
         return out + active * self.rng.standard_normal((n, frame.channels)) * 150.0
 
+    def _on_write(self, uuid: str, value: bytes) -> None:
+        """A command written to the simulated Myo: set_sleep_mode (09 01 mode) is obeyed."""
+        if uuid == MYO_COMMAND_UUID and len(value) == 3 and value[:2] == bytes([9, 1]):
+            self.sleep_mode = value[2]
+
+    def _dozes(self, now: float, connected: bool) -> bool:
+        """Whether the Myo sleeps at loop time `now` (and from then on: nothing moves it)."""
+        if self.asleep_ns is not None:
+            return True
+        if not self.sleeps or self.sleep_mode == 1:
+            return False
+        if self._connected_at is None:
+            if connected:
+                self._connected_at = now
+            return False
+        assert self.sim.sleep_after_s is not None
+        if now - self._connected_at >= self.sim.sleep_after_s:
+            self.asleep_ns = time.monotonic_ns()
+            return True
+        return False
+
     async def _stream(self, peripheral: GattPeripheral) -> None:
+        peripheral.on_write = self._on_write
         loop = asyncio.get_running_loop()
         sender = loop.create_task(self._sender(peripheral))
         try:
@@ -108,9 +156,13 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         t0 = loop.time()  # time.monotonic(): the same clock as the stimulator's history
         last_send_at = t0
         self.t0_ns = round(t0 * 1e9)
+        next_drop = self.sim.battery_drop_every_s
         while True:
             await asyncio.sleep(self.sim.connection_interval_ms / 1000)
             now = loop.time()
+            if next_drop is not None and now - t0 >= next_drop:
+                next_drop += self.sim.battery_drop_every_s or 0.0
+                await self.set_battery(max(self.battery_pct - 1, 0))
             for fault in self.faults.due(now - t0):
                 junk = await self._apply_fault(peripheral, fault, now)
                 if junk:
@@ -135,7 +187,8 @@ class SimulatedEmgSensor(SimulatedBleDevice):
                 level = np.clip(level + 512, 0, 1023)
             counts = np.clip(level, -32768, 32767).astype(np.int16).reshape(len(seq), spf, -1)
             self.frames_made = due
-            if self.silent(now) or not peripheral.device.connections:
+            connected = bool(peripheral.device.connections)
+            if self._dozes(now, connected) or self.silent(now) or not connected:
                 continue
             frames: list[Outgoing] = []
             for n, (turn, payload) in zip(
@@ -201,8 +254,11 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         `t0_ns + s * sample_period_ns` (monotonic ns, system-wide) and frame k holds samples
         k * samples_per_frame onwards; `sent` lists every notification handed to the link, in
         order, as [frame k (-1: garbage), monotonic ns, subscribed, kind, CRC-32 of its bytes];
-        `lost` the frames the simulated loss dropped. Frames made while stalled or unconnected
-        are in neither."""
+        `lost` the frames the simulated loss dropped. Frames made while stalled, asleep or
+        unconnected are in neither. `writes` lists every write a central made ([monotonic ns,
+        characteristic, hex]); `sleep_mode` the Myo's last (0 normal, 1 never sleep) and
+        `asleep_ns` when it fell asleep (None: awake); `info_served` each info characteristic's
+        value (hex); `battery` every level it had, [monotonic ns, percent]."""
         return {
             "profile": self.profile.profile,
             "samples_per_frame": self.profile.frame.samples_per_frame,
@@ -210,6 +266,12 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             "sample_period_ns": self.sample_period_ns(),
             "sent": [list(entry) for entry in self.sent_log],
             "lost": list(self.lost_frames),
+            "writes": self.writes(),
+            "sleep_mode": self.sleep_mode,
+            "asleep_ns": self.asleep_ns,
+            "info_served": dict(self.info_served),
+            "battery": [list(entry) for entry in self.battery_log],
+            "address": None if self.peripheral is None else str(self.peripheral.address),
         }
 
 

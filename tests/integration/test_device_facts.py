@@ -1,0 +1,173 @@
+"""Device facts in the file (issue 13, point 9): a Myo is told never-sleep on connect, its
+firmware and info characteristics are read, and the address and battery level (over time) are
+stored as `device.info` events, judged against the simulator's own log and bytes typed from
+Thalmic's myohw.h."""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from needlelab.config import ConfigError, parse_config
+from needlelab.events import DeviceInfoEvent, DeviceStateEvent
+from needlelab.profiles import load_emg_profile
+from needlelab.record import open_session
+from needlelab.record.verify import format_info, info_report
+from needlelab.session import Session
+from needlelab.sim.emg_sensor import SimulatedEmgSensor
+from needlelab.testing.plugin import wait_until
+
+# Typed from myohw.h, not from the profile or the simulator.
+COMMAND = "d5060401-a904-deb9-4748-2c7f4a124842"  # CommandCharacteristic 0x0401
+FIRMWARE = "d5060201-a904-deb9-4748-2c7f4a124842"  # FirmwareVersionCharacteristic 0x0201
+INFO = "d5060101-a904-deb9-4748-2c7f4a124842"  # MyoInfoCharacteristic 0x0101
+SET_MODE_RAW = bytes([0x01, 0x03, 0x03, 0x00, 0x00])  # set_mode, 3 bytes: EMG raw, no IMU/cls
+NEVER_SLEEP = bytes([0x09, 0x01, 0x01])  # set_sleep_mode, 1 byte: myohw_sleep_mode_never_sleep
+FW_VERSION_T = "<HHHH"  # myohw_fw_version_t: major, minor, patch, hardware_rev
+SHIPPED = Path(__file__).parents[2] / "drivers" / "thalmic-myo-raw.toml"
+
+
+def myo_config(tmp_path: Path, profile: str, **simulator: Any) -> Any:
+    return parse_config(
+        {
+            "session": {"patient_id": "MYO01", "out_dir": str(tmp_path)},
+            "devices": [
+                {
+                    "kind": "emg_ble",
+                    "name": "myo",
+                    "profile": profile,
+                    "stall_timeout_s": 1.0,
+                    "reconnect_min_s": 0.1,
+                    "reconnect_max_s": 0.5,
+                    "simulator": {"seed": 2, **simulator},
+                }
+            ],
+        }
+    )
+
+
+def record(config: Any, seconds: float) -> tuple[Path, dict[str, Any]]:
+    """Record for `seconds` after the first samples; the file and the simulator's truth."""
+    session = Session(config)
+    session.start()
+    try:
+        wait_until(lambda: session.devices["myo"].stats.samples > 0, timeout_s=15, what="EMG")
+        time.sleep(seconds)
+        assert session.simulators is not None
+        sim = session.simulators.ble_devices["myo"]  # type: ignore[union-attr]
+        assert isinstance(sim, SimulatedEmgSensor)
+    finally:
+        session.stop()
+    return session.path, sim.truth()
+
+
+def infos(path: Path) -> list[dict[str, Any]]:
+    with open_session(path) as s:
+        return [e.info for e in s.events("device.info") if isinstance(e, DeviceInfoEvent)]
+
+
+def command_writes(truth: dict[str, Any]) -> list[bytes]:
+    return [bytes.fromhex(value) for _t, uuid, value in truth["writes"] if uuid == COMMAND]
+
+
+def test_myo_gets_never_sleep_and_its_facts_and_battery_are_in_the_file(tmp_path: Path) -> None:
+    config = myo_config(tmp_path, "thalmic-myo-raw", sleep_after_s=1.0, battery_drop_every_s=0.6)
+    path, truth = record(config, seconds=3.5)
+    # What the armband was sent, from its own log: set_mode, then never-sleep; it stayed awake.
+    assert command_writes(truth) == [SET_MODE_RAW, NEVER_SLEEP]
+    assert truth["sleep_mode"] == 1 and truth["asleep_ns"] is None
+    rows = infos(path)
+    first = rows[0]
+    assert first["address"] == truth["address"]
+    fw = bytes.fromhex(truth["info_served"][FIRMWARE])
+    major, minor, patch, hw = struct.unpack(FW_VERSION_T, fw)
+    assert first["firmware"] == {"major": major, "minor": minor, "patch": patch, "hardware_rev": hw}
+    info = bytes.fromhex(truth["info_served"][INFO])
+    assert len(info) == 20  # sizeof(myohw_fw_info_t)
+    # myohw_fw_info_t offsets: serial 0-5, unlock_pose 6-7 (LE), then one byte each, reserved.
+    assert first["info"]["serial_number"] == info[0:6].hex()
+    assert first["info"]["unlock_pose"] == info[6] | info[7] << 8
+    assert first["info"]["active_classifier_type"] == info[8]
+    assert first["info"]["active_classifier_index"] == info[9]
+    assert first["info"]["has_custom_classifier"] == info[10]
+    assert first["info"]["stream_indicating"] == info[11]
+    assert first["info"]["sku"] == info[12]
+    assert first["info"]["reserved"] == info[13:20].hex()
+    assert first["writes_hex"] == {"start": SET_MODE_RAW.hex(), "never_sleep": NEVER_SLEEP.hex()}
+    # The battery over time: each level the simulator served from the connect on, once each.
+    recorded = [r["battery_pct"] for r in rows if "battery_pct" in r]
+    served = [float(pct) for _t, pct in truth["battery"]]
+    start = served.index(recorded[0])
+    assert len(recorded) >= 4  # 90 at connect, then drops every 0.6 s over 3.5 s
+    assert recorded == served[start : start + len(recorded)]
+    assert len(served) - (start + len(recorded)) <= 1  # at most a drop after the device stopped
+    # Awake past sleep_after_s: data to the end.
+    with open_session(path) as s:
+        t_ns, _values = s.stream("myo.emg")
+        assert s.meta["closed_t_ns"] - t_ns[-1] < 0.5e9
+    text = format_info(info_report(path))
+    assert f"firmware {major}.{minor}.{patch}" in text and truth["address"] in text
+    assert f"battery {recorded[0]:g} → {recorded[-1]:g} %" in text
+
+
+def test_a_myo_not_told_never_sleep_sleeps_and_the_recording_stops(tmp_path: Path) -> None:
+    text = SHIPPED.read_text()
+    start = text.index("[[gatt.writes]]")
+    end = text.index("[[gatt.info]]")
+    no_writes = tmp_path / "myo-no-never-sleep.toml"
+    no_writes.write_text(text[:start] + text[end:])
+    assert not load_emg_profile(no_writes).gatt.writes
+    path, truth = record(myo_config(tmp_path, str(no_writes), sleep_after_s=1.0), seconds=3.0)
+    # set_mode on each connect (the watchdog reconnects to the sleeping armband), never sleep mode
+    writes = command_writes(truth)
+    assert writes and set(writes) == {SET_MODE_RAW}
+    assert truth["sleep_mode"] == 0 and truth["asleep_ns"] is not None
+    with open_session(path) as s:
+        asleep = truth["asleep_ns"] - s.meta["anchor_monotonic_ns"]
+        t_ns, _values = s.stream("myo.emg")
+        states = [e.state for e in s.events("device.state") if isinstance(e, DeviceStateEvent)]
+        # Nothing after it fell asleep (one connection interval and the latency floor aside),
+        # and the watchdog said so.
+        assert t_ns[-1] < asleep + 0.1e9
+        assert s.meta["closed_t_ns"] - t_ns[-1] > 1.0e9
+    assert "stalled" in states
+
+
+FW_LINES = 'layout = "<4H"\nfields = ["major", "minor", "patch", "hardware_rev"]'
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('layout = ">4H"\nfields = ["major", "minor", "patch", "hw"]', "little-endian"),
+        ('layout = "<3H"\nfields = ["major", "minor", "patch", "hw"]', "3 values but 4 fields"),
+        ('layout = "<4Q!"\nfields = ["major", "minor", "patch", "hw"]', "bad struct layout"),
+        ('layout = "<4H"\nfields = ["major", "major", "patch", "hw"]', "field names repeat"),
+        ('layout = "<4H"\nfields = ["Major", "minor", "patch", "hw"]', "gatt.info[0].fields"),
+        ('layout = "<4H"\nfields = []', "gatt.info[0].fields"),
+    ],
+)
+def test_info_characteristics_are_checked_strictly(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    text = SHIPPED.read_text()
+    assert FW_LINES in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(FW_LINES, lines))
+    with pytest.raises(ConfigError) as err:
+        load_emg_profile(bad)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("payload", ["0901zz", "", "00" * 21])
+def test_connect_writes_must_be_hex_of_one_write(tmp_path: Path, payload: str) -> None:
+    text = SHIPPED.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('payload = "090101"', f'payload = "{payload}"'))
+    with pytest.raises(ConfigError) as err:
+        load_emg_profile(bad)
+    assert "gatt.writes" in str(err.value)
