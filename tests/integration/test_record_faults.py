@@ -198,7 +198,7 @@ def test_a_slow_disk_is_told_on_the_record_console(tmp_path: Path) -> None:
     )
     env = dict(os.environ, NEEDLELAB_FAULT_SLOW_DISK="2.5:0:3")
     proc = subprocess.Popen(
-        cli("record", str(config), "--out", str(tmp_path / "out"), "--duration", "10"),
+        cli("record", str(config), "--out", str(tmp_path / "out"), "--duration", "12"),
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=env,
     )  # fmt: skip
@@ -225,5 +225,5 @@ def test_a_slow_disk_is_told_on_the_record_console(tmp_path: Path) -> None:
     assert [w["code"] for w in report["warnings"]] == ["writer.backlog", "writer.backlog"]
     with open_session(path) as s:
         t_ns, _ = s.stream("stim.ch1")
-    # Polled every 20 ms for ~10 s, the slow commits included: nothing was dropped meanwhile.
+    # Polled every 20 ms for ~12 s, the slow commits included: nothing was dropped meanwhile.
     assert np.all(np.diff(t_ns) < 0.5e9) and len(t_ns) > 100

@@ -95,7 +95,7 @@ def test_a_slow_disk_warns_before_memory_grows_then_clears_and_loses_nothing(
     pushed = 0
     start = time.monotonic()
     try:
-        while time.monotonic() - start < 3.0:
+        while time.monotonic() - start < 4.0:  # slow until ~2.1 s, caught up by ~2.5 s
             hub.push(Chunk(EMG.name, BLOCK, hub.clock.now_ns(), pushed * 10))
             pushed += 1
             time.sleep(0.005)
