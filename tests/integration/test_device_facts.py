@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from needlelab.clinic.report import write_report
 from needlelab.config import ConfigError, parse_config
 from needlelab.events import DeviceInfoEvent, DeviceStateEvent
 from needlelab.profiles import load_emg_profile
@@ -112,6 +113,8 @@ def test_myo_gets_never_sleep_and_its_facts_and_battery_are_in_the_file(tmp_path
     text = format_info(info_report(path))
     assert f"firmware {major}.{minor}.{patch}" in text and truth["address"] in text
     assert f"battery {recorded[0]:g} → {recorded[-1]:g} %" in text
+    html = write_report(path, tmp_path).read_text()
+    assert f'<p class="device-facts">myo: address {truth["address"]}, firmware ' in html
 
 
 def test_a_myo_not_told_never_sleep_sleeps_and_the_recording_stops(tmp_path: Path) -> None:
