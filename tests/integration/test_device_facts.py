@@ -174,3 +174,74 @@ def test_connect_writes_must_be_hex_of_one_write(tmp_path: Path, payload: str) -
     with pytest.raises(ConfigError) as err:
         load_emg_profile(bad)
     assert "gatt.writes" in str(err.value)
+
+
+def test_a_battery_without_notifications_is_re_read_and_each_change_recorded(
+    tmp_path: Path,
+) -> None:
+    """The reference EMG profile with a 0.3 s battery poll, against a hand-made peripheral whose
+    battery level can only be read: the levels it held, in order, are the driver's rows."""
+
+    from needlelab.ble.bumble_backend import forget_local_link, local_link
+    from needlelab.ble.loop import BleLoop
+    from needlelab.clock import SessionClock
+    from needlelab.config import EmgBleConfig
+    from needlelab.devices.ble_sensor import EmgBleSensor
+    from needlelab.hub import Hub
+    from needlelab.sim.ble_peripheral import CharacteristicSpec, GattPeripheral, ServiceSpec
+
+    shipped = SHIPPED.with_name("needlelab-emg-ref.toml").read_text()
+    assert 'battery = "2a19"\n' in shipped
+    profile = tmp_path / "ref-poll.toml"
+    profile.write_text(
+        shipped.replace('battery = "2a19"\n', 'battery = "2a19"\nbattery_poll_s = 0.3\n')
+    )
+    gatt = load_emg_profile(profile).gatt
+    ble = BleLoop.acquire()
+    holder: dict[str, GattPeripheral] = {}
+
+    async def make() -> None:
+        chars = [CharacteristicSpec(u, ("read", "notify")) for u in gatt.data]
+        holder["p"] = GattPeripheral(
+            local_link("facts-poll"),
+            "Sim-facts-poll",
+            [
+                ServiceSpec(gatt.service, chars),
+                ServiceSpec("180f", [CharacteristicSpec("2a19", ("read",), b"\x50")]),
+            ],
+        )
+        await holder["p"].start()
+
+    ble.run(make(), timeout_s=5)
+    periph = holder["p"]
+    hub = Hub(SessionClock())
+    rows: list[dict[str, Any]] = []
+    hub.subscribe(lambda e: rows.append(e.info) if isinstance(e, DeviceInfoEvent) else None)
+    driver = EmgBleSensor(
+        EmgBleConfig(
+            kind="emg_ble",
+            name="emg",
+            profile=str(profile),
+            backend="bumble",
+            bumble_transport="local:facts-poll",
+            advertised_name="Sim-facts-poll",
+            stall_timeout_s=30,  # it sends no data: no stall and reconnect in the test's time
+        ),
+        hub,
+    )
+    driver.start()
+    try:
+        wait_until(lambda: len(rows) >= 1, timeout_s=10, what="the connect's device.info")
+        for level in (b"\x4f", b"\x4f", b"\x4e"):  # 80 at connect, then 79 (held), 78
+            periph.set_value("2a19", level)
+            time.sleep(0.8)  # more than two polls
+    finally:
+        driver.stop()
+        ble.run(periph.stop(), timeout_s=5)
+        ble.release()
+        forget_local_link("facts-poll")
+    assert rows[0]["address"] == str(periph.address)
+    assert rows[0]["writes_hex"] == {}  # the reference profile declares no commands
+    # One connect (80), then each change once (79 held across polls is not repeated).
+    assert [r["battery_pct"] for r in rows] == [80.0, 79.0, 78.0]
+    assert ["profile" in r for r in rows] == [True, False, False]
