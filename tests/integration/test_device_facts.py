@@ -5,6 +5,7 @@ Thalmic's myohw.h."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from pathlib import Path
@@ -99,6 +100,7 @@ def test_myo_gets_never_sleep_and_its_facts_and_battery_are_in_the_file(tmp_path
     assert first["info"]["sku"] == info[12]
     assert first["info"]["reserved"] == info[13:20].hex()
     assert first["writes_hex"] == {"start": SET_MODE_RAW.hex(), "never_sleep": NEVER_SLEEP.hex()}
+    assert first["profile_sha256"] == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     # The battery over time: each level the simulator served from the connect on, once each.
     recorded = [r["battery_pct"] for r in rows if "battery_pct" in r]
     served = [float(pct) for _t, pct in truth["battery"]]

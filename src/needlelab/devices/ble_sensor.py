@@ -26,7 +26,7 @@ from needlelab.devices.emg_codecs import EmgDecoder, repeats, runs_begun, unwrap
 from needlelab.devices.frame_index import HOLD_NS, FrameIndexer, Numbered
 from needlelab.events import DeviceInfoEvent, GapEvent
 from needlelab.hub import Hub
-from needlelab.profiles import BleGatt, load_caliper_profile, load_emg_profile
+from needlelab.profiles import BleGatt, CaliperProfile, EmgProfile, ProfileFile, read_profile
 from needlelab.streams import StreamKind, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,13 @@ class BleSensor(Device):
 
     RECOVERABLE = (DeviceError, OSError, BleakError, TimeoutError)
 
-    def __init__(self, config: BleDeviceConfig, hub: Hub, gatt: BleGatt) -> None:
+    def __init__(
+        self, config: BleDeviceConfig, hub: Hub, gatt: BleGatt, profile_file: ProfileFile
+    ) -> None:
         super().__init__(config, hub)
         self.ble_config = config
         self.gatt = gatt
+        self.profile_file = profile_file
         self._inbox: queue.SimpleQueue[Notification | BatteryReading | None] = queue.SimpleQueue()
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
@@ -239,10 +242,15 @@ class BleSensor(Device):
         self._battery_recorded = self._facts.get("battery_pct")
 
     def device_info(self) -> dict[str, Any]:
-        """What the `device.info` event of a connect says: the profile, the address connected
-        to, the commands written (hex, by name), each info characteristic's fields (None where
-        the unit has no such characteristic) and the battery level."""
-        return {"profile": self.ble_config.profile, **self._facts}
+        """What the `device.info` event of a connect says: the profile (and the SHA-256 of its
+        file), the address connected to, the commands written (hex, by name), each info
+        characteristic's fields (None where the unit has no such characteristic) and the
+        battery level."""
+        return {
+            "profile": self.ble_config.profile,
+            "profile_sha256": self.profile_file.sha256,
+            **self._facts,
+        }
 
     def _record_battery(self, readings: list[BatteryReading]) -> None:
         """Keep the latest battery level; a `device.info` event each time it changes."""
@@ -319,8 +327,8 @@ class EmgBleSensor(BleSensor):
     """
 
     def __init__(self, config: EmgBleConfig, hub: Hub) -> None:
-        profile = load_emg_profile(config.profile)
-        super().__init__(config, hub, profile.gatt)
+        profile, profile_file = read_profile(config.profile, EmgProfile)
+        super().__init__(config, hub, profile.gatt, profile_file)
         self.profile = profile
         frame = self.profile.frame
         where = f"{config.muscle} " if config.muscle else ""
@@ -500,8 +508,8 @@ class CaliperBleSensor(BleSensor):
     WATCHDOG = False
 
     def __init__(self, config: CaliperBleConfig, hub: Hub) -> None:
-        profile = load_caliper_profile(config.profile)
-        super().__init__(config, hub, profile.gatt)
+        profile, profile_file = read_profile(config.profile, CaliperProfile)
+        super().__init__(config, hub, profile.gatt, profile_file)
         self.profile = profile
         self.spec = StreamSpec(
             name=f"{config.name}.distance",
