@@ -17,7 +17,8 @@ from needlelab.clinic.report import write_report
 from needlelab.config import ConfigError, parse_config
 from needlelab.events import DeviceInfoEvent, DeviceStateEvent
 from needlelab.profiles import load_emg_profile
-from needlelab.record import open_session
+from needlelab.record import load, open_session
+from needlelab.record.deidentify import DeidentifyKey, deidentify
 from needlelab.record.verify import format_info, info_report
 from needlelab.session import Session
 from needlelab.sim.emg_sensor import SimulatedEmgSensor
@@ -115,6 +116,12 @@ def test_myo_gets_never_sleep_and_its_facts_and_battery_are_in_the_file(tmp_path
     text = format_info(info_report(path))
     assert f"firmware {major}.{minor}.{patch}" in text and truth["address"] in text
     assert f"battery {recorded[0]:g} → {recorded[-1]:g} %" in text
+    # A de-identified view keeps the battery and drops this unit's address and serial number.
+    view = deidentify(load(path), DeidentifyKey(tmp_path / "key.json"))
+    kept = [e.info for e in view.events if isinstance(e, DeviceInfoEvent)]
+    assert [r["battery_pct"] for r in kept if "battery_pct" in r] == recorded
+    scrubbed = repr(kept).lower()
+    assert truth["address"].lower() not in scrubbed and info[0:6].hex() not in scrubbed
     html = write_report(path, tmp_path).read_text()
     assert f'<p class="device-facts">myo: address {truth["address"]}, firmware ' in html
 
