@@ -9,11 +9,14 @@ real setup's do, for 1-10 s each (seeded):
 - the stimulator's port hangs up (`needlelab sim stim --fault disconnect`): its pty closes and
   its path goes away; when it is back is seen from outside, by watching the path (1 ms polls);
 - the EMG's link is lost (`disconnect`: HCI reason 0x08, the sensor re-advertises after the
-  outage); it went away after the last frame its truth log has before the silence, and came
-  back `duration_s` after that (or after `t0 + at_s`, when the fault was due, if later): the
-  earliest it can have been, so the reconnect figure errs long, by at most one 7.5 ms turn;
+  outage); its truth log has every frame it sent (number, time) and when it made frame 0: the
+  outage's last data is the last frame sent before the run of frames it made and never sent,
+  and it was back `duration_s` after the fault, which came after that frame was made (and not
+  before it was due): the earliest it can have been, so the reconnect figure errs long (by at
+  most one 7.5 ms turn, more if the simulator itself ran late);
 - the EMG's simulator process is ended (SIGTERM once, then SIGKILL) and started again; it is
-  back when the new process has printed its endpoints (its controller and peripheral are up);
+  back when the new process has bound its controller's unix socket (a new file at the path,
+  watched from outside; its peripheral advertises by then);
 - both stall (connected, silent), 2.5-10 s: the watchdog's path.
 
 Figures, per kind and overall, against the goals (README; issue 13):
@@ -55,7 +58,9 @@ from needlelab.sim.serve import SimulatorProcess
 MARK_GOAL_S = 2.0
 RECONNECT_GOAL_S = 0.5
 SETTLE_S = 4.0  # between outages: streaming again, and a clean "last data" for the next
-FIRST_AT_S = 8.0  # the first fault, after the recorder has reached both devices
+FIRST_AT_S = 20.0  # the first fault, after the recorder has reached both devices (the EMG
+# simulator measures its link for a second before it hands out its endpoint; a loaded machine
+# takes seconds to start each process)
 
 
 @dataclass
@@ -73,22 +78,42 @@ class Outage:
 
 
 class PathWatcher:
-    """Notes when a path disappears and reappears (1 ms polls): a pty's stable link."""
+    """Notes when a path disappears and reappears, and when it becomes another file (1 ms
+    polls): a pty's stable link; a controller's unix socket that a new process binds anew."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.changes: list[tuple[int, bool]] = []
+        self.changes: list[tuple[int, bool]] = []  # (when, there)
+        self.identities: list[tuple[int, tuple[int, ...] | None]] = []  # (when, its identity)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _identity(self) -> tuple[int, ...] | None:
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_ctime_ns  # an inode number can be reused at once
+
     def _run(self) -> None:
         there = os.path.lexists(self.path)
+        ident = self._identity()
+        self.identities.append((time.monotonic_ns(), ident))
         while not self._stop.wait(0.001):
             now = os.path.lexists(self.path)
             if now != there:
                 self.changes.append((time.monotonic_ns(), now))
                 there = now
+            new = self._identity()
+            if new != ident:
+                self.identities.append((time.monotonic_ns(), new))
+                ident = new
+
+    def new_file_after(self, t_ns: int) -> int:
+        """When, after `t_ns`, the path was first a file other than the one it was then."""
+        before = [i for t, i in self.identities if t <= t_ns][-1]
+        return next(t for t, i in self.identities if t > t_ns and i is not None and i != before)
 
     def stop(self) -> None:
         self._stop.set()
@@ -145,12 +170,16 @@ def recorder_config(path: Path, port: Path, emg: dict[str, Any]) -> None:
 
 
 def judge(outages: list[Outage], states: list[tuple[int, str, str, str]]) -> None:
-    """Each outage's marked and reconnect times from the file's state events."""
+    """Each outage's marked and reconnect times from the file's state events: the first mark
+    after its last data and before it was back, the first `streaming` after it was back and
+    before the device's next outage (None: missed)."""
     bad = ("stalled", "reconnecting", "failed")
     for o in outages:
         mine = [(t, s, why) for t, d, s, why in states if d == o.device]
-        marked = [(t, why) for t, s, why in mine if t > o.last_data_ns and s in bad]
-        back = [t for t, s, _ in mine if t >= o.back_ns and s == "streaming"]
+        later = [n.last_data_ns for n in outages if n.device == o.device and n.back_ns > o.back_ns]
+        next_ns = min(later, default=2**62)
+        marked = [(t, why) for t, s, why in mine if o.last_data_ns < t < o.back_ns and s in bad]
+        back = [t for t, s, _ in mine if o.back_ns <= t < next_ns and s == "streaming"]
         o.marked_s = (marked[0][0] - o.last_data_ns) / 1e9 if marked else None
         o.why = marked[0][1] if marked else ""
         o.reconnect_s = (back[0] - o.back_ns) / 1e9 if back else None
@@ -166,9 +195,9 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="every outage's figures")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    kills = max(1, args.outages // 5)
-    hangups = (args.outages - kills) // 2
-    losses = args.outages - kills - hangups
+    n_kills = max(1, args.outages // 5)
+    hangups = (args.outages - n_kills) // 2
+    losses = args.outages - n_kills - hangups
     stim_stalls = args.stalls // 2
     stim_kinds = ["disconnect"] * hangups + ["stall"] * stim_stalls
     emg_kinds = ["disconnect"] * losses + ["stall"] * (args.stalls - stim_stalls)
@@ -177,7 +206,8 @@ def main() -> None:
     # A stall shorter than the stall timeout is not a stall: stretch those to 2.5 s at least.
     stim_plan = [(a, k, max(d, 2.5) if k == "stall" else d) for a, k, d in stim_plan]
     emg_plan = [(a, k, max(d, 2.5) if k == "stall" else d) for a, k, d in emg_plan]
-    kill_plan = [round(rng.uniform(1.0, args.max_s), 2) for _ in range(kills)]
+    kill_plan = [round(rng.uniform(1.0, args.max_s), 2) for _ in range(n_kills)]
+    kills: list[tuple[int, int]] = []  # (killed, back) in monotonic ns
     outages: list[Outage] = []
     with tempfile.TemporaryDirectory(prefix="nl-outages-") as tmp:
         folder = Path(tmp)
@@ -187,6 +217,7 @@ def main() -> None:
         kept = folder / "emg-frames.json"  # the first EMG process's truth: every frame it sent
         emg = SimulatorProcess(emg_config(emg_plan), emg_dir)
         endpoint = emg.start()["emg"]
+        socket_watch = PathWatcher(Path(endpoint["bumble_transport"].removeprefix("unix:")))
         config = folder / "rec.toml"
         recorder_config(config, port, endpoint)
         rec = subprocess.Popen(
@@ -201,7 +232,7 @@ def main() -> None:
         try:
             span = max(a + d for a, _, d in stim_plan + emg_plan) + SETTLE_S
             print(f"{len(stim_plan)} stimulator and {len(emg_plan)} EMG faults over {span:.0f} s, "
-                  f"then {kills} EMG process kills ...", flush=True)  # fmt: skip
+                  f"then {n_kills} EMG process kills ...", flush=True)  # fmt: skip
             time.sleep(span)
             # The EMG simulator's process goes away (SIGTERM first: its truth log is kept).
             for k, down_s in enumerate(kill_plan):
@@ -213,10 +244,11 @@ def main() -> None:
                     emg.kill()
                 time.sleep(down_s)
                 emg = SimulatorProcess(emg_config([]), emg_dir)  # its socket where it was
-                assert emg.start()["emg"] == endpoint
-                back = time.monotonic_ns()
-                outages.append(Outage("emg", "EMG process ended", (back - t_kill) / 1e9, t_kill,
-                                      back))  # fmt: skip
+                again = emg.start()["emg"]
+                assert again["bumble_transport"] == endpoint["bumble_transport"]
+                # Back when the new process has bound its socket (its peripheral advertises by
+                # then; it prints its endpoints only after measuring the link, about 1 s later).
+                kills.append((t_kill, socket_watch.new_file_after(t_kill)))
                 time.sleep(SETTLE_S + 1)
         finally:
             rec.send_signal(signal.SIGINT)
@@ -226,6 +258,9 @@ def main() -> None:
             stim.send_signal(signal.SIGTERM)
             stim.wait(10)
             watcher.stop()
+            socket_watch.stop()
+        for t_kill, back in kills:
+            outages.append(Outage("emg", "EMG process ended", (back - t_kill) / 1e9, t_kill, back))
         truth = json.loads(kept.read_text())
         report = verify_report(path)
         with open_session(path) as s:
@@ -233,7 +268,7 @@ def main() -> None:
             events = [e for e in s.events("device.state") if isinstance(e, DeviceStateEvent)]
             states = [(anchor + e.t_ns, e.source, e.state, e.reason) for e in events]
         sent_stim = [json.loads(x)["t_mono_ns"] for x in stim_log.read_text().splitlines()]
-        sent_emg = [e[1] for e in truth["sent"] if e[2] and e[3] == "valid"]
+        sent_emg = [(e[0], e[1]) for e in truth["sent"] if e[2] and e[3] == "valid"]
         # Stimulator outages: hang-ups seen on its path; stalls from its log's silence.
         downs = [t for t, there in watcher.changes if not there]
         ups = [t for t, there in watcher.changes if there]
@@ -250,17 +285,30 @@ def main() -> None:
                 label = "stim stall"
             last = max(t for t in sent_stim if t < down)
             outages.append(Outage("stim", label, duration, last, back))
-        t0, sent = truth["t0_ns"], np.array(sent_emg)
+        t0 = truth["t0_ns"]
+        frame_ns = truth["sample_period_ns"] * truth["samples_per_frame"]
+        k = np.array([e[0] for e in sent_emg])
+        k_sent = np.array([e[1] for e in sent_emg])
+        made_ns = t0 + (k + 1) * frame_ns  # frame k is complete then, on the device's clock
         for at_s, kind, duration in emg_plan:
-            # Due at t0 + at_s, the fault is applied at the simulator's next turn, later on a
-            # busy machine: its last frame before the silence is the last before a pause of at
-            # least half the outage from then on, and it was back `duration` after the fault.
+            # Due at t0 + at_s, the fault is applied at the simulator's next turn (later on a
+            # busy machine): its last frame before the outage is the last before the run of at
+            # least half the outage's frames it never sent that begins nearest the fault's due
+            # time (outages are SETTLE_S apart). The fault came after that frame was made, and
+            # the device was back `duration` after the fault: back is at least then.
             due = t0 + int(at_s * 1e9)
-            pauses = np.flatnonzero((np.diff(sent) > duration * 0.5e9) & (sent[:-1] >= due - 50e6))
-            last = int(sent[pauses[0]])
-            back = max(due, last) + int(duration * 1e9)
+            runs = np.flatnonzero(np.diff(k) - 1 >= duration * 0.5e9 / frame_ns)
+            i = int(runs[np.argmin(np.abs(made_ns[runs] - due))])
+            last = int(k_sent[i])
+            back = int(max(due, made_ns[i])) + int(duration * 1e9)
             label = "EMG link loss" if kind == "disconnect" else "EMG stall"
             outages.append(Outage("emg", label, duration, last, back))
+        first_fault = min(o.last_data_ns for o in outages)
+        for device in ("stim", "emg"):
+            streaming = [t for t, d, st, _ in states if d == device and st == "streaming"]
+            if not streaming or streaming[0] > first_fault:
+                sys.exit(f"the recorder was not streaming {device} before the first fault: "
+                         "a machine this loaded needs a later FIRST_AT_S")  # fmt: skip
         judge(outages, states)
     if args.verbose:
         for o in sorted(outages, key=lambda o: o.last_data_ns):

@@ -81,7 +81,7 @@ class BleSensor(Device):
         self._client: BleakClient | None = None
         self._in_bad_run = False  # the last notification was malformed
         self._last_counter: int | None = None  # raw counter of the last whole frame
-        self._socket_seen: tuple[int, int] | None = None  # the controller socket last reached
+        self._socket_seen: tuple[int, ...] | None = None  # the controller socket last reached
         self._facts: dict[str, Any] = {}  # what the last connect learnt: its device.info event
         self._battery_recorded: float | None = None  # the battery level last in the file
         self._battery_task: asyncio.Task[None] | None = None
@@ -260,15 +260,15 @@ class BleSensor(Device):
                 self._battery_recorded = reading.pct
                 self._emit_event(DeviceInfoEvent(info={"battery_pct": reading.pct}))
 
-    def _controller_socket(self) -> tuple[int, int] | None:
-        """The identity (device, inode) of the bumble controller's unix socket, if that is the
-        transport and it is there."""
+    def _controller_socket(self) -> tuple[int, ...] | None:
+        """The identity of the bumble controller's unix socket (device, inode and change time:
+        a freed inode number can be reused at once), if that is the transport and it is there."""
         transport = self.ble_config.bumble_transport or ""
         try:
             st = os.stat(transport.removeprefix("unix:"))
         except OSError:
             return None
-        return st.st_dev, st.st_ino
+        return st.st_dev, st.st_ino, st.st_ctime_ns
 
     def _probe(self) -> bool | None:
         # A controller on a unix socket (a simulator's, a bridge's) is back when a socket is
