@@ -268,8 +268,11 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         if not (
             isinstance(focus, QtWidgets.QLineEdit | QtWidgets.QAbstractSpinBox) or editable_combo
         ):
-            if name == "Tab" and panel.text_edit.isEnabled():
-                panel.text_edit.setFocus(Qt.FocusReason.TabFocusReason)
+            if name in ("Tab", "Backtab"):  # the answer's text, never a walk through widgets
+                if panel.text_edit.isEnabled():
+                    panel.text_edit.setFocus(Qt.FocusReason.TabFocusReason)
+                else:
+                    self.message(f"{self.localization.closed}: nothing can be typed")
                 return True
             if name == NOTE_KEY and panel.note_edit.isEnabled():
                 panel.note_edit.setFocus(Qt.FocusReason.OtherFocusReason)
