@@ -42,6 +42,12 @@ PLAN = (
     Benchmark("soak.py", ("--hours", "0.25")),
     Benchmark("kill.py", ("--kills", "3")),
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
+    Benchmark(
+        "export.py",
+        ("--minutes", "1", "3", "--formats", "xdf", "edf", "--peer-minutes", "3"),
+        ("--minutes", "1", "10", "60"),
+    ),
+    Benchmark("grid.py", ("--hours", "0.1", "--points", "3"), ("--hours", "2")),
 )
 
 
