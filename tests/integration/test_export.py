@@ -569,5 +569,32 @@ def test_chunked_reading_gives_what_open_session_gives(tmp_path: Path) -> None:
     jump = int(np.argmax(np.diff(t_ns)))
     onset, text = gaps[1]
     until = float(re.fullmatch(r"gap: emg\.emg has no samples until (\S+) s", text)[1])
-    assert abs(start_ns + onset * 1e9 - (wall + t_ns[jump])) < 1e6
-    assert abs(start_ns + until * 1e9 - (wall + t_ns[jump + 1])) < 1e6
+    assert abs(start_ns + round(onset * 1e9) - (wall + t_ns[jump])) < 1e6
+    assert abs(start_ns + round(until * 1e9) - (wall + t_ns[jump + 1])) < 1e6
+
+
+def test_a_sample_stamped_before_the_session_start_is_inside_the_file(tmp_path: Path) -> None:
+    """A device's own time can put a sample before session time 0: the file then starts with
+    it, so MNE keeps its annotation (it drops, with a warning, any before the data) and EDFlib
+    and MNE place it and the EMG at their times."""
+    import warnings
+
+    stim = StreamSpec("stim.ch1", "Stim", ("frequency_hz", "intensity_ma"), ("Hz", "mA"),
+                      StreamKind.IRREGULAR, device="stim")  # fmt: skip
+    plan = sessions.Plan(
+        regular=[sessions.Regular(sessions.emg_spec("emg.emg", ["EMG 1"]), 1.0, sessions.noise(1))],
+        irregular=[sessions.Irregular(stim, np.array([-300_000_000, 200_000_000], np.int64),
+                                      np.array([[2, 4.5], [2, 5.0]], np.float32))],
+    )  # fmt: skip
+    path = export(sessions.write(tmp_path, plan), "edf", tmp_path / "early.edf")
+    onsets, texts, start_ns = _pyedflib_notes(path)
+    assert abs(start_ns - (plan.wall_ns - 300_000_000)) <= 100  # the file starts with it
+    stim_onsets = [o for o, t in zip(onsets, texts, strict=True) if t.startswith("stim.ch1")]
+    assert [
+        abs(start_ns + round(o * 1e9) - (plan.wall_ns + t)) <= 100
+        for o, t in zip(stim_onsets, (-300_000_000, 200_000_000), strict=True)
+    ] == [True] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raw = mne.io.read_raw_edf(path, infer_types=True, verbose=False)
+    assert sum(d.startswith("stim.ch1") for d in raw.annotations.description) == 2

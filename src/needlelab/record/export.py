@@ -35,7 +35,6 @@ import csv
 import datetime as dt
 import io
 import json
-import math
 import re
 import struct
 import uuid
@@ -214,10 +213,11 @@ class Grid:
 class Timeline:
     """Where the signal files (EDF, BDF, FIF) start and how long they run.
 
-    `origin_ns` is session time 0, or the first sample of a regular stream if one came before
-    it, moved back (less than 100 ns) so that its wall-clock time is a whole number of 100 ns,
-    the resolution of EDF+ time keeping; every file time counts from it. `seconds` is whole
-    seconds (EDF data records are 1 s) up to the last thing recorded."""
+    `origin_ns` is session time 0, or the first sample or event if one came before it (a
+    device's own times can), moved back (less than 100 ns) so that its wall-clock time is a
+    whole number of 100 ns, the resolution of EDF+ time keeping; every file time counts from it,
+    so no annotation lies before the data (MNE drops those). `seconds` is whole seconds (EDF
+    data records are 1 s) past the last thing recorded."""
 
     origin_ns: int
     seconds: int
@@ -226,12 +226,12 @@ class Timeline:
 
 def timeline(session: LoadedSession) -> Timeline:
     """The session's `Timeline`."""
-    firsts = [span[0] for s in regular_streams(session) if (span := s.span_ns) is not None]
-    earliest = min([0, *firsts])
+    firsts = [span[0] for s in session.streams.values() if (span := s.span_ns) is not None]
+    earliest = min([0, *firsts, *(e.t_ns for e in session.events)])
     wall = int(session.meta["anchor_wall_ns"]) + earliest
     start_wall = wall - wall % 100
     origin = earliest - (wall - start_wall)
-    seconds = max(1, math.ceil((session.end_ns - origin) / 1e9))
+    seconds = (session.end_ns - origin) // 1_000_000_000 + 1  # the last thing inside the data
     return Timeline(origin, seconds, start_wall)
 
 
