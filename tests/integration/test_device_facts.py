@@ -105,10 +105,14 @@ def test_myo_gets_never_sleep_and_its_facts_and_battery_are_in_the_file(tmp_path
     # The battery over time: each level the simulator served from the connect on, once each.
     recorded = [r["battery_pct"] for r in rows if "battery_pct" in r]
     served = [float(pct) for _t, pct in truth["battery"]]
-    start = served.index(recorded[0])
     assert len(recorded) >= 4  # 90 at connect, then drops every 0.6 s over 3.5 s
-    assert recorded == served[start : start + len(recorded)]
-    assert len(served) - (start + len(recorded)) <= 1  # at most a drop after the device stopped
+    assert recorded[0] in served
+    # A level served between the connect's read and the notification subscription can be missed
+    # (seen on a loaded machine: 89, then 87): from the first notified level on, every one.
+    start = served.index(recorded[1])
+    assert served.index(recorded[0]) < start
+    assert recorded[1:] == served[start : start + len(recorded) - 1]
+    assert len(served) - (start + len(recorded) - 1) <= 1  # at most a drop after the stop
     # Awake past sleep_after_s: data to the end.
     with open_session(path) as s:
         t_ns, _values = s.stream("myo.emg")
