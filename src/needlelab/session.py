@@ -172,9 +172,7 @@ class Session:
             from needlelab.lsl import LslPublisher, LslUnavailable
 
             try:
-                self.lsl = LslPublisher(
-                    self.hub, self.config.lsl, self.session_id, self.live_clock
-                )
+                self.lsl = LslPublisher(self.hub, self.config.lsl, self.session_id, self.live_clock)
             except LslUnavailable as exc:
                 raise RuntimeError(f"LSL is enabled but cannot run: {exc}") from None
             self.lsl.start()

@@ -91,7 +91,7 @@ def test_outlets_carry_samples_and_markers_on_the_session_clock(tmp_path: Path) 
             time.sleep(0.1)
         wait_until(lambda: session.lsl is not None and session.lsl.pushed >= 900, timeout_s=5)
         got, stamps = emg_in.pull_chunk(timeout=2.0, max_samples=2000)
-        ring_t, ring_v = session.hub.ring("emg.emg").latest()
+        _, ring_v = session.hub.ring("emg.emg").latest()
         assert np.array_equal(np.array(got), ring_v[-len(got) :])
         offset = lsl_clock_offset_s(pylsl)
         anchor = session.clock.anchor_monotonic_ns / 1e9
