@@ -66,6 +66,7 @@ class StimulatorDriver(Device):
         bits = 1 + t.bytesize + (t.parity != "N") + t.stopbits  # start, data, parity, stop
         self._byte_ns = bits * 1e9 / t.baudrate  # one byte's time on the line
         self._last_message_ns = -(2**62)  # host time given to the last message
+        self._last_read_ns = -(2**62)  # when the last read that returned bytes returned
         self._next_poll: dict[str, float] = {}
         self.bytes_written = 0
 
@@ -181,16 +182,18 @@ class StimulatorDriver(Device):
         if not data:
             return
         t_read_ns = self.hub.clock.now_ns()
+        previous_read_ns, self._last_read_ns = self._last_read_ns, t_read_ns
         messages, malformed = self.protocol.decode(data)
         if malformed:
             resyncs = self.protocol.take_resyncs()
             self._count_malformed(malformed, f"{malformed} in {data[:40]!r}", resyncs)
         for message in messages:
             # Messages of one read did not arrive at once: each ended `wire_end` bytes into
-            # it, and the bytes after it took their time on the line. Times stay strictly
-            # increasing even where the link delivers faster than its baud rate (a pty).
+            # it, and the bytes after it took their time on the line. None came before the
+            # previous read returned (it took all that was there), which bounds a link faster
+            # than its baud rate (a pty, USB CDC); times stay strictly increasing.
             behind_ns = round((len(data) - message.wire_end) * self._byte_ns)
-            t_host_ns = max(t_read_ns - behind_ns, self._last_message_ns + 1)
+            t_host_ns = max(t_read_ns - behind_ns, previous_read_ns, self._last_message_ns + 1)
             self._last_message_ns = t_host_ns
             if message.kind == "identity":
                 self.identity = message.fields
