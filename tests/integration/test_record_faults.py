@@ -161,7 +161,9 @@ def test_a_killed_recording_is_sealed_into_one_self_contained_file(tmp_path: Pat
     alone.parent.mkdir()
     shutil.copyfile(path, alone)
     with contextlib.suppress(RecordingError):  # or not even the first commit is there
-        assert sample_count(alone) < recorded  # the .sqlite without its log lacks the latest
+        # The .sqlite without its log lacks the commits since the last 1 s checkpoint, if any
+        # came after it (a kill just after a checkpoint leaves none: seen in CI).
+        assert sample_count(alone) <= recorded
 
     sealed = subprocess.run(cli("seal", str(path)), capture_output=True, text=True, timeout=30)
     assert sealed.returncode == 0 and "sealed" in sealed.stdout, sealed.stderr

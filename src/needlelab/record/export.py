@@ -175,7 +175,8 @@ def load(path: str | Path) -> LoadedSession:
         # Ids are the order events reached the hub; an event can carry an earlier time (a key
         # press stamped when it happened, another program's marker), and every export reads
         # events as a time series.
-        events = sorted(s.events(), key=lambda e: (e.t_ns, e.id))
+        # A damaged row can have lost its time (NULL): it goes last rather than break the sort.
+        events = sorted(s.events(), key=lambda e: (e.t_ns is None, e.t_ns or 0, e.id or 0))
         return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
 
 
