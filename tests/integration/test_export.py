@@ -188,7 +188,7 @@ def test_a_killed_recording_exports(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not files:
             files = list(tmp_path.glob("DEMO01_*.sqlite"))
             time.sleep(0.2)
-        time.sleep(4)  # some EMG in the file
+        time.sleep(7)  # some EMG in the file (the simulators first probe their link for 3 s)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
