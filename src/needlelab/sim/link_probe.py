@@ -30,9 +30,8 @@ from typing import Any
 
 import numpy as np
 
-PROBE_S = 3.0
-"""How long the probe listens: 200-400 connection events at the demo's 7.5-15 ms intervals (1 s read
-high by up to 1 ms when it overlapped the start of the other simulators and the app)."""
+PROBE_S = 1.0
+"""How long the probe listens: 67-133 connection events at the demo's 7.5-15 ms intervals."""
 
 
 @dataclass(frozen=True)
