@@ -56,7 +56,10 @@ class XDriver:
         visible(widget)
         self.settle(window)
         where = widget.mapToGlobal(widget.rect().center())
-        xdotool("mousemove", "--sync", str(where.x()), str(where.y()), "click", "1")
+        # No --sync: it waits for the pointer to leave where it was, forever when it is already
+        # there (a second click on the same button). The server takes XTEST's motion and button
+        # events in order, so the click lands where the pointer was moved.
+        xdotool("mousemove", str(where.x()), str(where.y()), "click", "1")
 
     def pick(self, window: MonitorWindow, combo: QtWidgets.QComboBox, index: int) -> None:
         if not (combo.isEnabled() and combo.isVisible()):

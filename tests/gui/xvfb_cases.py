@@ -134,7 +134,7 @@ def test_the_screen_shows_what_the_file_holds_with_keys_through_x(qapp: Any) -> 
     run_state_machine_as_test(
         XEntryMachine,
         settings=settings(
-            max_examples=500 if SOAK else 2,
+            max_examples=500 if SOAK else int(os.environ.get("NEEDLELAB_X_SEQUENCES", "2")),
             stateful_step_count=15,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
