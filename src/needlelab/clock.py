@@ -472,6 +472,44 @@ def _merge(cuts: np.ndarray, z: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([p[0] for p in merged], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Published:
+    """Stretches of a stream whose samples were published live (LSL) with the clock model of
+    the moment, as `clock.published` events record them: `x_from`..`x_to` at
+    `max(offset_ns + period_ns * (x - x0), floor_ns)`. Arrays sorted by `x_from`."""
+
+    x_from: np.ndarray
+    x_to: np.ndarray
+    x0: np.ndarray
+    offset_ns: np.ndarray
+    period_ns: np.ndarray
+    floor_ns: np.ndarray
+
+    @classmethod
+    def of(cls, pieces: list[dict[str, float]]) -> Published | None:
+        """From `clock.published` payloads (None if there are none)."""
+        if not pieces:
+            return None
+        pieces = sorted(pieces, key=lambda p: p["x_from"])
+        ints = ("x_from", "x_to", "x0", "floor_ns")
+        cols = {
+            k: np.array([p[k] for p in pieces], dtype=np.int64 if k in ints else np.float64)
+            for k in (*ints, "offset_ns", "period_ns")
+        }
+        return cls(**cols)
+
+    def apply(self, x: np.ndarray, t_ns: np.ndarray) -> None:
+        """Give the published samples among indices `x` their published times, in `t_ns`."""
+        k = np.searchsorted(self.x_from, x, side="right") - 1
+        covered = k >= 0
+        covered[covered] &= x[covered] <= self.x_to[k[covered]]
+        k = k[covered]
+        xs = x[covered].astype(np.float64)
+        # The same arithmetic as ClockSegment.times, so the stamps are the very same integers.
+        line = (self.offset_ns[k] + self.period_ns[k] * (xs - self.x0[k])).astype(np.int64)
+        t_ns[covered] = np.maximum(line, self.floor_ns[k])
+
+
 @dataclass
 class StreamClock:
     """Per-stream clock model: host arrivals → sample times, segmented at gaps.
@@ -499,6 +537,8 @@ class StreamClock:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     segments: list[ClockSegment] = field(default_factory=list)
     resplits: int = 0  # segments added by `fit_resplit` in the last fit
+    # Samples published live (LSL) keep the times they were published with.
+    published: Published | None = None
 
     def add(self, x_last: int, t_host_ns: int) -> None:
         """Add one block: its last sample's index (or device time) and its host arrival time."""
@@ -567,6 +607,8 @@ class StreamClock:
         for k, seg in enumerate(self.segments):
             mask = which == k
             out[mask] = seg.times(x[mask])
+        if self.published is not None:
+            self.published.apply(x, out)
         return out
 
     def summary(self) -> dict[str, float]:

@@ -140,6 +140,9 @@ class StimSimulatorConfig(_Strict):
     pattern: Literal["clinical", "random"] = "clinical"
     seed: int = 0
     faults: list[FaultSpec] = Field(default_factory=list)
+    # On: the output stays off until the simulator's control channel switches it on (the demo's
+    # simulated clinician, `SimulatorSet.control`), runs `pattern` while on, off when told.
+    control: bool = False
 
 
 class DeviceBase(_Strict):
@@ -264,6 +267,9 @@ class CaliperSimulatorConfig(_Strict):
     seed: int = 0
     press_every_s: float = Field(1.5, gt=0.05, le=60)
     faults: list[FaultSpec] = Field(default_factory=list)
+    # On: no presses of its own; it presses the distances its control channel sends (the demo's
+    # simulated clinician setting each TPD trial's distance), and `press_every_s` is unused.
+    control: bool = False
 
 
 class CaliperBleConfig(BleDeviceConfig):
@@ -415,6 +421,10 @@ class LslConfig(_Strict):
     enabled: bool = False
     # On: liblsl's default network settings, every interface; patient data on the LAN.
     share_on_lan: bool = False
+    # A regular stream's samples wait this long before they are published, so the clock model
+    # that stamps them has the arrivals around them, not only those before (the file keeps the
+    # model it published; a longer wait, closer to the full fit's times).
+    delay_s: float = Field(1.0, ge=0, le=10)
 
 
 class SessionConfig(_Strict):

@@ -1,7 +1,8 @@
 """Typed session events: one pydantic model per event kind, JSON in the store.
 
-The names here are the project's vocabulary (see ARCHITECTURE.md, "Event vocabulary"); the store,
-the exports, the GUI and the report all use them.
+The names here are the project's vocabulary; the store, the exports, the GUI and the report all
+use them. What each field means, in words and units, is in `needlelab.record.dictionary` (the
+data dictionary every CSV export ships).
 """
 
 from __future__ import annotations
@@ -239,6 +240,22 @@ class WarningEvent(EventBase):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class ClockPublishedEvent(EventBase):
+    """`clock.published`: the clock model an LSL outlet stamped a stretch of a regular stream
+    with. Samples `x_from`..`x_to` went out at `max(offset_ns + period_ns * (x - x0), floor_ns)`
+    (`floor_ns`: the stamp before them, so stamps never step back); readers give those samples
+    these times, so the file and what LSL recorders got agree."""
+
+    kind: Literal["clock.published"] = "clock.published"
+    stream: str
+    x_from: int
+    x_to: int
+    x0: int
+    offset_ns: float
+    period_ns: float = Field(gt=0)
+    floor_ns: int
+
+
 Event = Annotated[
     StimSettingsEvent
     | DeviceStateEvent
@@ -257,7 +274,8 @@ Event = Annotated[
     | RomEvent
     | DeviceInfoEvent
     | DataQualityEvent
-    | WarningEvent,
+    | WarningEvent
+    | ClockPublishedEvent,
     Field(discriminator="kind"),
 ]
 """Any session event, discriminated on `kind`."""

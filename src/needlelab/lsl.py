@@ -41,7 +41,7 @@ import numpy as np
 
 from needlelab.clock import ClockSegment
 from needlelab.config import LslConfig
-from needlelab.events import Event, WarningEvent
+from needlelab.events import ClockPublishedEvent, Event, WarningEvent
 from needlelab.hub import Hub
 from needlelab.record.reader import event_json
 from needlelab.streams import StreamKind, StreamSpec
@@ -294,20 +294,26 @@ class LslPublisher:
 
     REFIT_S = 0.5
     """How often a regular stream's live clock model is refitted for the stamps."""
+    FIT_POINTS = 20_000
+    """Arrivals (since the stream's last gap) the stamps' clock model is fitted to."""
 
     def __init__(
         self,
         hub: Hub,
         config: LslConfig,
         session_id: str,
-        clock_of: Callable[[str], ClockSegment | None] | None = None,
+        clock_of: Callable[[str, int], ClockSegment | None] | None = None,
     ) -> None:
         self.pylsl = pylsl_module(config.share_on_lan)
         self.hub = hub
-        # The recorder's live clock model of a regular stream: its stamps are then the file's
-        # sample times (the same lower-envelope fit, of the latest arrivals), not arrivals.
+        # The recorder's live clock model of a regular stream (a lower-envelope fit of its
+        # arrivals): its samples are stamped with it `delay_s` after they arrive, and each stretch
+        # stamped with one model is recorded as a `clock.published` event, which readers apply:
+        # the file's times are the stamps LSL recorders got.
         self.clock_of = clock_of
+        self.delay_ns = round(config.delay_s * 1e9)
         self._models: dict[str, tuple[float, ClockSegment]] = {}  # stream: (fitted at, model)
+        self._pieces: dict[str, ClockPublishedEvent] = {}  # stream: the stretch being stamped
         self._last_stamp_ns: dict[str, int] = {}
         self.session_id = session_id
         self.deliberate = config.share_on_lan
@@ -381,6 +387,8 @@ class LslPublisher:
         # Only once the thread is gone: two callers of publish_new could both create an outlet
         # for a new stream, or push the same samples twice.
         self.publish_new()
+        for stream in list(self._pieces):
+            self._record(stream)
         if self._report_due is not None:
             self._report_due = None
             self.report_exposure()
@@ -391,7 +399,7 @@ class LslPublisher:
     def _on_event(self, event: Event) -> None:
         # Called on the emitting thread; liblsl's push is thread-safe and does not block.
         markers = self.markers
-        if markers is None:  # stopped
+        if markers is None or isinstance(event, ClockPublishedEvent):  # stopped; its own record
             return
         text = event_json(event)
         markers.push_sample([text], self.lsl_time(event.t_ns))
@@ -420,13 +428,20 @@ class LslPublisher:
                 self._report_due = time.monotonic() + SETTLE_S
             index, t_ns, values = ring.latest_indexed(min(total - seen, ring.capacity))
             if spec.kind is StreamKind.REGULAR and self.clock_of is not None:
+                if not self._stop.is_set():
+                    # Only samples that arrived `delay_s` ago: their model has what came after.
+                    late = np.flatnonzero(t_ns > self.hub.clock.now_ns() - self.delay_ns)
+                    ready = int(late[0]) if len(late) else len(t_ns)
+                    index, t_ns, values = index[:ready], t_ns[:ready], values[:ready]
                 model = self._model(name)
                 if model is None and not self._stop.is_set():
                     continue  # the first blocks wait (in the ring) for the stream's clock model
+                if not len(index):
+                    continue
                 if model is not None:
-                    t_ns = model.times(index)
-            self._totals[name] = total
-            # Never a step back: a refitted model can start a little below the last stamp.
+                    t_ns = self._stamp(name, model, index)
+            self._totals[name] = seen + len(index)
+            # Never a step back (arrival times of an unfitted stream can).
             t_ns = np.maximum.accumulate(
                 np.maximum(t_ns, self._last_stamp_ns.get(name, np.iinfo(np.int64).min))
             )
@@ -435,6 +450,31 @@ class LslPublisher:
             self._outlets[name].push_chunk(values.astype("float32").tolist(), stamps.tolist())
             self.pushed += len(t_ns)
 
+    def _stamp(self, stream: str, model: ClockSegment, index: np.ndarray) -> np.ndarray:
+        """The stamps of samples `index` under `model`, extending the stretch stamped with it
+        (or recording the last stretch and starting one)."""
+        piece = self._pieces.get(stream)
+        same = piece is not None and (piece.x0, piece.offset_ns, piece.period_ns) == (
+            model.x0, model.offset_ns, model.period_ns,
+        )  # fmt: skip
+        if piece is None or not same:
+            self._record(stream)
+            floor = self._last_stamp_ns.get(stream, np.iinfo(np.int64).min // 2)
+            piece = ClockPublishedEvent(
+                stream=stream, x_from=int(index[0]), x_to=int(index[-1]), x0=model.x0,
+                offset_ns=model.offset_ns, period_ns=model.period_ns, floor_ns=floor,
+                source="lsl",
+            )  # fmt: skip
+        self._pieces[stream] = piece.model_copy(update={"x_to": int(index[-1])})
+        stamps: np.ndarray = np.maximum(model.times(index), piece.floor_ns)
+        return stamps
+
+    def _record(self, stream: str) -> None:
+        """Store the stretch last stamped with one model (readers give its samples those times)."""
+        piece = self._pieces.pop(stream, None)
+        if piece is not None:
+            self.hub.emit(piece)
+
     def _model(self, stream: str) -> ClockSegment | None:
         """The stream's live clock model, refitted at most every `REFIT_S`."""
         now = time.monotonic()
@@ -442,7 +482,7 @@ class LslPublisher:
         if cached is not None and now - cached[0] < self.REFIT_S:
             return cached[1]
         assert self.clock_of is not None
-        model = self.clock_of(stream)
+        model = self.clock_of(stream, self.FIT_POINTS)
         if model is not None:
             self._models[stream] = (now, model)
             return model

@@ -297,10 +297,10 @@ class Session:
             self.paused = False
             self.hub.emit(RecordingEvent(action="resume", source="clinician"))
 
-    def live_clock(self, stream: str) -> ClockSegment | None:
-        """A quick clock-model fit of a regular stream's latest arrivals (None if too few)."""
+    def live_clock(self, stream: str, points: int = 2000) -> ClockSegment | None:
+        """A clock-model fit of a regular stream's latest `points` arrivals (None if too few)."""
         writer = self._writer
-        return writer.live_clock(stream) if writer is not None else None
+        return writer.live_clock(stream, points) if writer is not None else None
 
     # -- clinician input -------------------------------------------------------------------------
     def mark(self, text: str) -> None:

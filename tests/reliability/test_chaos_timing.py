@@ -32,6 +32,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import pytest
 
 from needlelab.config import load_config
 from needlelab.events import GapEvent
+from needlelab.lsl import lsl_clock_offset_s, pylsl_module
 from needlelab.record import open_session, verify_report
 from needlelab.session import Session
 from needlelab.sim.emg_sensor import frames_truth_path
@@ -68,6 +70,36 @@ loss = {loss}
 """
 
 
+class LslInlet:
+    """An independent pylsl inlet on a session's EMG outlet, pulling from its own thread."""
+
+    def __init__(self) -> None:
+        self.pylsl = pylsl_module()  # needlelab's loopback config
+        self.values: list[list[float]] = []
+        self.stamps: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._pull, name="test-inlet")
+
+    def start(self, session_id: str) -> None:
+        (info,) = self.pylsl.resolve_byprop("source_id", f"needlelab:{session_id}:emg.emg", 1, 15.0)
+        self._inlet = self.pylsl.StreamInlet(info, max_buflen=60)
+        self._inlet.open_stream(timeout=5)
+        self._thread.start()
+
+    def _pull(self) -> None:
+        while not self._done.is_set():
+            chunk, stamps = self._inlet.pull_chunk(timeout=0.2, max_samples=4096)
+            self.values.extend(chunk)
+            self.stamps.extend(stamps)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        # Drop it: an inlet's sockets would stay open in this process (other tests count them).
+        self._inlet.close_stream()
+        del self._inlet
+
+
 @dataclass
 class Run:
     path: Path
@@ -75,9 +107,12 @@ class Run:
     pauses: list[tuple[int, int]]  # (monotonic ns just after SIGSTOP, just before SIGCONT)
 
 
-def serve_and_record(tmp_path: Path, loss: float, pauses: int, seed: int) -> Run:
+def serve_and_record(
+    tmp_path: Path, loss: float, pauses: int, seed: int, inlet: LslInlet | None = None
+) -> Run:
     """Serve the simulated Myo in its own process, record it for about 12 s, pausing the
-    simulator `pauses` times; the file, the simulator's truth and when it was paused."""
+    simulator `pauses` times (with LSL on and `inlet` reading its EMG outlet, if given); the
+    file, the simulator's truth and when it was paused."""
     config_path = tmp_path / "myo.toml"
     config_path.write_text(CONFIG.format(out=tmp_path, seed=seed, drift=DRIFT_PPM, loss=loss))
     sim_dir = tmp_path / "sim"
@@ -94,8 +129,12 @@ def serve_and_record(tmp_path: Path, loss: float, pauses: int, seed: int) -> Run
         endpoints = json.loads(proc.stdout.readline())
         config = load_config(config_path)
         device = config.devices[0].model_copy(update={**endpoints["emg"], "simulator": None})
-        session = Session(config.model_copy(update={"devices": [device]}), tmp_path / "out")
+        session = Session(
+            config.model_copy(update={"devices": [device]}), tmp_path / "out", lsl=inlet is not None
+        )
         session.start()
+        if inlet is not None:
+            inlet.start(session.session_id)
         try:
             emg = session.devices["emg"]
             wait_until(lambda: emg.stats.samples >= 400, timeout_s=20, what="2 s of Myo data")
@@ -112,6 +151,8 @@ def serve_and_record(tmp_path: Path, loss: float, pauses: int, seed: int) -> Run
             time.sleep(max(2.0, 10.0 - 1.1 * pauses))
         finally:
             session.stop()
+            if inlet is not None:
+                inlet.stop()
     finally:
         os.kill(proc.pid, signal.SIGCONT)  # never leave it stopped
         proc.send_signal(signal.SIGTERM)
@@ -254,3 +295,28 @@ def test_real_loss_is_found_in_its_place_and_times_stay_true(tmp_path: Path, see
     runs = check_gaps(j, run.truth)
     assert sum(n for _, n in runs) >= 10
     check_times(j)
+
+
+@pytest.mark.parametrize("seed", [7])
+def test_lsl_stamps_are_the_files_times_through_pauses(tmp_path: Path, seed: int) -> None:
+    """With LSL on, through eight pauses of the simulator: an independent inlet's stamps equal
+    the file's sample times (<= 0.1 ms, never a step back), and those times are true."""
+    inlet = LslInlet()
+    run = serve_and_record(tmp_path, loss=0.0, pauses=8, seed=seed, inlet=inlet)
+    j = judge(run)
+    check_times(j)
+    with open_session(run.path) as s:
+        anchor = s.meta["anchor_monotonic_ns"]
+        t_ns, values = s.stream("emg.emg")
+    got = np.asarray(inlet.values, dtype=values.dtype)
+    stamps = np.asarray(inlet.stamps)
+    assert len(got) > 1000  # most of 10 s of 200 Hz
+    # Where the inlet's samples start in the file: the first row that equals its first nine.
+    start = next(k for k in range(len(values) - 9) if np.array_equal(values[k : k + 9], got[:9]))
+    n = min(len(got), len(values) - start)
+    assert np.array_equal(values[start : start + n], got[:n])
+    lsl_t_ns = (stamps[:n] - lsl_clock_offset_s(inlet.pylsl)) * 1e9 - anchor
+    diff_ms = np.abs(lsl_t_ns - t_ns[start : start + n]) / 1e6
+    print(f"LSL stamps vs the file: {n} samples, max |difference| {diff_ms.max():.4f} ms")
+    assert diff_ms.max() <= 0.1
+    assert np.all(np.diff(stamps) >= 0)

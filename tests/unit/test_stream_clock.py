@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from needlelab.clock import StreamClock, lower_envelope_line
+from needlelab.clock import Published, StreamClock, lower_envelope_line
 
 
 def simulate(
@@ -274,3 +274,22 @@ def test_a_blocks_samples_are_timed_by_the_segment_its_arrival_is_in() -> None:
     assert clock.times(first_of_second)[0] == pytest.approx(
         1_100_000_000 + 60 * 10_000_000 - 5_000_000, abs=1
     )
+
+
+def test_published_stretches_keep_the_times_they_were_published_with() -> None:
+    """Samples an LSL outlet stamped keep those stamps (line, held at the stamp before them so
+    they never step back); the others keep the fit's times. Expected values worked by hand."""
+    clock = StreamClock(100.0)
+    for k in range(50):
+        clock.add(10 * k + 9, 10_000_000 * (10 * k + 9))  # 100 Hz, arrivals on the line
+    clock.fit()
+    pieces = [
+        {"x_from": 5, "x_to": 7, "x0": 5, "offset_ns": 1030.0, "period_ns": 10.0, "floor_ns": 1045},
+        {"x_from": 2, "x_to": 4, "x0": 0, "offset_ns": 1000.0, "period_ns": 10.0, "floor_ns": 0},
+    ]
+    fitted = clock.times(np.arange(10))
+    clock.published = Published.of(pieces)
+    t = clock.times(np.arange(10))
+    assert t[2:8].tolist() == [1020, 1030, 1040, 1045, 1045, 1050]
+    assert t[[0, 1, 8, 9]].tolist() == fitted[[0, 1, 8, 9]].tolist()
+    assert Published.of([]) is None

@@ -5,7 +5,8 @@ float32 with its times); exports need it a few MB at a time, with the very same 
 times. `StreamSource` reads the blocks in pages through `SessionFile.execute`, skips the blocks
 `SessionFile.blocks` skips (damaged bytes), and times the samples as `sample_times` does: each
 block's own times where every block has them, else the `StreamClock` fitted from every block's
-(last index, arrival) pair, which is all it keeps in memory (16 bytes a block).
+(last index, arrival) pair, which is all it keeps in memory (16 bytes a block), with the times
+an LSL outlet published.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ class StreamSource:
             rows = s.execute("SELECT id FROM streams WHERE name = ?", (name,))
             self._stream_id = int(rows[0][0])
             self._scan(s)
+            published = s.published(name)
         self._clock: StreamClock | None = None
         per_sample = self.spec.kind is StreamKind.IRREGULAR or bool(self._has_t.all())
         if not per_sample:
-            clock = StreamClock(self.spec.nominal_rate_hz, min_latency_ns=self.spec.latency_ns)
+            clock = StreamClock(
+                self.spec.nominal_rate_hz, min_latency_ns=self.spec.latency_ns, published=published
+            )
             for first, n, host in zip(self._first, self._n, self._host, strict=True):
                 if n:
                     clock.add(int(first + n - 1), int(host))

@@ -52,6 +52,7 @@ from needlelab.private import private_dir, write_private
 from needlelab.record import edf, resample
 from needlelab.record.chunked import CHUNK_SAMPLES, StreamSource
 from needlelab.record.reader import (
+    SessionFile,
     UnknownEvent,
     event_json,
     event_row,
@@ -176,8 +177,14 @@ def load(path: str | Path) -> LoadedSession:
         # press stamped when it happened, another program's marker), and every export reads
         # events as a time series.
         # A damaged row can have lost its time (NULL): it goes last rather than break the sort.
-        events = sorted(s.events(), key=lambda e: (e.t_ns is None, e.t_ns or 0, e.id or 0))
+        events = sorted(_events(s), key=lambda e: (e.t_ns is None, e.t_ns or 0, e.id or 0))
         return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
+
+
+def _events(s: SessionFile) -> list[Event | UnknownEvent]:
+    """The session's events for exports: without the `clock.published` records, which are
+    already in the streams' times (readers apply them)."""
+    return [e for e in s.events() if e.kind != "clock.published"]
 
 
 def load_for_export(path: str | Path) -> LoadedSession:
@@ -192,7 +199,7 @@ def load_for_export(path: str | Path) -> LoadedSession:
             else:
                 t_ns, values = s.stream(name)
                 streams[name] = StreamData(spec, t_ns, values, model)
-        events = sorted(s.events(), key=lambda e: (e.t_ns, e.id))
+        events = sorted(_events(s), key=lambda e: (e.t_ns, e.id))
         return LoadedSession(Path(path), dict(s.meta), s.config, streams, events)
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from needlelab.clock import StreamClock
-from needlelab.events import Event, event_from_row
+from needlelab.clock import Published, StreamClock
+from needlelab.events import ClockPublishedEvent, Event, event_from_row
 from needlelab.record.schema import APPLICATION_ID, NotASessionError, RecordingError
 from needlelab.streams import StreamKind, StreamSpec
 
@@ -53,12 +53,15 @@ class Block:
     values: npt.NDArray[np.generic]
 
 
-def sample_times(spec: StreamSpec, blocks: list[Block]) -> npt.NDArray[np.int64]:
+def sample_times(
+    spec: StreamSpec, blocks: list[Block], published: Published | None = None
+) -> npt.NDArray[np.int64]:
     """Per-sample session times of a stream, from its raw blocks.
 
     Irregular streams carry their own times. Regular streams are fitted with the `StreamClock`
     (lower envelope of arrival time against sample index, segmented at gaps), so the stored raw
-    arrivals stay untouched and the fit can always be redone.
+    arrivals stay untouched and the fit can always be redone. Samples an LSL outlet published
+    keep the times it published them with (`published`, from the `clock.published` events).
     """
     if not blocks:
         return np.zeros(0, dtype=np.int64)
@@ -66,7 +69,7 @@ def sample_times(spec: StreamSpec, blocks: list[Block]) -> npt.NDArray[np.int64]
         return np.concatenate(
             [b.t_ns if b.t_ns is not None else np.full(b.n, b.t_host_ns, np.int64) for b in blocks]
         )
-    clock = StreamClock(spec.nominal_rate_hz, min_latency_ns=spec.latency_ns)
+    clock = StreamClock(spec.nominal_rate_hz, min_latency_ns=spec.latency_ns, published=published)
     for b in blocks:
         if b.n:
             clock.add(b.first_index + b.n - 1, b.t_host_ns)
@@ -297,7 +300,24 @@ class SessionFile:
         if not blocks:
             return np.zeros(0, np.int64), np.zeros((0, spec.channel_count), spec.dtype)
         values = np.concatenate([b.values for b in blocks]).astype(spec.dtype)
-        return sample_times(spec, blocks), values
+        return sample_times(spec, blocks, self.published(name)), values
+
+    def published(self, stream: str) -> Published | None:
+        """The clock models an LSL outlet stamped the stream's samples with (None: not published).
+        Pieces whose JSON was damaged are left out: those samples keep the fitted times."""
+        pieces = []
+        with self._damage():
+            rows = self._conn.execute(
+                "SELECT payload FROM events WHERE kind = 'clock.published' ORDER BY id"
+            ).fetchall()
+        for (payload,) in rows:
+            try:
+                piece = ClockPublishedEvent.model_validate_json(payload)
+            except ValueError:
+                continue
+            if piece.stream == stream:
+                pieces.append(piece.model_dump())
+        return Published.of(pieces)
 
     def events(self, kind: str | None = None) -> list[Event | UnknownEvent]:
         """Events in id order (optionally of one kind) as typed records."""

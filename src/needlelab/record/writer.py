@@ -49,7 +49,9 @@ benchmarks/kill_alone.py (20 kills) and benchmarks/ingest.py (its cost)."""
 AUTOCHECKPOINT_BYTES = 16 * 1024 * 1024
 MAX_BATCH_ITEMS = 100_000
 SLOW_DISK_ENV = "NEEDLELAB_FAULT_SLOW_DISK"
-LIVE_CLOCK_POINTS = 4096  # arrivals a live clock keeps: `StreamClock.recent` fits the last 2000
+# Arrivals a live clock keeps (16 bytes each): the LSL publisher fits up to 20,000 of them (100 s
+# of 10-sample notifications at 2 kHz), the monitor the last 2,000.
+LIVE_CLOCK_POINTS = 32_768
 
 
 class SessionMeta(BaseModel):
@@ -487,10 +489,11 @@ class SessionWriter:
             values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes(),
         )
 
-    def live_clock(self, stream: str) -> ClockSegment | None:
-        """A quick clock fit of a regular stream's latest arrivals, for the monitor."""
+    def live_clock(self, stream: str, points: int = 2000) -> ClockSegment | None:
+        """A clock fit of a regular stream's latest `points` arrivals (since its last gap), for
+        the monitor and the LSL stamps."""
         clock = self._clocks.get(stream)
-        return clock.recent() if clock is not None else None
+        return clock.recent(points) if clock is not None else None
 
     def _clock_models(self, conn: sqlite3.Connection) -> dict[str, str]:
         """Each regular stream's clock model, fitted from every block in the file.
