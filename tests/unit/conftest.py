@@ -65,9 +65,13 @@ def hand_built_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = session.hub
     protocol = load_protocol("low-back-l3")  # threshold = mean of the last 6 reversals
     hub.emit(ProtocolEvent(t_ns=S // 10, name="low-back-l3", template=protocol.model_dump()))
-    hub.emit(PhaseEvent(t_ns=1 * S, name="baseline", boundary="start"))
-    hub.emit(PhaseEvent(t_ns=2 * S, name="baseline", boundary="end"))
-    # Stimulation: off, then 10 mA 2 Hz on for 2 s, 12 mA for 3 s, then off.
+    hub.emit(PhaseEvent(t_ns=2 * S // 10, name="baseline pain", boundary="start"))
+    hub.emit(PhaseEvent(t_ns=8 * S // 10, name="baseline pain", boundary="end"))
+    # The needling phase (the template's kind "needling") from 0.9 s to 5 s.
+    hub.emit(PhaseEvent(t_ns=9 * S // 10, name="needling with e-stim", boundary="start"))
+    hub.emit(PhaseEvent(t_ns=5 * S, name="needling with e-stim", boundary="end"))
+    # Stimulation: off, then 10 mA 2 Hz on for 2 s, 12 mA for 3 s, then off: within needling
+    # 2 s at 10 mA and 1.995 s at 12 mA, and 1.005 s at 12 mA after it.
     # (Switches fall between samples: 5 ms after one.)
     for t, ma, on in ((0.5, 0.0, False), (1.005, 10.0, True), (3.005, 12.0, True),
                       (6.005, 12.0, False)):  # fmt: skip

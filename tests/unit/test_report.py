@@ -44,23 +44,29 @@ def test_the_report_has_every_section_with_the_files_numbers(
     assert section_rows(page, "ratings")[1] == ["NRS pain (0–10)", "6", "3"]
     assert section_rows(page, "ratings")[2] == ["ROM flexion", "40°", "55°"]
     dose = section_rows(page, "dose")
-    # 2 s at 10 mA and 3 s at 12 mA: 5 s at 2 Hz, time-weighted mean 11.2 mA, highest 12.
-    assert dose[1:] == [["stim ch1", "2.0 Hz", "5.0 s", "11.2 mA", "12.0 mA"],
-                        ["stim ch1 total", "", "5.0 s", "", ""]]  # fmt: skip
-    assert section_rows(page, "emg")[1][4:] == ["2.0 uV", "4.0 uV"]
+    # Within needling, 2 s at 10 mA and 1.995 s at 12 mA: 3.995 s at 2 Hz, time-weighted mean
+    # (20 + 23.94) / 3.995 = 11.0 mA, highest 12; the 1.005 s at 12 mA after it is flagged.
+    assert dose[1:] == [["stim ch1", "2.0 Hz", "4.0 s", "11.0 mA", "12.0 mA"],
+                        ["stim ch1 total", "", "4.0 s", "", ""]]  # fmt: skip
+    assert (
+        "Stimulation outside needling: the stimulator output was on outside "
+        "“needling with e-stim”: stim ch1 1.0 s (up to 12.0 mA)" in page
+    )
+    assert section_rows(page, "emg")[1][4:] == ["2.0 µV", "4.0 µV"]
     # No gap: no time without data, nothing lost (counted, inferred or unknown), full coverage.
     assert section_rows(page, "quality")[1][:9] == [
         "emg.emg", "800", "0", "0.00 s", "100.0 %", "0", "0", "0", "0.00 %"
     ]  # fmt: skip
     assert "1-up/2-down" in page and "mean distance at the last 6 reversals" in page
-    assert page.count('src="data:image/png;base64,') == 3  # timeline, staircases, confusion
+    # timeline, dose, staircases, localization map, LRJ, pain and movement, EMG
+    assert page.count('src="data:image/png;base64,') == 7
 
 
 def test_trend_and_the_command_line(hand_built_session: Path, tmp_path: Path) -> None:
     path = write_trend_report("HAND01", hand_built_session.parent, tmp_path)
     page = path.read_text()
     rows = section_rows(page, "trend")
-    assert len(rows) == 2 and "pre L3 R vertical: 36.7" in rows[1][2]
+    assert len(rows) == 2 and rows[1][0] == "1" and "pre L3 R vertical: 36.7" in rows[1][3]
     result = subprocess.run(
         [sys.executable, "-m", "needlelab.cli", "report", str(hand_built_session),
          "--out", str(tmp_path / "cli")],
@@ -74,3 +80,37 @@ def test_trend_and_the_command_line(hand_built_session: Path, tmp_path: Path) ->
     )  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_stimulation_only_within_needling_is_counted_and_not_flagged(tmp_path: Path) -> None:
+    from needlelab.clinic.protocol import load_protocol
+    from needlelab.config import parse_config
+    from needlelab.events import PhaseEvent, ProtocolEvent, StimSettings, StimSettingsEvent
+    from needlelab.session import Session
+
+    s = 1_000_000_000
+    session = Session(parse_config({"session": {"patient_id": "IN01", "out_dir": str(tmp_path)}}))
+    session.start()
+    hub = session.hub
+    template = load_protocol("low-back-l3").model_dump()
+    hub.emit(ProtocolEvent(t_ns=s // 10, name="low-back-l3", template=template))
+    hub.emit(PhaseEvent(t_ns=1 * s, name="needling with e-stim", boundary="start"))
+    # 8 mA from 2 to 3.5 s, off, then 9 mA 100 Hz from 4 s until the phase ends at 5 s (the
+    # output stays on after it, but at 0 mA: not stimulation).
+    for t, ma, hz, on in ((0.5, 0.0, 2, False), (2.0, 8.0, 2, True), (3.5, 8.0, 2, False),
+                          (4.0, 9.0, 100, True), (5.0, 0.0, 100, True)):  # fmt: skip
+        settings = StimSettings(frequency_hz=hz, pulse_width_us=250, intensity_ma=ma, output_on=on)
+        hub.emit(StimSettingsEvent(t_ns=int(t * s), settings=settings, source="stim"))
+    hub.emit(PhaseEvent(t_ns=5 * s, name="needling with e-stim", boundary="end"))
+    hub.emit(PhaseEvent(t_ns=6 * s, name="post pain", boundary="start"))
+    hub.emit(PhaseEvent(t_ns=7 * s, name="post pain", boundary="end"))
+    session.stop()
+    page = write_report(session.path, tmp_path).read_text()
+    assert 'class="flag"' not in page and "Stimulation outside needling" not in page
+    assert section_rows(page, "dose")[1:] == [
+        ["stim ch1", "2.0 Hz", "1.5 s", "8.0 mA", "8.0 mA"],
+        ["stim ch1", "100.0 Hz", "1.0 s", "9.0 mA", "9.0 mA"],
+        ["stim ch1 total", "", "2.5 s", "", ""],
+    ]
+    assert [r[0] for r in section_rows(page, "phases")[1:]] == ["needling with e-stim",
+                                                               "post pain"]  # fmt: skip

@@ -44,17 +44,26 @@ def test_lrj_ratings_dose_emg_and_phases(scores: SessionScores) -> None:
     assert (post.accuracy_pct, post.median_rt_ms, post.bias) == (100.0, 650.0, 0.0)
     assert scores.nrs == {"pre": [6], "post": [3]}
     assert scores.rom == {"flexion": {"pre": 40, "post": 55}}
+    # The dose is counted within the needling phase (0.9-5 s): 10 mA from 1.005 to 3.005 s and
+    # 12 mA from 3.005 to 5 s; the 12 mA from 5 to 6.005 s is outside it.
     assert [(d.channel, d.intensity_ma, d.frequency_hz) for d in scores.dose] == [
         ("stim ch1", 10.0, 2.0), ("stim ch1", 12.0, 2.0),
     ]  # fmt: skip
-    assert [d.seconds for d in scores.dose] == [pytest.approx(2.0), pytest.approx(3.0)]
-    assert scores.stim_total_s == {"stim ch1": pytest.approx(5.0)}
-    on, off = scores.emg_rms
-    assert (on["switch"], off["switch"]) == ("on", "off")
-    assert (on["t_s"], off["t_s"]) == (pytest.approx(1.005), pytest.approx(6.005))
+    assert [d.seconds for d in scores.dose] == [pytest.approx(2.0), pytest.approx(1.995)]
+    assert scores.stim_total_s == {"stim ch1": pytest.approx(3.995)}
+    assert [(d.intensity_ma, d.seconds) for d in scores.dose_outside] == [
+        (12.0, pytest.approx(1.005))
+    ]
+    (outside,) = scores.stim_outside
+    assert (outside.start_s, outside.end_s) == (pytest.approx(5.0), pytest.approx(6.005))
+    # EMG around e-stim: the switch on at 1.005 s is within needling; the switch off at
+    # 6.005 s is not, and is left out.
+    (on,) = scores.emg_rms
+    assert on["switch"] == "on" and on["t_s"] == pytest.approx(1.005)
     assert on["rms_before"] == pytest.approx(2.0) and on["rms_after"] == pytest.approx(4.0)
-    assert off["rms_before"] == pytest.approx(4.0) and off["rms_after"] == pytest.approx(1.0)
-    assert scores.phases == [("baseline", 1.0, 2.0)]
+    assert scores.emg_switches_outside == 1
+    assert scores.phases == [("baseline pain", 0.2, 0.8), ("needling with e-stim", 0.9, 5.0)]
+    assert scores.needling == [("needling with e-stim", 0.9, 5.0)]
     (emg,) = [q for q in scores.quality if q.name == "emg.emg"]
     assert (emg.samples, emg.lost, emg.gaps) == (800, 0, 0)
     assert emg.uncertainty_ms is not None and emg.uncertainty_ms < 0.01

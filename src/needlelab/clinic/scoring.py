@@ -10,8 +10,10 @@
   answers minus share of right-side stimuli); the change post - pre.
 - Ratings: NRS and ROM by moment.
 - Stimulation dose: per stimulator channel, time with the output on at each (intensity,
-  frequency), and in total.
-- EMG: RMS in the second before and after each e-stim switch on and off.
+  frequency), and in total, counted within the needling phase(s) (the template's `needling`
+  phases, between their `phase` start and end events); stimulation outside them is counted
+  apart (`dose_outside`) so the report can flag it.
+- EMG: RMS in the second before and after each e-stim switch on and off within needling.
 - Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty; per device
   the malformed messages, duplicates and resyncs its decoder counted (`device.quality`).
 """
@@ -135,13 +137,23 @@ class SessionScores:
     lrj: list[LrjBlockScore]
     nrs: dict[str, list[int]]
     rom: dict[str, dict[str, float]]  # movement: {when: degrees}
-    dose: list[Dose]
-    stim_total_s: dict[str, float]  # per stimulator channel: seconds with the output on
-    emg_rms: list[dict[str, Any]]
+    dose: list[Dose]  # within the needling phase(s)
+    stim_total_s: dict[str, float]  # per stimulator channel: seconds on within needling
+    emg_rms: list[dict[str, Any]]  # switches within needling
     quality: list[StreamQuality]
     reconnects: dict[str, int]
     events: list[Event] = field(repr=False, default_factory=list)
     device_quality: list[DeviceQuality] = field(default_factory=list)
+    needling: list[tuple[str, float, float]] = field(default_factory=list)  # name, start, end s
+    dose_outside: list[Dose] = field(default_factory=list)  # stimulation outside needling
+    stim_spans: list[StimSpan] = field(default_factory=list)  # every stretch with output on
+    emg_switches_outside: int = 0  # e-stim switches outside needling (not in `emg_rms`)
+    phase_kinds: dict[str, str] = field(default_factory=dict)  # phase name: template kind
+
+    @property
+    def stim_outside(self) -> list[StimSpan]:
+        """The stretches of stimulation outside every needling phase (clipped to it)."""
+        return [p for span in self.stim_spans for p in span.outside(self.needling)]
 
 
 def _localization(
@@ -244,17 +256,47 @@ class Dose:
     seconds: float
 
 
-def _dose(events: list[Event], end_ns: int) -> list[Dose]:
-    """Time with the output on at each (intensity, frequency), per stimulator channel."""
+@dataclass(frozen=True)
+class StimSpan:
+    """A stretch of time one stimulator channel's output was on at constant settings."""
+
+    channel: str  # "<device> ch<k>"
+    start_s: float
+    end_s: float
+    intensity_ma: float
+    frequency_hz: float
+
+    def clipped(self, start_s: float, end_s: float) -> StimSpan | None:
+        """The part of this stretch between `start_s` and `end_s`, or None."""
+        lo, hi = max(self.start_s, start_s), min(self.end_s, end_s)
+        if hi <= lo:
+            return None
+        return StimSpan(self.channel, lo, hi, self.intensity_ma, self.frequency_hz)
+
+    def outside(self, windows: list[tuple[str, float, float]]) -> list[StimSpan]:
+        """The parts of this stretch outside every (name, start, end) window."""
+        parts = [self]
+        for _name, lo, hi in windows:
+            rest = []
+            for p in parts:
+                rest += [q for q in (p.clipped(p.start_s, lo), p.clipped(hi, p.end_s)) if q]
+            parts = rest
+        return parts
+
+
+def _stim_spans(events: list[Event], end_ns: int) -> list[StimSpan]:
+    """Every stretch with the output on (and an intensity above 0), per stimulator channel."""
     current: dict[str, tuple[int, StimSettingsEvent]] = {}
-    at: dict[tuple[str, float, float], float] = {}
+    spans: list[StimSpan] = []
 
     def close(channel: str, t_ns: int) -> None:
         if channel in current:
             start, e = current.pop(channel)
-            if e.settings.output_on and e.settings.intensity_ma > 0:
-                key = (channel, e.settings.intensity_ma, e.settings.frequency_hz)
-                at[key] = at.get(key, 0.0) + (t_ns - start) / 1e9
+            if e.settings.output_on and e.settings.intensity_ma > 0 and t_ns > start:
+                spans.append(
+                    StimSpan(channel, start / 1e9, t_ns / 1e9, e.settings.intensity_ma,
+                             e.settings.frequency_hz)
+                )  # fmt: skip
 
     for e in events:
         if isinstance(e, StimSettingsEvent):
@@ -263,11 +305,41 @@ def _dose(events: list[Event], end_ns: int) -> list[Dose]:
             current[channel] = (e.t_ns, e)
     for channel in list(current):
         close(channel, end_ns)
+    return spans
+
+
+def _dose(spans: list[StimSpan]) -> list[Dose]:
+    """Time with the output on at each (intensity, frequency), per stimulator channel."""
+    at: dict[tuple[str, float, float], float] = {}
+    for p in spans:
+        key = (p.channel, p.intensity_ma, p.frequency_hz)
+        at[key] = at.get(key, 0.0) + (p.end_s - p.start_s)
     return [Dose(*key, seconds) for key, seconds in sorted(at.items())]
 
 
-def _emg_rms(s: Any, events: list[Event]) -> list[dict[str, Any]]:
-    """EMG RMS (all channels pooled) in the second before and after each output switch."""
+def _within(spans: list[StimSpan], windows: list[tuple[str, float, float]]) -> list[StimSpan]:
+    """The parts of the stretches inside the windows."""
+    return [q for p in spans for _n, lo, hi in windows if (q := p.clipped(lo, hi)) is not None]
+
+
+def _needling_windows(
+    phases: list[tuple[str, float, float | None]], kinds: dict[str, str], end_s: float
+) -> list[tuple[str, float, float]]:
+    """The needling phases as (name, start, end) seconds; one still open ends with the file.
+    Which phases are needling comes from the recorded template; a file without one counts a
+    phase whose name says needling."""
+    return [
+        (name, start, end if end is not None else end_s)
+        for name, start, end in phases
+        if kinds.get(name, "needling" if "needling" in name.lower() else "") == "needling"
+    ]
+
+
+def _emg_rms(
+    s: Any, events: list[Event], windows: list[tuple[str, float, float]]
+) -> tuple[list[dict[str, Any]], int]:
+    """EMG RMS (all channels pooled) in the second before and after each output switch within
+    the windows (needling); and how many switches fell outside them."""
     switches = []
     previous: dict[tuple[str, int], bool] = {}
     for e in events:
@@ -277,6 +349,9 @@ def _emg_rms(s: Any, events: list[Event]) -> list[dict[str, Any]]:
             if key in previous and previous[key] != on:
                 switches.append((e.t_ns, "on" if on else "off", f"{e.source} ch{key[1]}"))
             previous[key] = on
+    inside = [w for w in switches if any(lo <= w[0] / 1e9 <= hi for _n, lo, hi in windows)]
+    outside = len(switches) - len(inside)
+    switches = inside
     out = []
     emg = [n for n, spec in s.streams.items() if spec.type == "EMG"]
     for name in emg:
@@ -299,7 +374,7 @@ def _emg_rms(s: Any, events: list[Event]) -> list[dict[str, Any]]:
                         "unit": s.streams[name].units[0],
                     }
                 )
-    return out
+    return out, outside
 
 
 def score_session(path: str | Path) -> SessionScores:
@@ -340,7 +415,14 @@ def score_session(path: str | Path) -> SessionScores:
                 nrs.setdefault(e.when or "-", []).append(e.value)
             elif isinstance(e, RomEvent):
                 rom.setdefault(e.movement, {})[e.when or "-"] = e.degrees
-        dose = _dose(typed, end_ns)
+        kinds = {
+            str(ph.get("name")): str(ph.get("kind"))
+            for ph in (protocol.template.get("phases", []) if protocol else [])
+            if isinstance(ph, dict)
+        }
+        needling = _needling_windows(phases, kinds, end_ns / 1e9)
+        spans = _stim_spans(typed, end_ns)
+        dose = _dose(_within(spans, needling))
         total: dict[str, float] = {}
         for d in dose:
             total[d.channel] = total.get(d.channel, 0.0) + d.seconds
@@ -377,7 +459,7 @@ def score_session(path: str | Path) -> SessionScores:
                     ),
                 )
             )
-        emg_rms = _emg_rms(s, typed)
+        emg_rms, emg_outside = _emg_rms(s, typed, needling)
         return SessionScores(
             path=path,
             patient_id=report["patient_id"],
@@ -398,4 +480,9 @@ def score_session(path: str | Path) -> SessionScores:
             reconnects=dict(reconnects),
             events=typed,
             device_quality=[DeviceQuality(**q) for q in report["quality"]],
+            needling=needling,
+            dose_outside=_dose([p for span in spans for p in span.outside(needling)]),
+            stim_spans=spans,
+            emg_switches_outside=emg_outside,
+            phase_kinds=kinds,
         )

@@ -51,6 +51,7 @@ from needlelab.events import Event
 from needlelab.private import private_dir, write_private
 from needlelab.record import edf, resample
 from needlelab.record.chunked import CHUNK_SAMPLES, StreamSource
+from needlelab.record.dictionary import describe
 from needlelab.record.reader import (
     SessionFile,
     UnknownEvent,
@@ -623,9 +624,7 @@ def to_csv(session: LoadedSession, folder: Path) -> Path:
         columns = list(dict.fromkeys(k for row in rows for k in row))
         _write_csv(folder / name, columns, [[_cell(row.get(c)) for c in columns] for row in rows])
         for c in columns:
-            dictionary.append(
-                (name, c, _describe(c, kind), "ns" if c == "t_ns" else ("s" if c == "t_s" else ""))
-            )
+            dictionary.append((name, c, *describe(kind, c)))  # record/dictionary.py
     for stream in session.streams.values():
         spec = stream.spec
         name = f"signal_{spec.name.replace('.', '_')}.csv"
@@ -657,19 +656,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value)
     return str(value)
-
-
-def _describe(column: str, kind: str) -> str:
-    common = {
-        "id": "event id, increasing within the session",
-        "t_ns": "session time of the event",
-        "t_s": "session time of the event",
-        "kind": "event kind",
-        "source": "who recorded it (device name, clinician, session, patient)",
-    }
-    return common.get(
-        column, f"field {column} of {kind} events (ARCHITECTURE.md, event vocabulary)"
-    )
 
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[str]]) -> None:
