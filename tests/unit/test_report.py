@@ -114,3 +114,21 @@ def test_stimulation_only_within_needling_is_counted_and_not_flagged(tmp_path: P
     ]
     assert [r[0] for r in section_rows(page, "phases")[1:]] == ["needling with e-stim",
                                                                "post pain"]  # fmt: skip
+
+
+def test_a_recording_without_phases_counts_its_whole_length(tmp_path: Path) -> None:
+    from needlelab.config import parse_config
+    from needlelab.events import StimSettings, StimSettingsEvent
+    from needlelab.session import Session
+
+    s = 1_000_000_000
+    session = Session(parse_config({"session": {"patient_id": "REC01", "out_dir": str(tmp_path)}}))
+    session.start()
+    for t, on in ((1.0, True), (3.0, False)):  # 6 mA at 2 Hz from 1 to 3 s
+        settings = StimSettings(frequency_hz=2, pulse_width_us=250, intensity_ma=6, output_on=on)
+        session.hub.emit(StimSettingsEvent(t_ns=int(t * s), settings=settings, source="unit"))
+    session.stop()
+    page = write_report(session.path, tmp_path).read_text()
+    assert "No protocol phase was recorded: the dose covers the whole recording" in page
+    assert 'class="flag"' not in page
+    assert section_rows(page, "dose")[-1] == ["unit ch1 total", "", "2.0 s", "", ""]

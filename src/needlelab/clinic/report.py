@@ -131,6 +131,8 @@ def _wrap(name: str, width: int = 22) -> str:
 
 
 def _shade_needling(ax: Any, scores: SessionScores, label: bool = False) -> None:
+    if scores.dose_over_recording:
+        return  # no needling phase: nothing to shade
     for k, (_name, lo, hi) in enumerate(scores.needling):
         ax.axvspan(lo, hi, color=NEEDLING_SHADE, zorder=0,
                    label="needling" if label and k == 0 else None)  # fmt: skip
@@ -283,7 +285,8 @@ def _dose(scores: SessionScores) -> str:
                 "channel": "the stimulator and its output channel",
                 "frequency": "pulse frequency the channel was set to",
                 "time with output on": "seconds the output was on (intensity above 0) within "
-                "the needling phase, at that frequency; the total row sums the channel",
+                f"{'the recording' if scores.dose_over_recording else 'the needling phase'}, at "
+                "that frequency; the total row sums the channel",
                 "mean intensity": "intensity averaged over that time, each setting weighted by "
                 "how long it was held",
                 "highest": "the highest intensity set during that time",
@@ -292,12 +295,18 @@ def _dose(scores: SessionScores) -> str:
         if rows
         else ""
     )
-    head = (
-        f"<p>Counted within the needling phase ({html.escape(needling)}), from the stimulator's "
-        "own settings messages.</p>"
-        if scores.needling
-        else ""
-    )
+    if scores.dose_over_recording:
+        head = (
+            "<p>No protocol phase was recorded: the dose covers the whole recording, from the "
+            "stimulator's own settings messages.</p>"
+        )
+    elif scores.needling:
+        head = (
+            f"<p>Counted within the needling phase ({html.escape(needling)}), from the "
+            "stimulator's own settings messages.</p>"
+        )
+    else:
+        head = ""
     return flag + head + note + _dose_figure(scores) + table
 
 
@@ -320,8 +329,10 @@ def _dose_figure(scores: SessionScores) -> str:
         ax.set_ylabel(f"{channel}\nmA", fontsize=8)
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", color="#eee")
-    axes[0, 0].plot([], [], color=GREEN, lw=2.5, label="within needling")
-    axes[0, 0].plot([], [], color=RED, lw=2.5, label="outside needling")
+    whole = scores.dose_over_recording
+    axes[0, 0].plot([], [], color=GREEN, lw=2.5, label="on" if whole else "within needling")
+    if not whole:
+        axes[0, 0].plot([], [], color=RED, lw=2.5, label="outside needling")
     axes[0, 0].legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
                       frameon=False)  # fmt: skip
     axes[-1, 0].set_xlabel("session time (s)")

@@ -12,7 +12,8 @@
 - Stimulation dose: per stimulator channel, time with the output on at each (intensity,
   frequency), and in total, counted within the needling phase(s) (the template's `needling`
   phases, between their `phase` start and end events); stimulation outside them is counted
-  apart (`dose_outside`) so the report can flag it.
+  apart (`dose_outside`) so the report can flag it. A recording without any phase counts its
+  whole length (`dose_over_recording`).
 - EMG: RMS in the second before and after each e-stim switch on and off within needling.
 - Data quality: per stream samples lost, gaps, reconnects and clock-model uncertainty; per device
   the malformed messages, duplicates and resyncs its decoder counted (`device.quality`).
@@ -48,6 +49,7 @@ from needlelab.record import UnknownEvent, open_session
 from needlelab.streams import StreamKind
 
 EMG_WINDOW_S = 1.0  # RMS window each side of an e-stim switch
+WHOLE_RECORDING = "the whole recording"  # the dose's window when no phase was recorded
 
 
 @dataclass
@@ -149,6 +151,7 @@ class SessionScores:
     stim_spans: list[StimSpan] = field(default_factory=list)  # every stretch with output on
     emg_switches_outside: int = 0  # e-stim switches outside needling (not in `emg_rms`)
     phase_kinds: dict[str, str] = field(default_factory=dict)  # phase name: template kind
+    dose_over_recording: bool = False  # no phase recorded: `needling` is the whole recording
 
     @property
     def stim_outside(self) -> list[StimSpan]:
@@ -421,6 +424,11 @@ def score_session(path: str | Path) -> SessionScores:
             if isinstance(ph, dict)
         }
         needling = _needling_windows(phases, kinds, end_ns / 1e9)
+        # A recording without any protocol phase (a plain `needlelab record`) has no needling
+        # phase to count within: its dose is the whole recording's.
+        whole = not phases
+        if whole:
+            needling = [(WHOLE_RECORDING, 0.0, end_ns / 1e9)]
         spans = _stim_spans(typed, end_ns)
         dose = _dose(_within(spans, needling))
         total: dict[str, float] = {}
@@ -485,4 +493,5 @@ def score_session(path: str | Path) -> SessionScores:
             stim_spans=spans,
             emg_switches_outside=emg_outside,
             phase_kinds=kinds,
+            dose_over_recording=whole,
         )
