@@ -40,6 +40,11 @@ PLAN = (
     Benchmark("monitor_fps.py", ("--seconds", "3", "--max-only")),
     Benchmark("ble_latency.py", ("--seconds", "4")),
     Benchmark("soak.py", ("--hours", "0.25")),
+    Benchmark(
+        "soak_system.py",
+        ("--minutes", "0.7", "--warmup-s", "15", "--extrapolate-h", "0"),
+        ("--minutes", "20"),
+    ),
     Benchmark("kill.py", ("--kills", "3")),
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
     Benchmark(
