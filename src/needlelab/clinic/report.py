@@ -138,6 +138,17 @@ def _shade_needling(ax: Any, scores: SessionScores, label: bool = False) -> None
                    label="needling" if label and k == 0 else None)  # fmt: skip
 
 
+def _merged(pieces: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Stretches of time joined where they touch or overlap."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(pieces):
+        if out and lo <= out[-1][1] + 1e-9:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def _seconds(spans: Iterable[StimSpan]) -> float:
     return sum(p.end_s - p.start_s for p in spans)
 
@@ -186,12 +197,14 @@ def _timeline(scores: SessionScores) -> str:
         ax.barh(k, stop - start, left=start, color=BLUE, height=0.6)
     base = len(scores.phases)
     for k, channel in enumerate(channels):
+        inside, outside = [], []
         for span in (p for p in scores.stim_spans if p.channel == channel):
-            inside = [q for _n, lo, hi in scores.needling if (q := span.clipped(lo, hi))]
-            for q in inside:
-                ax.barh(base + k, q.end_s - q.start_s, left=q.start_s, color=GREEN, height=0.6)
-            for q in span.outside(scores.needling):
-                ax.barh(base + k, q.end_s - q.start_s, left=q.start_s, color=RED, height=0.6)
+            inside += [(q.start_s, q.end_s) for _n, lo, hi in scores.needling
+                       if (q := span.clipped(lo, hi))]  # fmt: skip
+            outside += [(q.start_s, q.end_s) for q in span.outside(scores.needling)]
+        for pieces, colour in ((inside, GREEN), (outside, RED)):
+            for lo, hi in _merged(pieces):  # one bar per stretch on: no seams between settings
+                ax.barh(base + k, hi - lo, left=lo, color=colour, height=0.6)
     base += len(channels)
     for k, (_name, ts) in enumerate(marks):
         ax.plot(ts, [base + k] * len(ts), "|", color="#333", ms=9)
@@ -200,13 +213,14 @@ def _timeline(scores: SessionScores) -> str:
     ax.set_xlabel("session time (s)")
     ax.set_xlim(0, max(scores.duration_s, 1))
     ax.grid(axis="x", color="#eee")
+    ax.set_axisbelow(True)
     from matplotlib.patches import Patch
 
     ax.legend(
         handles=[Patch(color=BLUE, label="phase"), Patch(color=NEEDLING_SHADE, label="needling"),
                  Patch(color=GREEN, label="stimulation within needling"),
                  Patch(color=RED, label="stimulation outside needling")],
-        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / rows), ncol=4,
+        fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False,
     )  # fmt: skip
     figure = _png(fig, "Timeline of the session: phases, stimulator output and events over time")
     rows_table = [
@@ -493,13 +507,14 @@ def _localization_figure(scores: SessionScores) -> str:
         a1.text(x, y, str(n), ha="center", va="center", color="white", fontsize=9, zorder=3)
     for lv, x in needled:
         if lv in row:
-            a1.scatter(x, row[lv], s=900, marker="s", facecolor="none", edgecolor=RED, lw=2,
+            a1.scatter(x, row[lv], s=1500, marker="s", facecolor="none", edgecolor=RED, lw=2,
                        zorder=4)  # fmt: skip
     a1.set_xticks(range(len(MAP_SIDES)), MAP_SIDES, fontsize=8)
     a1.set_yticks(range(len(labels)), labels, fontsize=8)
     a1.set_xlim(-0.6, len(MAP_SIDES) - 0.4)
     a1.set_ylim(len(labels) - 0.5, -0.5)
     a1.grid(color="#eee")
+    a1.set_axisbelow(True)
     a1.set_xlabel("side the patient named (patient's left on the left)")
     a1.set_ylabel("level the patient named")
     a1.set_title("Answers vs the needled site (red square)", fontsize=9)
