@@ -5,19 +5,27 @@ arrivals come from a crystal 80 ppm fast with 0-2 ms of latency jitter, so the g
 resampled for real), a stimulator settings stream every 2 s and a clinician event every 5 s,
 written by the real SessionWriter from a real Hub, of each length given (--minutes). Each
 export (XDF, EDF+, BDF+, CSV, BIDS) runs alone in a fresh process; its peak resident memory
-(VmHWM) and wall time are read. The peer is the whole-file way the project wrote EDF before
-(every sample in memory, then edfio's Edf.write), given the same EMG.
+(VmHWM) and wall time are read. `needlelab report` runs on each session too (unless
+--no-report), as a command in its own process (peak resident memory from the kernel's rusage of
+that child).
+The peer is the whole-file way the project wrote EDF before (every sample in memory, then
+edfio's Edf.write), given the same EMG. The sessions are written as fast as the writer takes
+them (a 2 h one in about a minute), not in real time.
 
-Goal (E1): peak memory of every export <= 300 MB and flat with session length (the longest
-session's peak within 50 MB of the shortest's); 2 h of session needs --minutes 120.
+Goals: E1 peak memory of every export <= 300 MB and flat with session length (the longest
+session's peak within 50 MB of the shortest's). E2-E9, at the longest session (2 h of session
+is --minutes 120): the time and peak memory of the XDF, EDF+ and BIDS exports and of the report,
+each peak <= 300 MB; EDF+ beside the edfio whole-file peer when --peer-minutes reaches it.
 
-    python benchmarks/export.py [--minutes 1 10 60] [--formats xdf edf bdf csv bids] [--json PATH]
+    python benchmarks/export.py [--minutes 1 10 120] [--formats xdf edf bdf csv bids]
+        [--peer-minutes 120] [--no-report] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -121,6 +129,25 @@ def write_session(folder: Path, minutes: float) -> Path:
     return writer.path
 
 
+def run_report(source: Path, out: Path) -> dict[str, Any]:
+    """`needlelab report SOURCE --out OUT` in its own process: wall time and peak memory."""
+    out.mkdir()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "needlelab.cli", "report", str(source), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    errors = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"needlelab report failed: {errors.decode()[-500:]}")
+    return {"seconds": took, "peak_mb": usage.ru_maxrss / 1024}
+
+
 def run_child(code: str, *args: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -137,13 +164,21 @@ def size_mb(path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
-    parser.add_argument("--formats", nargs="+", default=["xdf", "edf", "bdf", "csv", "bids"])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 120])
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["xdf", "edf", "bdf", "bids"],
+        help="of xdf edf bdf csv bids (csv: slow for hours, not by default)",
+    )
     parser.add_argument(
         "--peer-minutes",
         type=float,
         default=10.0,
         help="the longest session the peer is run on (it holds all in memory)",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not time `needlelab report` on each session"
     )
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -168,10 +203,15 @@ def main() -> None:
             formats = list(args.formats)
             if minutes <= args.peer_minutes:
                 formats.append("peer")
+            if not args.no_report:
+                formats.append("report")
             for fmt in formats:
-                suffix = {"csv": "_csv", "bids": "_bids", "peer": "_peer.edf"}.get(fmt, f".{fmt}")
-                out = folder / f"out{suffix}"
-                r = run_child(CHILD, str(source), fmt, str(out))
+                suffix = {"csv": "_csv", "bids": "_bids", "peer": "_peer.edf", "report": "_report"}
+                out = folder / f"out{suffix.get(fmt, f'.{fmt}')}"
+                if fmt == "report":
+                    r = run_report(source, out)
+                else:
+                    r = run_child(CHILD, str(source), fmt, str(out))
                 r.update(minutes=minutes, format=fmt, file_mb=size_mb(out))
                 results.append(r)
                 print(f"{minutes:>8g} {fmt:>8} {r['seconds']:>8.1f} "
@@ -179,7 +219,7 @@ def main() -> None:
                       f"{r['file_mb']:>8.0f}")  # fmt: skip
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             source.unlink()
-    ours = [r for r in results if r["format"] != "peer"]
+    ours = [r for r in results if r["format"] not in ("peer", "report")]
     peak = max(r["peak_mb"] for r in ours)
     longest, shortest = max(args.minutes), min(args.minutes)
     growth = max(
@@ -199,16 +239,58 @@ def main() -> None:
         print(f"peer (all in memory, edfio) at {peer['minutes']:g} min: {peer['peak_mb']:.0f} MB, "
               f"{peer['seconds']:.1f} s; needlelab EDF+ {edf_same['peak_mb']:.0f} MB, "
               f"{edf_same['seconds']:.1f} s")  # fmt: skip
-    write_json(
-        args.json,
-        [Row("E1", f"export peak memory, {longest:g} min 16 ch x 2 kHz (any format)", peak, "MB",
+    load = os.getloadavg()[0]
+    loaded = f"; load {load:.1f} on {os.cpu_count()} CPUs" + (
+        ", LOADED machine" if load > (os.cpu_count() or 1) * 0.5 else ""
+    )
+    rows = [Row("E1", f"export peak memory, {longest:g} min 16 ch x 2 kHz (any format)", peak, "MB",
              f"<= {GOAL_MB:.0f} MB, flat (+<= {FLAT_MB:.0f} MB from {shortest:g} min)", met,
              peer=f"edfio whole file, {peer['minutes']:g} min" if peer else "",
              peer_value=peer["peak_mb"] if peer else None,
              ratio=(peer["peak_mb"] / edf_same["peak_mb"]) if peer and edf_same else None,
-             better="lower")],
-        results=results, baseline_mb=base,
-    )  # fmt: skip
+             better="lower")]  # fmt: skip
+    rows += longest_rows(results, longest, peer, loaded)
+    write_json(args.json, rows, results=results, baseline_mb=base, load=load)
+
+
+def longest_rows(
+    results: list[dict[str, Any]], minutes: float, peer: dict[str, Any] | None, loaded: str
+) -> list[Row]:
+    """E2-E9: time and peak memory of XDF, EDF+, BIDS and the report at the longest session;
+    EDF+ beside the edfio whole-file peer if it ran on that session."""
+    names = {"xdf": "XDF", "edf": "EDF+", "bids": "BIDS (EDF+)", "report": "needlelab report"}
+    size = f"{minutes:g} min 16 ch x 2 kHz session"
+    peer_here = peer if peer is not None and peer["minutes"] == minutes else None
+    rows = []
+    for k, fmt in enumerate(names):
+        r = next((r for r in results if r["format"] == fmt and r["minutes"] == minutes), None)
+        if r is None:
+            continue
+        same = fmt == "edf" and peer_here is not None
+        pname = f"edfio whole file (all in memory), {minutes:g} min" if same else ""
+        p = peer_here if same else None
+        what = "" if fmt == "report" else " export"
+        rows.append(
+            Row(
+                f"E{2 + 2 * k}",
+                f"{names[fmt]}{what} time, {size} ({minutes * 60 / r['seconds']:.0f}"
+                f"x real time{loaded})",
+                r["seconds"],
+                "s",
+                "measured (no goal)",
+                None,
+                pname,
+                p["seconds"] if p else None,
+                (p["seconds"] / r["seconds"]) if p else None,
+                better="lower",
+            )
+        )
+        rows.append(Row(
+            f"E{3 + 2 * k}", f"{names[fmt]}{what} peak memory, {size}", r["peak_mb"], "MB",
+            f"<= {GOAL_MB:.0f} MB", r["peak_mb"] <= GOAL_MB, pname, p["peak_mb"] if p else None,
+            (p["peak_mb"] / r["peak_mb"]) if p else None, better="lower",
+        ))  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

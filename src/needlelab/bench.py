@@ -49,8 +49,8 @@ PLAN = (
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
     Benchmark(
         "export.py",
-        ("--minutes", "1", "3", "--formats", "xdf", "edf", "--peer-minutes", "3"),
-        ("--minutes", "1", "10", "60"),
+        ("--minutes", "1", "3", "--formats", "xdf", "edf", "bids", "--peer-minutes", "3"),
+        ("--minutes", "1", "10", "120", "--peer-minutes", "120"),
     ),
     Benchmark("grid.py", ("--hours", "0.1", "--points", "3"), ("--hours", "2")),
 )

@@ -1,0 +1,66 @@
+"""The whole-system soak's accounting (benchmarks/soak_system.py) on a 6 s run: simulators in
+their own process, the recorder with the monitor offscreen and LSL on in another. Every sample
+the simulators' own logs say they sent while the recorder listened is in the file, and a block
+taken out of a copy of the file is found missing."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_soak() -> Any:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("soak_system", BENCHMARKS / "soak_system.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+@pytest.mark.timeout(180)
+def test_every_sample_sent_is_in_the_file_and_a_missing_block_is_found(tmp_path: Path) -> None:
+    pytest.importorskip("pyqtgraph")
+    soak = load_soak()
+    r = soak.run(0.1, 1.0, tmp_path, warmup_min_s=1.0)
+    assert r["error"] is None and r["verified"]
+    accounts = r["accounts"]
+    assert set(accounts) == {"emg.emg", "caliper.distance", "stim.ch1", "stim.ch2"}
+    for stream, a in accounts.items():
+        assert a["declared_lost"] == 0, (stream, a)
+        assert a["missing"] == 0 and a["misfit"] == 0, (stream, a)
+    # 6 s at 2 kHz (less the connect): thousands of EMG samples; the stimulator is polled every
+    # 100 ms per channel; the caliper sends 3 readings a press every 1.5 s.
+    assert accounts["emg.emg"]["sent"] >= 6000
+    assert accounts["stim.ch1"]["sent"] >= 20 and accounts["stim.ch2"]["sent"] >= 20
+    assert accounts["caliper.distance"]["sent"] >= 3
+    assert r["lsl_samples"] > 0 and r["lsl_error"] is None  # the outlet was read over loopback
+
+    # The same logs against a copy of the file with one block of each stream taken out.
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(r["path"], copy)
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        for stream in accounts:
+            ids = [row[0] for row in conn.execute(
+                "SELECT b.id FROM blocks b JOIN streams s ON s.id = b.stream_id "
+                "WHERE s.name = ? ORDER BY b.id", (stream,))]  # fmt: skip
+            conn.execute("DELETE FROM blocks WHERE id = ?", (ids[len(ids) // 2],))
+        conn.commit()
+    truth = np.load(tmp_path / "truth.npz")
+    damaged = soak.account(copy, truth, r["stop_ns"])
+    assert damaged["emg.emg"]["missing"] == 10  # one notification of 10 samples
+    for stream in accounts:
+        assert damaged[stream]["unaccounted"] > 0, (stream, damaged[stream])
