@@ -439,13 +439,14 @@ def _until_done(script: Any) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the default protocol with simulated devices and patient; verify; write the report."""
-    from needlelab.demo import demo_script
+    from needlelab.demo import demo_config, demo_script
     from needlelab.monitor import display_available, gui_missing, qt_problem
     from needlelab.resources import configs_dir
 
     config = _checked_config(configs_dir() / "demo.toml", args.out)
     if isinstance(config, int):
         return config
+    config = demo_config(config)  # the simulated clinician holds the stimulator and caliper
     length = f"{args.duration:g} s" if args.duration else "whole-protocol"
     print(
         f"needlelab {__version__} demo: a {length} simulated session of protocol "

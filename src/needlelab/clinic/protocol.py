@@ -89,6 +89,9 @@ class ProtocolInfo(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     description: str = ""
+    # A template cut short on purpose (the demo's) says so here, in words a report can print:
+    # which template it shortens, what it cut and why. Empty for a full template.
+    shortened: str = Field("", max_length=400)
 
 
 class Protocol(_Strict):

@@ -5,6 +5,10 @@ records the template itself first (a `protocol` event, so the file alone says ho
 scored), then one `phase` start/end pair per phase, and every measurement as its own event:
 `tpd.trial`, `lrj.trial`, `rating.nrs`, `rating.rom`. The needling phase sets the needle site
 (with e-stim as the template says) through the session's localization log.
+
+A TPD trial takes its distance from a caliper when one was pressed for it: `trial_press()` is
+the last button press of any caliper stream since the trial was put up (the previous answer, or
+the phase's start), so a press is never taken for two trials.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from needlelab.clinic.localization import Localization
 from needlelab.clinic.protocol import Phase, Protocol
@@ -51,6 +57,7 @@ class ProtocolRun:
         self.tracks: list[TpdTrack] = []
         self._lock = threading.Lock()
         self._lrj_trials: dict[str, int] = {}
+        self._trial_since_ns = 0  # when the pending TPD trial was put up (session clock)
         hub.emit(
             ProtocolEvent(
                 name=protocol.protocol.name,
@@ -92,7 +99,8 @@ class ProtocolRun:
             self.tracks = []
             if phase is None:
                 return None
-            hub.emit(PhaseEvent(name=phase.name, boundary="start", source="clinician"))
+            started = hub.emit(PhaseEvent(name=phase.name, boundary="start", source="clinician"))
+            self._trial_since_ns = started.t_ns
             if phase.kind == "tpd":
                 self.tracks = self._tracks(phase)
             elif phase.kind == "needling" and phase.site is not None:
@@ -122,6 +130,11 @@ class ProtocolRun:
         return tracks
 
     # -- measurements -----------------------------------------------------------------------------
+    def trial_press(self) -> float | None:
+        """The distance (mm) of the last caliper button press since the pending TPD trial was
+        put up, or None if no caliper was pressed for it."""
+        return caliper_press(self.hub, self._trial_since_ns)
+
     def current_track(self) -> TpdTrack | None:
         """The first TPD track of this phase that is not done."""
         return next((t for t in self.tracks if not t.staircase.done), None)
@@ -151,6 +164,7 @@ class ProtocolRun:
             )
         )
         assert isinstance(event, TpdTrialEvent)
+        self._trial_since_ns = event.t_ns
         return event
 
     def nrs(self, value: int) -> NrsEvent:
@@ -199,3 +213,20 @@ class ProtocolRun:
         )
         assert isinstance(event, LrjTrialEvent)
         return event
+
+
+def caliper_press(hub: Hub, since_ns: int) -> float | None:
+    """The distance (mm) of the latest button press of any caliper stream in the hub's live
+    buffers at or after `since_ns` (session clock), or None."""
+    best: tuple[int, float] | None = None
+    for spec in list(hub.streams.values()):
+        if spec.type != "Caliper":
+            continue
+        t_ns, raw = hub.ring(spec.name).latest()
+        values = raw.astype(np.float64)
+        pressed = np.flatnonzero((values[:, 1] > 0.5) & (t_ns >= since_ns))
+        if len(pressed):
+            k = int(pressed[-1])
+            if best is None or int(t_ns[k]) > best[0]:
+                best = (int(t_ns[k]), float(values[k, 0]))
+    return None if best is None else best[1]

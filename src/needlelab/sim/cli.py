@@ -146,7 +146,7 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
             workdir = Path(args.workdir)
         else:
             workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="nl-sim-")))
-        sims = SimulatorSet(config, workdir, ble=args.ble, tag="proc")
+        sims = SimulatorSet(config, workdir, ble=args.ble, tag="proc", control_path=args.control)
         try:
             endpoints = sims.start()
         except OSError as exc:
@@ -217,6 +217,13 @@ def add_sim_parser(subparsers: Any) -> None:
         "(default) or a loopback TCP port each",
     )
     p.add_argument("--workdir", type=Path, help="where ptys and sockets go (default: a temp dir)")
+    p.add_argument(
+        "--control",
+        type=Path,
+        help="serve the simulators' own controls on a unix socket at PATH (JSON lines: "
+        '{"device": "stim", "output": true}, {"device": "caliper", "press_mm": 45}); for the '
+        "devices whose [simulator] has control = true",
+    )
     p.add_argument(
         "--truth",
         type=Path,

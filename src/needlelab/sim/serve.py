@@ -21,6 +21,11 @@ the set calibrates the link as a real setup would be calibrated once with a refe
 (`needlelab.sim.link_probe`): a twin of the first EMG sensor over the same kind of link, its
 true sample times against a central's arrivals, and the floor of the difference. `link_floor`
 holds what was measured (None when no EMG sensor is simulated: no latency is declared then).
+
+`control()` is the simulated clinician's hand on a device's own controls, never the driver's
+link: a stimulator with `control` switched on or off, a caliper with `control` pressed on a
+distance. A `SimulatorProcess` forwards it to its child over a unix socket in its workdir
+(JSON lines, `ControlServer`); needlelab's drivers never see it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import contextlib
 import json
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,16 +50,40 @@ from needlelab.sim.stim_server import SimulatedStim, start_simulated_stim
 BleMode = Literal["local", "unix", "tcp"]
 
 
+class SimulatorControlError(ValueError):
+    """A control command a simulator cannot carry out (unknown device, no control, bad value)."""
+
+
+def control_message(device: str, output: bool | None, press_mm: float | None) -> dict[str, Any]:
+    """One control command as sent over the control socket."""
+    message: dict[str, Any] = {"device": device}
+    if output is not None:
+        message["output"] = output
+    if press_mm is not None:
+        message["press_mm"] = press_mm
+    return message
+
+
 class SimulatorSet:
-    """The simulators of one session; `start()` returns {device name: config updates}."""
+    """The simulators of one session; `start()` returns {device name: config updates}.
+
+    With `control_path`, `start()` also serves `control()` on a unix socket there (for the
+    parent of a `needlelab sim session` process)."""
 
     def __init__(
-        self, config: SessionConfig, workdir: Path, ble: BleMode = "local", tag: str = "sim"
+        self,
+        config: SessionConfig,
+        workdir: Path,
+        ble: BleMode = "local",
+        tag: str = "sim",
+        control_path: Path | None = None,
     ) -> None:
         self.config = config
         self.workdir = Path(workdir)
         self.ble_mode = ble
         self.tag = tag  # makes in-process link names unique per session
+        self.control_path = control_path
+        self._control_server: ControlServer | None = None
         self.stims: dict[str, SimulatedStim] = {}
         self.ble_devices: dict[str, SimulatedBleDevice] = {}
         self._ble_loop: Any = None
@@ -81,10 +112,43 @@ class SimulatorSet:
                 if isinstance(device, EmgBleConfig | CaliperBleConfig) and device.simulator:
                     endpoints[device.name] = self._start_ble(device)
             self._calibrate(endpoints)
+            if self.control_path is not None:
+                self._control_server = ControlServer(self, self.control_path)
         except BaseException:
             self.stop()
             raise
         return endpoints
+
+    def control(
+        self, device: str, *, output: bool | None = None, press_mm: float | None = None
+    ) -> None:
+        """Switch a controlled stimulator's output on or off (`output`: returns once the unit
+        did), or press a controlled caliper on `press_mm`; `SimulatorControlError` if the
+        device has no such control."""
+        self.apply(control_message(device, output, press_mm))
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """Carry out one control message ({"device", "output" | "press_mm"})."""
+        device = message.get("device")
+        if device in self.stims and set(message) == {"device", "output"}:
+            stim = self.stims[device]
+            if not stim.sim.control or not isinstance(message["output"], bool):
+                raise SimulatorControlError(f"stimulator {device!r} takes no output control")
+            if not stim.set_output(message["output"]):
+                raise SimulatorControlError(f"stimulator {device!r} did not answer its control")
+            return
+        sensor = self.ble_devices.get(str(device))
+        if sensor is not None and set(message) == {"device", "press_mm"}:
+            from needlelab.sim.caliper import SimulatedCaliper
+
+            mm = message["press_mm"]
+            if not isinstance(sensor, SimulatedCaliper) or not sensor.sim.control:
+                raise SimulatorControlError(f"{device!r} is no caliper with control")
+            if not isinstance(mm, int | float) or not 0 <= mm <= 300:
+                raise SimulatorControlError(f"press_mm must be 0-300 mm, not {mm!r}")
+            sensor.press(float(mm))
+            return
+        raise SimulatorControlError(f"no simulated device takes the control {message!r}")
 
     def _start_ble(self, device: EmgBleConfig | CaliperBleConfig) -> dict[str, Any]:
         from needlelab.ble.loop import BleLoop
@@ -198,6 +262,9 @@ class SimulatorSet:
         """Stop every simulator; safe to call twice."""
         from needlelab.ble.bumble_backend import forget_local_link
 
+        if self._control_server is not None:
+            server, self._control_server = self._control_server, None
+            server.close()
         if self._ble_loop is not None:
             loop, self._ble_loop = self._ble_loop, None
             try:
@@ -219,6 +286,56 @@ class SimulatorSet:
         self.stims.clear()
 
 
+class ControlServer:
+    """`SimulatorSet.apply` on a unix socket: one JSON object a line in, `{"ok": true}` or
+    `{"error": "..."}` a line out. Owner-only (the socket lives in the set's 0700 workdir)."""
+
+    def __init__(self, sims: SimulatorSet, path: Path) -> None:
+        open_requests: set[socket.socket] = set()
+        self._open = open_requests
+
+        class Handler(socketserver.StreamRequestHandler):
+            def setup(self) -> None:
+                super().setup()
+                open_requests.add(self.request)
+
+            def finish(self) -> None:
+                open_requests.discard(self.request)
+                super().finish()
+
+            def handle(self) -> None:
+                for line in self.rfile:
+                    try:
+                        message = json.loads(line)
+                        if not isinstance(message, dict):
+                            raise SimulatorControlError("a control message is a JSON object")
+                        sims.apply(message)
+                        reply: dict[str, Any] = {"ok": True}
+                    except (ValueError, KeyError) as exc:  # JSON and control errors alike
+                        reply = {"error": str(exc)}
+                    self.wfile.write((json.dumps(reply) + "\n").encode())
+                    self.wfile.flush()
+
+        path.unlink(missing_ok=True)
+        self.server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        self.server.daemon_threads = False
+        self.path = path
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), name="sim-control", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving and end the open connections (their threads are joined)."""
+        self.server.shutdown()
+        self._thread.join(5)
+        for request in list(self._open):
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+        self.server.server_close()
+        self.path.unlink(missing_ok=True)
+
+
 class SimulatorProcess:
     """A `SimulatorSet` in a separate process (`needlelab sim session`), BLE over unix sockets.
 
@@ -232,6 +349,9 @@ class SimulatorProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._truth_path = self.workdir / "truth.json"
         self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
+        self._control_path = self.workdir / "control.sock"
+        self._control: socket.socket | None = None
+        self._control_lock = threading.Lock()
 
     def start(self) -> dict[str, dict[str, Any]]:
         """Start the process; the endpoints it printed. Raises `RuntimeError` if it failed."""
@@ -242,6 +362,7 @@ class SimulatorProcess:
             [
                 sys.executable, "-m", "needlelab.cli", "sim", "session", "-",
                 "--ble", "unix", "--workdir", str(self.workdir), "--truth", str(self._truth_path),
+                "--control", str(self._control_path),
             ],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -260,8 +381,43 @@ class SimulatorProcess:
         """Each simulated stimulator's settings history, once the process has stopped."""
         return self._truth
 
+    def control(
+        self, device: str, *, output: bool | None = None, press_mm: float | None = None
+    ) -> None:
+        """`SimulatorSet.control` in the child process, over its control socket."""
+        message = json.dumps(control_message(device, output, press_mm)) + "\n"
+        with self._control_lock:
+            try:
+                if self._control is None:
+                    if self._proc is None:
+                        raise SimulatorControlError("the simulator process is not running")
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(5)
+                    sock.connect(str(self._control_path))
+                    self._control = sock
+                self._control.sendall(message.encode())
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    chunk = self._control.recv(4096)
+                    if not chunk:
+                        raise OSError("the simulator process closed its control socket")
+                    reply += chunk
+            except OSError as exc:
+                self._close_control()
+                raise SimulatorControlError(f"cannot reach the simulator process: {exc}") from None
+        answer = json.loads(reply)
+        if "error" in answer:
+            raise SimulatorControlError(answer["error"])
+
+    def _close_control(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
     def kill(self) -> None:
         """SIGKILL the process, as a crash would end it (fault tests); no truth is written."""
+        with self._control_lock:
+            self._close_control()
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.kill()
@@ -272,6 +428,8 @@ class SimulatorProcess:
 
     def stop(self) -> None:
         """SIGTERM the process, wait, and read its truth file; safe to call twice."""
+        with self._control_lock:
+            self._close_control()  # before the child stops: its server waits for connections
         proc, self._proc = self._proc, None
         if proc is None:
             return

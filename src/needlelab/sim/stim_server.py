@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import random
 import re
 import select
@@ -112,11 +113,16 @@ class StimUnitModel:
     intensity in 0.5 mA steps to a tolerance level → hold a few seconds (sometimes switching
     frequency) → ramp down → off, and again. `random`: a random setting changes every 0.3–2 s.
     All values sit on the protocols' resolution (0.1 Hz, 1 µs, 0.01 mA) so they round-trip.
+
+    With `running=False` (a unit under the control channel's hand) nothing changes until
+    `switch(True)`: the pattern then starts afresh, as from power-on, and `switch(False)` turns
+    every channel's output off (intensity 0) and stops it there.
     """
 
-    def __init__(self, channels: list[int], pattern: str, seed: int) -> None:
+    def __init__(self, channels: list[int], pattern: str, seed: int, running: bool = True) -> None:
         self.rng = random.Random(seed)
         self.pattern = pattern
+        self.running = running
         self.settings = {
             ch: StimSettings(
                 channel=ch,
@@ -132,9 +138,26 @@ class StimUnitModel:
         self._next = {ch: 0.3 + 0.4 * i for i, ch in enumerate(channels)}
         self._hold_until = dict.fromkeys(channels, 0.0)
 
+    def switch(self, on: bool, t_s: float) -> list[StimSettings]:
+        """The clinician's hand at `t_s`: start the pattern (as from power-on) or turn every
+        output off and hold it off; the channels whose settings changed."""
+        changed = []
+        self.running = on
+        for i, ch in enumerate(self.settings):
+            self._state[ch] = "off"
+            self._next[ch] = t_s + 0.4 * i  # the first channel at once, as at power-on
+            old = self.settings[ch]
+            new = old if on else old.model_copy(update={"intensity_ma": 0.0, "output_on": False})
+            if new != old:
+                self.settings[ch] = new
+                changed.append(new)
+        return changed
+
     def step(self, t_s: float) -> list[StimSettings]:
         """Advance to `t_s` seconds after start; the channels whose settings changed."""
-        changed = []
+        changed: list[StimSettings] = []
+        if not self.running:
+            return changed
         for ch, due in self._next.items():
             if t_s < due:
                 continue
@@ -359,7 +382,8 @@ class SimulatedStim:
     """A simulated stimulator on a pty (`url` is a stable path) or TCP (`socket://127.0.0.1:N`).
 
     Runs on its own thread from `start()` to `stop()`. Faults from the config run on their
-    schedule; `inject()` applies one now.
+    schedule; `inject()` applies one now. With `control` in its config it waits, output off,
+    for `set_output()`: the front-panel hand of the demo's clinician.
     """
 
     def __init__(
@@ -380,7 +404,8 @@ class SimulatedStim:
         self.sim = sim
         self.channels = list(channels)
         self.protocol = StimProtocol(profile)  # device side: decodes queries, encodes messages
-        self.model = StimUnitModel(self.channels, sim.pattern, sim.seed)
+        self.model = StimUnitModel(self.channels, sim.pattern, sim.seed, running=not sim.control)
+        self._switches: queue.SimpleQueue[tuple[bool, threading.Event]] = queue.SimpleQueue()
         self.rng = random.Random(sim.seed + 1)
         self.link: _Link = (
             _PtyLink(Path(workdir) / f"{name}.tty")
@@ -452,6 +477,14 @@ class SimulatedStim:
     ) -> None:
         self.stop()
 
+    def set_output(self, on: bool, timeout_s: float = 2.0) -> bool:
+        """The simulated clinician's hand on the unit's own controls (not the driver's link):
+        start the pattern or switch every output off. Returns once the unit has done it (its
+        change messages queued), or False after `timeout_s` if it is not serving."""
+        done = threading.Event()
+        self._switches.put((on, done))
+        return done.wait(timeout_s)
+
     def inject(self, fault: FaultSpec) -> None:
         """Apply a fault now (its `at_s`/`every_s` are ignored); callable from any thread."""
         self.faults.inject(fault)
@@ -489,6 +522,11 @@ class SimulatedStim:
                 except OSError:  # e.g. the TCP port was taken meanwhile: try again shortly
                     self.link.close()
                     self._down_until = now + 0.1
+            while not self._switches.empty():
+                on, done = self._switches.get_nowait()
+                for settings in self.model.switch(on, t_s):
+                    self._changed(settings)
+                done.set()
             for settings in self.model.step(t_s):
                 self._changed(settings)
             self.link.flush()
