@@ -124,7 +124,8 @@ class SessionSection(_Strict):
 
 
 class FaultSpec(_Strict):
-    """A fault the simulator injects: at `at_s` after start, repeated every `every_s` if set."""
+    """A fault the simulator injects: at `at_s` after start (a BLE simulator: after a central
+    first connected to it), repeated every `every_s` if set."""
 
     kind: Literal["garbage", "truncate", "stall", "disconnect", "duplicate"]
     at_s: float = Field(ge=0)

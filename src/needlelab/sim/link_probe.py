@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-PROBE_S = 1.0
-"""How long the probe listens: 67-133 connection events at the demo's 7.5-15 ms intervals."""
+PROBE_S = 3.0
+"""How long the probe listens: 200-400 connection events at the demo's 7.5-15 ms intervals (a
+1 s probe overlapping the start of the other simulators read the floor up to 1 ms high, and the
+clock fit, whose lower envelope rests on a whole session's arrivals, then sat that far early)."""
 
 
 @dataclass(frozen=True)
