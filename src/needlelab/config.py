@@ -121,6 +121,8 @@ class SessionSection(_Strict):
     # The protocol template the session follows: a shipped name or a .toml path.
     protocol: str | None = Field(None, pattern=r"^([a-z0-9][a-z0-9_.-]{0,63}|.+\.toml)$")
     notes: str = Field("", max_length=2000)
+    # The mains frequency where the session is recorded (Hz): BIDS `PowerLineFrequency`.
+    power_line_hz: Literal[50, 60] | None = None
 
 
 class FaultSpec(_Strict):
@@ -249,11 +251,24 @@ class BleDeviceConfig(DeviceBase):
                 raise ValueError("backend 'bumble' needs 'bumble_transport'")
 
 
+class HardwareFilters(_Strict):
+    """The filters a sensor applies before it sends (from its data sheet): BIDS
+    `HardwareFilters`."""
+
+    highpass_hz: float | None = Field(None, gt=0, le=10_000)
+    lowpass_hz: float | None = Field(None, gt=0, le=100_000)
+    notch_hz: float | None = Field(None, gt=0, le=1000)
+
+
 class EmgBleConfig(BleDeviceConfig):
     """A surface-EMG sensor over Bluetooth LE, read with bleak."""
 
     kind: Literal["emg_ble"]
     muscle: str = Field("", max_length=64)  # e.g. "L3 multifidus right": names the channels
+    # How the electrodes are referenced, e.g. "bipolar, 20 mm inter-electrode distance":
+    # BIDS `EMGReference`.
+    reference: str = Field("", max_length=200, pattern=r"^[A-Za-z0-9 ,.;:()/+_-]*$")
+    hardware_filters: HardwareFilters | None = None
     simulator: EmgSimulatorConfig | None = None
 
     @model_validator(mode="after")

@@ -36,6 +36,7 @@ UNKNOWABLE_KEYS = {"StimulusPresentation", "DeviceSerialNumber", "ElectrodeManuf
                    "InstitutionAddress", "InstitutionalDepartmentName", "HEDVersion", "License",
                    "SourceDatasets"}  # fmt: skip
 MUSCLES = {"emg": "L3 multifidus R", "emg2": "L3 multifidus L"}
+REFERENCE = "bipolar, 20 mm inter-electrode distance"
 
 
 def validator() -> Path:
@@ -54,10 +55,11 @@ def validate(root: Path) -> list[dict[str, Any]]:
 
 def config_json(patient: str) -> str:
     config = parse_config({
-        "session": {"patient_id": patient},
+        "session": {"patient_id": patient, "power_line_hz": 50},
         "devices": [
             {"kind": "emg_ble", "name": name, "profile": "needlelab-emg-ref", "muscle": muscle,
-             "address": f"C0:FF:EE:00:00:0{k}"}
+             "address": f"C0:FF:EE:00:00:0{k}", "reference": REFERENCE,
+             "hardware_filters": {"highpass_hz": 20, "lowpass_hz": 450}}
             for k, (name, muscle) in enumerate(MUSCLES.items())
         ],
     })  # fmt: skip
@@ -166,6 +168,12 @@ def test_mne_bids_reads_every_recording(dataset: dict[str, Any], which: str) -> 
     sidecar = json.loads(next(folder.glob("*_emg.json")).read_text())
     assert sidecar["EMGChannelCount"] == 4 and sidecar["SamplingFrequency"] == 2000
     assert "Resampling to a uniform grid" in sidecar["SoftwareFilters"]
+    # Filled from the config (they were n/a whatever it said).
+    assert sidecar["PowerLineFrequency"] == 50 and sidecar["EMGReference"] == REFERENCE
+    assert sidecar["HardwareFilters"] == {
+        "HighpassFilter": {"CutoffFrequency": 20, "Unit": "Hz"},
+        "LowpassFilter": {"CutoffFrequency": 450, "Unit": "Hz"},
+    }
     events = _tsv(next(folder.glob("*_events.tsv")))
     onsets = [float(e["onset"]) for e in events]
     assert onsets == sorted(onsets) and len(raw.annotations) == len(events)

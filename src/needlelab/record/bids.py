@@ -5,8 +5,9 @@
 root `dataset_description.json`, `participants.tsv` (+ `.json`) and a `README` (kept if they are
 there: several sessions and subjects go in one dataset). What the session file does not know
 is said so rather than guessed: the config names each sensor's muscle (`target_muscle`, and
-the placement description), but not how electrodes were referenced, so `EMGReference` is `n/a`;
-hardware filters are `n/a`; what needlelab did to the signal (the grid) is `SoftwareFilters`.
+the placement description), how its electrodes are referenced (`EMGReference`), its hardware
+filters (`HardwareFilters`) and the mains frequency (`PowerLineFrequency`); what the config
+does not say is `n/a`. What needlelab did to the signal (the grid) is `SoftwareFilters`.
 
 Everything here is read from the session it is given, so a de-identified view
 (`needlelab.record.deidentify`) gives a de-identified dataset.
@@ -64,15 +65,15 @@ def to_bids(session: LoadedSession, fmt: str, root: Path, subject: str, number: 
         "surface EMG with the stimulator's settings, caliper readings and the clinician's and "
         "patient's events (events.tsv, the whole record of each in its value column).",
         "SamplingFrequency": main.spec.nominal_rate_hz,
-        "PowerLineFrequency": "n/a",
+        "PowerLineFrequency": session.config.get("session", {}).get("power_line_hz") or "n/a",
         "RecordingType": "continuous",
         "RecordingDuration": line.seconds,
         "EMGChannelCount": sum(s.spec.channel_count for s in emg),
         "EMGPlacementScheme": "Other",
         "EMGPlacementSchemeDescription": _placement(emg, muscles),
-        "EMGReference": "n/a",
+        "EMGReference": _references(session),
         "SoftwareFilters": grid_statement([s.spec.nominal_rate_hz for s in regular]),
-        "HardwareFilters": "n/a",
+        "HardwareFilters": _hardware_filters(session),
         "Manufacturer": _manufacturer(session),
         "ManufacturersModelName": _models(session),
         "SoftwareVersions": f"needlelab {session.meta.get('software_version', '')}".strip(),
@@ -151,6 +152,43 @@ def _manufacturer(session: LoadedSession) -> str:
     return (
         "needlelab (simulated sensors)" if emg and all(d.get("simulator") for d in emg) else "n/a"
     )
+
+
+def _references(session: LoadedSession) -> str:
+    """How each EMG sensor's electrodes are referenced (the config's `reference`), by device
+    where the sensors differ."""
+    emg = _emg_devices(session)
+    said = {str(d.get("name", "")): str(d.get("reference") or "") for d in emg}
+    kinds = set(said.values())
+    if not emg or kinds == {""}:
+        return "n/a"
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "; ".join(f"{name}: {ref or 'n/a'}" for name, ref in said.items())
+
+
+FILTER_NAMES = {"highpass_hz": "HighpassFilter", "lowpass_hz": "LowpassFilter",
+                "notch_hz": "NotchFilter"}  # fmt: skip
+
+
+def _hardware_filters(session: LoadedSession) -> dict[str, Any] | str:
+    """BIDS `HardwareFilters` from the EMG sensors' `hardware_filters` (an object of filters
+    with their cut-off in Hz), or `n/a` when the config names none; sensors that differ are
+    named by device."""
+    per_device: dict[str, dict[str, Any]] = {}
+    for d in _emg_devices(session):
+        filters = d.get("hardware_filters") or {}
+        per_device[str(d.get("name", ""))] = {
+            FILTER_NAMES[k]: {"CutoffFrequency": v, "Unit": "Hz"}
+            for k, v in filters.items()
+            if k in FILTER_NAMES and v is not None
+        }
+    kinds = {json.dumps(f, sort_keys=True) for f in per_device.values()}
+    if not per_device or kinds == {"{}"}:
+        return "n/a"
+    if len(kinds) == 1:
+        return next(iter(per_device.values()))
+    return {f"{name} {k}": v for name, f in per_device.items() for k, v in f.items()}
 
 
 def _models(session: LoadedSession) -> str:

@@ -424,6 +424,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("BleDeviceConfig", "advertised_name"): _unit,
     ("BleDeviceConfig", "bumble_transport"): _transport,
     ("EmgBleConfig", "muscle"): _muscle,
+    ("EmgBleConfig", "reference"): _keep,  # the montage, in a restricted alphabet
     ("EmgSimulatorConfig", "artefacts_from"): _keep,
     ("LslInletConfig", "stream_name"): _unit,
     ("LslInletConfig", "stream_type"): _unit,
