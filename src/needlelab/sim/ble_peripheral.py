@@ -214,6 +214,7 @@ class SimulatedBleDevice:
         self.link_name = link_name
         self.advertised_name = advertised_name
         self.faults = FaultSchedule(faults)
+        self._faults_t0: float | None = None  # loop time a central first connected
         self._frame_size = frame_size  # garbage is never this long
         self._junk_rng = random.Random(link_name)
         self._silent_until = 0.0
@@ -295,6 +296,16 @@ class SimulatedBleDevice:
     def _junk(self, count: int) -> list[bytes]:
         sizes = [self._junk_rng.randrange(1, 40) for _ in range(count)]
         return [b"\xff" + self._junk_rng.randbytes(n + (n + 1 == self._frame_size)) for n in sizes]
+
+    def due_faults(self, peripheral: GattPeripheral, now: float) -> list[FaultSpec]:
+        """The faults due at loop time `now`, on the time since a central first connected (not
+        since the simulator started: how long a recorder takes to find and connect to it, a
+        latency probe before it or a busy machine, does not move them)."""
+        if self._faults_t0 is None:
+            if not peripheral.device.connections:
+                return []
+            self._faults_t0 = now
+        return self.faults.due(now - self._faults_t0)
 
     async def _apply_fault(
         self, peripheral: GattPeripheral, fault: FaultSpec, now: float

@@ -99,7 +99,7 @@ class SimulatedCaliper(SimulatedBleDevice):
         while True:
             await asyncio.sleep(TICK_S)
             now = loop.time()
-            for fault in self.faults.due(now - t0):
+            for fault in self.due_faults(peripheral, now):
                 for junk in await self._apply_fault(peripheral, fault, now):
                     await peripheral.notify(self.data_uuid, junk)
                     self.wire.sent("malformed")
@@ -120,12 +120,11 @@ class SimulatedCaliper(SimulatedBleDevice):
     async def _controlled(self, peripheral: GattPeripheral) -> None:
         """Press what `press()` asked for, in order; faults on their schedule meanwhile."""
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
         previous = 0.0
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             now = loop.time()
-            for fault in self.faults.due(now - t0):
+            for fault in self.due_faults(peripheral, now):
                 for junk in await self._apply_fault(peripheral, fault, now):
                     await peripheral.notify(self.data_uuid, junk)
                     self.wire.sent("malformed")

@@ -157,19 +157,13 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         last_send_at = t0
         self.t0_ns = round(t0 * 1e9)
         next_drop = self.sim.battery_drop_every_s
-        # Faults run on the time since a central first connected, not since the simulator
-        # started: how long the recorder takes to find and connect to it (a latency probe
-        # before it, a busy machine) does not move them.
-        faults_t0: float | None = None
         while True:
             await asyncio.sleep(self.sim.connection_interval_ms / 1000)
             now = loop.time()
             if next_drop is not None and now - t0 >= next_drop:
                 next_drop += self.sim.battery_drop_every_s or 0.0
                 await self.set_battery(max(self.battery_pct - 1, 0))
-            if faults_t0 is None and peripheral.device.connections:
-                faults_t0 = now
-            for fault in self.faults.due(now - faults_t0) if faults_t0 is not None else ():
+            for fault in self.due_faults(peripheral, now):
                 junk = await self._apply_fault(peripheral, fault, now)
                 if junk:
                     self._outbox.put_nowait((-1.0, [(-1, 0, p, "malformed") for p in junk]))
