@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import stat
 import subprocess
@@ -132,3 +133,22 @@ def test_a_recording_without_phases_counts_its_whole_length(tmp_path: Path) -> N
     assert "No protocol phase was recorded: the dose covers the whole recording" in page
     assert 'class="flag"' not in page
     assert section_rows(page, "dose")[-1] == ["unit ch1 total", "", "2.0 s", "", ""]
+
+
+def test_a_template_shortened_on_purpose_says_so_in_the_report(tmp_path: Path) -> None:
+    from needlelab.clinic.protocol import load_protocol
+    from needlelab.config import parse_config
+    from needlelab.events import ProtocolEvent
+    from needlelab.session import Session
+
+    session = Session(parse_config({"session": {"patient_id": "SH01", "out_dir": str(tmp_path)}}))
+    session.start()
+    template = load_protocol("low-back-l3-demo").model_dump()
+    said = template["protocol"]["shortened"]
+    assert "24" in said  # the shipped demo template's own words
+    session.hub.emit(ProtocolEvent(t_ns=1, name="low-back-l3-demo", template=template))
+    session.stop()
+    page = write_report(session.path, tmp_path).read_text()
+    assert f"Shortened protocol: {html.escape(said)}" in page
+    full = load_protocol("low-back-l3").model_dump()
+    assert not full["protocol"]["shortened"]  # the full template says nothing of the kind

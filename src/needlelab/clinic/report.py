@@ -154,8 +154,16 @@ def _seconds(spans: Iterable[StimSpan]) -> float:
 
 
 # -- session and phases ---------------------------------------------------------------------------
+def _shortening(scores: SessionScores) -> str:
+    """The template's own word that it was shortened on purpose (a demo's), if it says so."""
+    protocol = next((e for e in scores.events if getattr(e, "kind", "") == "protocol"), None)
+    template = getattr(protocol, "template", None) or {}
+    said = str((template.get("protocol") or {}).get("shortened") or "")
+    return f"<p>Shortened protocol: {html.escape(said)}</p>" if said else ""
+
+
 def _summary(scores: SessionScores) -> str:
-    return _table(
+    return _shortening(scores) + _table(
         ("patient", "started (UTC)", "duration", "protocol", "file"),
         [(scores.patient_id, scores.started_utc, _fmt(scores.duration_s, 0, " s"),
           scores.protocol or "–", scores.path.name)],
