@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -288,7 +289,7 @@ class RingBuffer:
         n = values.shape[0]
         if n == 0:
             return
-        index = np.arange(n, dtype=np.int64) + (self._total if first_index is None else first_index)
+        index = _positions(n) + (self._total if first_index is None else first_index)
         if n > self.capacity:  # only the newest fit
             values, t_ns, index, skipped = (
                 values[-self.capacity :],
@@ -334,9 +335,26 @@ def regular_sample_times(chunk: Chunk, rate_hz: float) -> npt.NDArray[np.int64]:
     The last sample is taken to have arrived at `t_host_ns`; earlier ones are spaced at the nominal
     period. The recorded clock model refines this offline; live views only need it to be close.
     """
+    return _backfill_offsets(chunk.n, rate_hz) + chunk.t_host_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _backfill_offsets(n: int, rate_hz: float) -> npt.NDArray[np.int64]:
+    """Each of `n` samples' time before the last (ns, <= 0): the same few block sizes come
+    again and again, and building them was a third of a push."""
     period_ns = 1e9 / rate_hz
-    offsets = (np.arange(chunk.n, dtype=np.float64) - (chunk.n - 1)) * period_ns
-    return (chunk.t_host_ns + offsets).astype(np.int64)
+    # Floored: an arrival time plus these is what truncating the float sum gave.
+    offsets = np.floor((np.arange(n, dtype=np.float64) - (n - 1)) * period_ns).astype(np.int64)
+    offsets.flags.writeable = False
+    return offsets
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(n: int) -> npt.NDArray[np.int64]:
+    """0 .. n-1, read-only (a ring's per-sample index is `first_index` + these)."""
+    positions = np.arange(n, dtype=np.int64)
+    positions.flags.writeable = False
+    return positions
 
 
 class Hub:
