@@ -51,7 +51,7 @@ def test_every_sample_sent_is_in_the_file_and_a_missing_block_is_found(tmp_path:
 
     # The same logs against a copy of the file with one block of each stream taken out.
     copy = tmp_path / "copy.sqlite"
-    shutil.copy(r["path"], copy)
+    shutil.copy(r["file"], copy)
     with contextlib.closing(sqlite3.connect(copy)) as conn:
         for stream in accounts:
             ids = [row[0] for row in conn.execute(
