@@ -472,11 +472,37 @@ def _merge(cuts: np.ndarray, z: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([p[0] for p in merged], dtype=np.int64)
 
 
+PUBLISH_SLEW = 0.9
+"""After a model change that would step back, published stamps advance at this fraction of the
+period from the last stamp until they meet the new model's line: strictly increasing, never
+faster than real time, and on the new line a few samples later (0.3 ms back: 6 samples at
+2 kHz)."""
+
+
+def published_times(
+    x: np.ndarray,
+    x0: np.ndarray | int,
+    offset_ns: np.ndarray | float,
+    period_ns: np.ndarray | float,
+    floor_ns: np.ndarray | int,
+    floor_x: np.ndarray | int,
+) -> np.ndarray:
+    """The stamps of indices `x` under a published model: its line, or where that would not
+    pass the stamp before (`floor_ns`, of index `floor_x`), that stamp advanced at
+    `PUBLISH_SLEW` of the period (the LSL publisher and every reader use this one function)."""
+    xs = x.astype(np.float64)
+    # The same arithmetic as ClockSegment.times, so a line's stamps are the very same integers.
+    line = (offset_ns + period_ns * (xs - x0)).astype(np.int64)
+    slewed = (floor_ns + (PUBLISH_SLEW * period_ns) * (xs - floor_x)).astype(np.int64)
+    out: np.ndarray = np.maximum(line, slewed)
+    return out
+
+
 @dataclass(frozen=True)
 class Published:
     """Stretches of a stream whose samples were published live (LSL) with the clock model of
     the moment, as `clock.published` events record them: `x_from`..`x_to` at
-    `max(offset_ns + period_ns * (x - x0), floor_ns)`. Arrays sorted by `x_from`."""
+    `published_times`. Arrays sorted by `x_from`."""
 
     x_from: np.ndarray
     x_to: np.ndarray
@@ -484,6 +510,7 @@ class Published:
     offset_ns: np.ndarray
     period_ns: np.ndarray
     floor_ns: np.ndarray
+    floor_x: np.ndarray
 
     @classmethod
     def of(cls, pieces: list[dict[str, float]]) -> Published | None:
@@ -491,7 +518,7 @@ class Published:
         if not pieces:
             return None
         pieces = sorted(pieces, key=lambda p: p["x_from"])
-        ints = ("x_from", "x_to", "x0", "floor_ns")
+        ints = ("x_from", "x_to", "x0", "floor_ns", "floor_x")
         cols = {
             k: np.array([p[k] for p in pieces], dtype=np.int64 if k in ints else np.float64)
             for k in (*ints, "offset_ns", "period_ns")
@@ -504,10 +531,10 @@ class Published:
         covered = k >= 0
         covered[covered] &= x[covered] <= self.x_to[k[covered]]
         k = k[covered]
-        xs = x[covered].astype(np.float64)
-        # The same arithmetic as ClockSegment.times, so the stamps are the very same integers.
-        line = (self.offset_ns[k] + self.period_ns[k] * (xs - self.x0[k])).astype(np.int64)
-        t_ns[covered] = np.maximum(line, self.floor_ns[k])
+        t_ns[covered] = published_times(
+            x[covered], self.x0[k], self.offset_ns[k], self.period_ns[k], self.floor_ns[k],
+            self.floor_x[k],
+        )  # fmt: skip
 
 
 @dataclass

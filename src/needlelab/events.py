@@ -242,9 +242,11 @@ class WarningEvent(EventBase):
 
 class ClockPublishedEvent(EventBase):
     """`clock.published`: the clock model an LSL outlet stamped a stretch of a regular stream
-    with. Samples `x_from`..`x_to` went out at `max(offset_ns + period_ns * (x - x0), floor_ns)`
-    (`floor_ns`: the stamp before them, so stamps never step back); readers give those samples
-    these times, so the file and what LSL recorders got agree."""
+    with. Samples `x_from`..`x_to` went out at `offset_ns + period_ns * (x - x0)`, or, where
+    that would not pass the stamp before them (`floor_ns`, of sample `floor_x`), at that stamp
+    advanced by 0.9 of the period a sample until they meet the line (`needlelab.clock.
+    published_times`): strictly increasing. Readers give those samples these times, so the file
+    and what LSL recorders got agree."""
 
     kind: Literal["clock.published"] = "clock.published"
     stream: str
@@ -254,6 +256,7 @@ class ClockPublishedEvent(EventBase):
     offset_ns: float
     period_ns: float = Field(gt=0)
     floor_ns: int
+    floor_x: int
 
 
 Event = Annotated[

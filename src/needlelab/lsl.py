@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from needlelab.clock import ClockSegment
+from needlelab.clock import ClockSegment, published_times
 from needlelab.config import LslConfig
 from needlelab.events import ClockPublishedEvent, Event, WarningEvent
 from needlelab.hub import Hub
@@ -314,7 +314,7 @@ class LslPublisher:
         self.delay_ns = round(config.delay_s * 1e9)
         self._models: dict[str, tuple[float, ClockSegment]] = {}  # stream: (fitted at, model)
         self._pieces: dict[str, ClockPublishedEvent] = {}  # stream: the stretch being stamped
-        self._last_stamp_ns: dict[str, int] = {}
+        self._last_stamp: dict[str, tuple[int, int]] = {}  # stream: (last stamp, its index)
         self.session_id = session_id
         self.deliberate = config.share_on_lan
         self.offset_s = lsl_clock_offset_s(self.pylsl)
@@ -442,32 +442,36 @@ class LslPublisher:
                     t_ns = self._stamp(name, model, index)
             self._totals[name] = seen + len(index)
             # Never a step back (arrival times of an unfitted stream can).
+            last = self._last_stamp.get(name)
             t_ns = np.maximum.accumulate(
-                np.maximum(t_ns, self._last_stamp_ns.get(name, np.iinfo(np.int64).min))
+                np.maximum(t_ns, np.iinfo(np.int64).min if last is None else last[0])
             )
-            self._last_stamp_ns[name] = int(t_ns[-1])
+            self._last_stamp[name] = (int(t_ns[-1]), int(index[-1]))
             stamps = t_ns / 1e9 + self.anchor_s + self.offset_s
             self._outlets[name].push_chunk(values.astype("float32").tolist(), stamps.tolist())
             self.pushed += len(t_ns)
 
     def _stamp(self, stream: str, model: ClockSegment, index: np.ndarray) -> np.ndarray:
         """The stamps of samples `index` under `model`, extending the stretch stamped with it
-        (or recording the last stretch and starting one)."""
+        (or recording the last stretch and starting one from the last stamp)."""
         piece = self._pieces.get(stream)
         same = piece is not None and (piece.x0, piece.offset_ns, piece.period_ns) == (
             model.x0, model.offset_ns, model.period_ns,
         )  # fmt: skip
         if piece is None or not same:
             self._record(stream)
-            floor = self._last_stamp_ns.get(stream, np.iinfo(np.int64).min // 2)
+            floor_ns, floor_x = self._last_stamp.get(
+                stream, (np.iinfo(np.int64).min // 4, int(index[0]) - 1)
+            )
             piece = ClockPublishedEvent(
                 stream=stream, x_from=int(index[0]), x_to=int(index[-1]), x0=model.x0,
-                offset_ns=model.offset_ns, period_ns=model.period_ns, floor_ns=floor,
-                source="lsl",
+                offset_ns=model.offset_ns, period_ns=model.period_ns, floor_ns=floor_ns,
+                floor_x=floor_x, source="lsl",
             )  # fmt: skip
         self._pieces[stream] = piece.model_copy(update={"x_to": int(index[-1])})
-        stamps: np.ndarray = np.maximum(model.times(index), piece.floor_ns)
-        return stamps
+        return published_times(
+            index, piece.x0, piece.offset_ns, piece.period_ns, piece.floor_ns, piece.floor_x
+        )
 
     def _record(self, stream: str) -> None:
         """Store the stretch last stamped with one model (readers give its samples those times)."""

@@ -58,7 +58,9 @@ def test_labrecorder_records_what_needlelab_stores(tmp_path: Path) -> None:
         feeder.start()
         time.sleep(0.3)  # the outlets exist once data flow
         recorder = subprocess.Popen(
-            [str(cli), str(xdf), 'name="emg.emg"', 'type="Markers"'],
+            # By source id: another session on this machine may publish an emg.emg too.
+            [str(cli), str(xdf), f'source_id="needlelab:{session.session_id}:emg.emg"',
+             f'source_id="needlelab:{session.session_id}:events"'],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, LSLAPICFG=str(cfg)),
         )  # fmt: skip

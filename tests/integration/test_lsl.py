@@ -283,7 +283,7 @@ def test_an_outlet_publishes_the_files_sample_times(tmp_path: Path) -> None:
     (start,) = np.flatnonzero(np.all(values == lsl_values[0], axis=1))
     n = min(len(lsl_values), len(values) - start)
     assert np.array_equal(values[start : start + n], lsl_values[:n])
-    assert np.all(np.diff(stamps) >= 0)
+    assert np.all(np.diff(stamps) > 0) and np.all(np.diff(t_ns) > 0)  # strictly increasing
     error_ms = np.abs(lsl_t_ns[:n] - t_ns[start : start + n]) / 1e6
     print(
         f"LSL stamps vs file: median {np.median(error_ms):.3f} ms, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from needlelab.clock import Published, StreamClock, lower_envelope_line
+from needlelab.clock import Published, StreamClock, lower_envelope_line, published_times
 
 
 def simulate(
@@ -277,19 +277,26 @@ def test_a_blocks_samples_are_timed_by_the_segment_its_arrival_is_in() -> None:
 
 
 def test_published_stretches_keep_the_times_they_were_published_with() -> None:
-    """Samples an LSL outlet stamped keep those stamps (line, held at the stamp before them so
-    they never step back); the others keep the fit's times. Expected values worked by hand."""
+    """Samples an LSL outlet stamped keep those stamps: the model's line, or where that would
+    step back, the stamp before advanced at 0.9 of the period (strictly increasing); the others
+    keep the fit's times. Expected values worked by hand."""
     clock = StreamClock(100.0)
     for k in range(50):
         clock.add(10 * k + 9, 10_000_000 * (10 * k + 9))  # 100 Hz, arrivals on the line
     clock.fit()
     pieces = [
-        {"x_from": 5, "x_to": 7, "x0": 5, "offset_ns": 1030.0, "period_ns": 10.0, "floor_ns": 1045},
-        {"x_from": 2, "x_to": 4, "x0": 0, "offset_ns": 1000.0, "period_ns": 10.0, "floor_ns": 0},
-    ]
+        # the new model's line (1030 at x 5) is below the last stamp (1045 at x 4)
+        {"x_from": 5, "x_to": 7, "x0": 5, "offset_ns": 1030.0, "period_ns": 10.0,
+         "floor_ns": 1045, "floor_x": 4},
+        {"x_from": 2, "x_to": 4, "x0": 0, "offset_ns": 1000.0, "period_ns": 10.0,
+         "floor_ns": -(10**15), "floor_x": 1},
+    ]  # fmt: skip
     fitted = clock.times(np.arange(10))
     clock.published = Published.of(pieces)
     t = clock.times(np.arange(10))
-    assert t[2:8].tolist() == [1020, 1030, 1040, 1045, 1045, 1050]
+    assert t[2:8].tolist() == [1020, 1030, 1040, 1054, 1063, 1072]
     assert t[[0, 1, 8, 9]].tolist() == fitted[[0, 1, 8, 9]].tolist()
+    # Where the slewed stamps meet the line, the line goes on: 25 ns behind at 1 ns a sample.
+    meet = published_times(np.arange(26, 33), 5, 1030.0, 10.0, 1045, 4)
+    assert meet.tolist() == [1243, 1252, 1261, 1270, 1280, 1290, 1300]
     assert Published.of([]) is None
