@@ -165,7 +165,12 @@ FIELDS: dict[str, dict[str, tuple[str, str]]] = {
         "x0": ("sample index the clock model counts from", ""),
         "offset_ns": ("the model's time of sample x0", "ns"),
         "period_ns": ("the model's time between samples", "ns"),
-        "floor_ns": ("the stamp before the stretch; stamps never step back below it", "ns"),
+        "floor_ns": (
+            "the stamp before the stretch: stamps after a step back advance from it "
+            "at 0.9 of the period until they meet the model's line",
+            "ns",
+        ),
+        "floor_x": ("sample index of the stamp floor_ns", ""),
     },
 }
 
