@@ -46,6 +46,7 @@ from needlelab.events import (
     TpdTrialEvent,
 )
 from needlelab.record import UnknownEvent, open_session
+from needlelab.record.chunked import StreamSource
 from needlelab.streams import StreamKind
 
 EMG_WINDOW_S = 1.0  # RMS window each side of an e-stim switch
@@ -356,24 +357,36 @@ def _emg_rms(
     outside = len(switches) - len(inside)
     switches = inside
     out = []
+    window = int(EMG_WINDOW_S * 1e9)
     emg = [n for n, spec in s.streams.items() if spec.type == "EMG"]
     for name in emg:
-        t_ns, values = s.stream(name)
-        if not len(t_ns):
-            continue
-        for t, what, channel in switches:
-            window = int(EMG_WINDOW_S * 1e9)
-            before = values[(t_ns >= t - window) & (t_ns < t)]
-            after = values[(t_ns >= t) & (t_ns < t + window)]
-            if len(before) and len(after):
+        # Block by block: a 2 h EMG stream is gigabytes; only the sums around switches are kept.
+        sums = np.zeros((len(switches), 2))  # squares before, after
+        counts = np.zeros((len(switches), 2), dtype=np.int64)
+        starts = np.array([t for t, _w, _c in switches], dtype=np.int64)
+        for t_ns, values in StreamSource(s.path, name, opened=s).chunks():
+            if not len(t_ns):
+                continue
+            near = np.flatnonzero((starts + window > t_ns.min()) & (starts - window <= t_ns.max()))
+            squares = np.square(values.astype(np.float64))
+            for j in near:
+                at = int(starts[j])
+                for side, mask in enumerate(
+                    ((t_ns >= at - window) & (t_ns < at), (t_ns >= at) & (t_ns < at + window))
+                ):
+                    sums[j, side] += squares[mask].sum()
+                    counts[j, side] += int(mask.sum()) * values.shape[1]
+        for k, (t, what, channel) in enumerate(switches):
+            if counts[k].all():
+                rms = np.sqrt(sums[k] / counts[k])
                 out.append(
                     {
                         "stream": name,
                         "t_s": t / 1e9,
                         "switch": what,
                         "stimulator": channel,
-                        "rms_before": float(np.sqrt(np.mean(before.astype(np.float64) ** 2))),
-                        "rms_after": float(np.sqrt(np.mean(after.astype(np.float64) ** 2))),
+                        "rms_before": float(rms[0]),
+                        "rms_after": float(rms[1]),
                         "unit": s.streams[name].units[0],
                     }
                 )

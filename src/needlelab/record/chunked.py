@@ -11,6 +11,7 @@ an LSL outlet published.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from needlelab.clock import StreamClock
-from needlelab.record.reader import open_session
+from needlelab.record.reader import SessionFile, open_session
 from needlelab.streams import StreamKind, StreamSpec
 
 PAGE_BLOCKS = 20_000
@@ -31,10 +32,14 @@ class StreamSource:
     """A stream of a session file, for reading in chunks (`chunks`) with its sample count and
     the earliest and latest sample time."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str, opened: SessionFile | None = None) -> None:
         self.path = path
         self.name = name
-        with open_session(path) as s:
+        # A file already open (verify's) is read through that connection: a killed file is
+        # then not copied to a private snapshot once more.
+        self._opened = opened
+        self.damaged = 0  # blocks skipped because their bytes were damaged
+        with self._session() as s:
             self.spec: StreamSpec = s.streams[name]
             rows = s.execute("SELECT id FROM streams WHERE name = ?", (name,))
             self._stream_id = int(rows[0][0])
@@ -53,6 +58,12 @@ class StreamSource:
             self._clock = clock
         self.count = int(self._n.sum())
         self.min_t_ns, self.max_t_ns = self._extremes()
+
+    def _session(self) -> contextlib.AbstractContextManager[SessionFile]:
+        """The file: the one given, left open, or opened here for the while."""
+        if self._opened is not None:
+            return contextlib.nullcontext(self._opened)
+        return open_session(self.path)
 
     def _scan(self, s: Any) -> None:
         """Every block's id, first index, length, arrival and whether it has its own times,
@@ -85,6 +96,7 @@ class StreamSource:
                     kept[rows] = (bid, ints[0], n, ints[1], t_type == "blob")
                     rows += 1
             pages.append(kept[:rows].copy())
+            self.damaged += len(page) - rows
             del page
         table = np.concatenate(pages) if pages else np.zeros((0, 5), dtype=np.int64)
         self._ids, self._first, self._n, self._host = (table[:, k].copy() for k in range(4))
@@ -126,7 +138,7 @@ class StreamSource:
         empty = np.zeros((0, spec.channel_count), spec.dtype)
         need_rows = values or self._clock is None
         per_page = max(1, min(PAGE_BLOCKS, samples // max(1, int(np.median(self._n)) or 1)))
-        with open_session(self.path) as s:
+        with self._session() as s:
             for start in range(0, len(self._ids), per_page):
                 stop = min(start + per_page, len(self._ids))
                 firsts, ns = self._first[start:stop], self._n[start:stop]

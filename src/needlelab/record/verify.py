@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from needlelab.events import DataQualityEvent, DeviceInfoEvent, GapEvent, WarningEvent
+from needlelab.record.chunked import StreamSource
 from needlelab.record.reader import SessionFile, UnknownEvent, header_says_wal
 from needlelab.record.schema import SCHEMA_VERSION, NotASessionError, RecordingError
 
@@ -26,7 +27,6 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
         (name,),
     )[0]
     blocks, samples = row[0], row[1]
-    damaged_before = s.damaged_blocks
     index_gaps = []
     if blocks:
         # Blocks whose first index skips past the previous block's end: samples known lost.
@@ -37,7 +37,8 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
         ):
             if prev_end is not None and first > prev_end:
                 index_gaps.append({"after_index": prev_end, "missing": first - prev_end})
-    t_ns = s.stream(name)[0] if samples else None
+    # Block by block: the times alone, never the values (a 2 h EMG stream is gigabytes).
+    source = StreamSource(s.path, name, opened=s)
     return {
         "name": name,
         "type": spec.type,
@@ -46,11 +47,11 @@ def _stream_summary(s: SessionFile, name: str) -> dict[str, Any]:
         "nominal_rate_hz": spec.nominal_rate_hz,
         "blocks": blocks,
         "samples": samples,
-        "first_t_s": float(t_ns[0]) / 1e9 if t_ns is not None else None,
-        "last_t_s": float(t_ns[-1]) / 1e9 if t_ns is not None else None,
+        "first_t_s": source.min_t_ns / 1e9 if source.min_t_ns is not None else None,
+        "last_t_s": source.max_t_ns / 1e9 if source.max_t_ns is not None else None,
         "index_gaps": index_gaps,
         "samples_lost_known": sum(g["missing"] for g in index_gaps),
-        "damaged_blocks": s.damaged_blocks - damaged_before,  # bytes that cannot be decoded
+        "damaged_blocks": source.damaged,  # bytes that cannot be decoded
         "clock_model": s.clock_models.get(name),
     }
 
