@@ -132,8 +132,10 @@ def test_after_stop_nothing_of_the_devices_is_shown_as_live(qtbot: Any, tmp_path
             assert window.device_panel.row_texts(name)[1:] == ["disconnected"] + ["—"] * 5, name
         assert window.recording_bar.indicator.text() == "● STOPPED"
         assert window.banner.isHidden()
-        x, _y = window.traces.stim_curve.getData()
-        assert x is not None and float(x.max()) <= stopped_s + 0.05  # not held on into the future
+        assert window.traces.stim_curves()  # every channel's: none held on into the future
+        for curve in window.traces.stim_curves():
+            x, _y = curve.getData()
+            assert x is not None and float(x.max()) <= stopped_s + 0.05
     finally:
         window.close()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
@@ -47,8 +47,138 @@ def big_label(text: str = "", size: int = 16) -> QtWidgets.QLabel:
     return label
 
 
+def wrapped(text: str = "") -> QtWidgets.QLabel:
+    """A label that wraps its words to the width it is given (it never widens the panel)."""
+    label = QtWidgets.QLabel(text)
+    label.setWordWrap(True)
+    return label
+
+
+class ElidedLabel(QtWidgets.QLabel):  # type: ignore[misc]
+    """A one-line label that shows as much of its text as fits, with "…" in the middle, and the
+    whole text as its tooltip: a long file name or device line never widens the window.
+
+    Its `elides` property says so (the layout tests take its clipping as by design)."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.setProperty("elides", True)
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
+        self.setText(text)
+
+    def setText(self, text: str) -> None:
+        """Show `text` (elided to the width), all of it in the tooltip."""
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(
+            self.fontMetrics().horizontalAdvance("…") * 4, super().sizeHint().height()
+        )
+
+    def shown_text(self) -> str:
+        """The text as drawn (elided to the width)."""
+        return str(
+            self.fontMetrics().elidedText(
+                self.text(), Qt.TextElideMode.ElideMiddle, self.contentsRect().width()
+            )
+        )
+
+    def paintEvent(self, _event: QtGui.QPaintEvent) -> None:
+        painter = QtGui.QPainter(self)
+        painter.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
+        painter.setFont(self.font())
+        painter.drawText(self.contentsRect(), int(self.alignment()), self.shown_text())
+        painter.end()
+
+
+class CurrentPageStack(QtWidgets.QWidget):  # type: ignore[misc]
+    """Pages of which one is shown, taking the size of that page only (`addWidget`,
+    `setCurrentWidget`, `currentWidget` as QStackedWidget's). Qt's QStackedWidget is as tall
+    as its tallest page's wrapped text, whichever is shown: that left the protocol panel
+    mostly blank and pushed the answer panel off a 768-pixel screen. Here the pages not shown
+    are hidden in a plain layout, which leaves them out of its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._layout = QtWidgets.QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._pages: list[QtWidgets.QWidget] = []
+        self._current: QtWidgets.QWidget | None = None
+
+    def addWidget(self, page: QtWidgets.QWidget) -> None:
+        """Add a page (the first is shown until another is)."""
+        self._pages.append(page)
+        self._layout.addWidget(page)
+        page.setVisible(self._current is None)
+        self._current = self._current or page
+
+    def setCurrentWidget(self, page: QtWidgets.QWidget) -> None:
+        """Show `page` (one added before) and hide the others."""
+        self._current = page
+        for other in self._pages:
+            other.setVisible(other is page)
+
+    def currentWidget(self) -> QtWidgets.QWidget | None:
+        """The page shown."""
+        return self._current
+
+
+class StimReadout(QtWidgets.QWidget):  # type: ignore[misc]
+    """The stimulators' settings in large type: one line per channel of every stimulator, in
+    the colour of its curves (two columns and smaller type beyond two channels). Each line
+    starts with its output state, so the line elided at a narrow width keeps what matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._grid = QtWidgets.QGridLayout(self)
+        self._grid.setContentsMargins(4, 0, 4, 0)
+        self._grid.setVerticalSpacing(0)
+        self.labels: list[ElidedLabel] = []
+        self._shown: list[tuple[str, str]] = []
+        self.setText("")
+
+    def text(self) -> str:
+        """What the read-out says, a line per channel."""
+        return "\n".join(label.text() for label in self.labels)
+
+    def setText(self, text: str) -> None:
+        """Show `text` (lines) in the read-out's colour."""
+        self.show_lines([(line, AMBER) for line in text.split("\n")])
+
+    def show_lines(self, lines: list[tuple[str, str]]) -> None:
+        """Show (line, colour) pairs."""
+        if lines == self._shown:
+            return
+        self._shown = list(lines)
+        while len(self.labels) > len(lines):
+            old = self.labels.pop()
+            self._grid.removeWidget(old)
+            old.deleteLater()
+        columns = 1 if len(lines) <= 2 else 2
+        size = 15 if columns == 1 else 12
+        for i, (line, colour) in enumerate(lines):
+            if i == len(self.labels):
+                self.labels.append(ElidedLabel())
+            label = self.labels[i]
+            font = label.font()
+            font.setPointSize(size)
+            font.setBold(True)
+            label.setFont(font)
+            label.setStyleSheet(f"color: {colour}")
+            label.setText(line)
+            self._grid.addWidget(label, i // columns, i % columns)
+
+
 class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
     """Start, pause/resume and stop; elapsed time; the file; a recording indicator."""
+
+    STATES: ClassVar[dict[str, str]] = {
+        "ready": "READY", "preview": "PREVIEW · NOT RECORDING", "recording": "RECORDING",
+        "paused": "PAUSED", "stopped": "STOPPED",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -61,13 +191,20 @@ class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
         layout.setContentsMargins(4, 4, 4, 4)
         self.indicator = big_label("● READY", 14)
         self.elapsed = big_label("00:00", 14)
-        self.file = QtWidgets.QLabel("")
-        self.file.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.file = ElidedLabel("")
         self.start_button = button("Start", on_start, "start recording")
         self.pause_button = button("Pause", on_pause, "mark a pause (data keep being written)")
         self.stop_button = button("Stop", on_stop, "stop and close the session file")
+        # Fixed slots, as wide as their widest text: nothing moves when the state changes (a
+        # tap aimed at Pause must not land on Stop).
+        metrics = self.indicator.fontMetrics()
+        widest = max(metrics.horizontalAdvance(f"● {t}") for t in self.STATES.values())
+        self.indicator.setFixedWidth(widest + 12)
+        self.elapsed.setFixedWidth(self.elapsed.fontMetrics().horizontalAdvance("000:00") + 12)
+        metrics = self.pause_button.fontMetrics()
+        text_px = max(metrics.horizontalAdvance(t) for t in ("Start", "Pause", "Resume", "Stop"))
         for control in (self.start_button, self.pause_button, self.stop_button):
-            control.setMinimumSize(TOUCH_PX * 2, TOUCH_PX)
+            control.setFixedSize(max(TOUCH_PX * 2, text_px + 32), TOUCH_PX)
         for widget in (self.indicator, self.elapsed, self.start_button, self.pause_button):
             layout.addWidget(widget)
         layout.addWidget(self.stop_button)
@@ -78,7 +215,7 @@ class RecordingBar(QtWidgets.QWidget):  # type: ignore[misc]
         """state: ready, preview (devices connected, nothing recorded), recording, paused or
         stopped."""
         colour = {"recording": RED, "paused": AMBER, "preview": BLUE}.get(state, GREY)
-        shown = "PREVIEW · NOT RECORDING" if state == "preview" else state.upper()
+        shown = self.STATES.get(state, state.upper())
         self.indicator.setText(f"● {shown}")
         self.indicator.setStyleSheet(f"color: {colour}")
         minutes, seconds = divmod(int(elapsed_s), 60)
@@ -94,6 +231,10 @@ class DevicePanel(QtWidgets.QTableWidget):  # type: ignore[misc]
     """One row per device: state, rate, losses, battery, clock, last seen; red when unhealthy."""
 
     COLUMNS = ("device", "state", "rate / nominal", "lost", "battery", "clock ±", "last seen")
+    TIPS = (
+        "", "", "samples that arrived over the last 5 s, per second / the sensor's nominal rate",
+        "samples lost so far", "", "the clock model's uncertainty", "since its last data",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__(0, len(self.COLUMNS))
@@ -102,10 +243,28 @@ class DevicePanel(QtWidgets.QTableWidget):  # type: ignore[misc]
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
-        self.horizontalHeader().setSectionResizeMode(
-            QtWidgets.QHeaderView.ResizeMode.ResizeToContents
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        for col, tip in enumerate(self.TIPS):
+            if tip:
+                self.horizontalHeaderItem(col).setToolTip(tip)
+        # As tall as its rows (no empty space, no scroll bar); never a horizontal scroll bar.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Fixed
         )
         self.rows: dict[str, int] = {}
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        rows = max(1, self.rowCount())
+        self.setFixedHeight(
+            self.horizontalHeader().sizeHint().height()
+            + rows * self.verticalHeader().defaultSectionSize()
+            + 2 * self.frameWidth()
+        )
 
     def show_health(self, health: list[DeviceHealth]) -> None:
         """Update every row."""
@@ -113,6 +272,7 @@ class DevicePanel(QtWidgets.QTableWidget):  # type: ignore[misc]
             if h.name not in self.rows:
                 self.rows[h.name] = self.rowCount()
                 self.insertRow(self.rowCount())
+                self._fit_height()
             row = self.rows[h.name]
             rate = "—"
             if h.nominal_hz:
@@ -243,12 +403,16 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         )
         layout.addWidget(self.entry_label)
 
-        site_box = QtWidgets.QGroupBox(
-            "Needle site  (Alt + the level's keys, Alt+L/R/M side, Alt+E e-stim)"
-        )
+        # Short titles, the keys in a line that wraps: a group box is at least as wide as its
+        # title, and long titles pushed the panel past the window's edge.
+        site_box = QtWidgets.QGroupBox("Needle site")
         site = QtWidgets.QGridLayout(site_box)
+        site.addWidget(
+            wrapped("Alt + the level's keys · Alt+L/R/M side · Alt+E e-stim"), 0, 0, 1, 5
+        )
         self.site_label = big_label("no site set", 15)
-        site.addWidget(self.site_label, 0, 0, 1, 5)
+        self.site_label.setWordWrap(True)
+        site.addWidget(self.site_label, 1, 0, 1, 5)
         self.region_combo = QtWidgets.QComboBox()
         self.region_combo.addItems(list(log.config.regions))
         self.region_combo.setVisible(len(log.config.regions) > 1)
@@ -265,7 +429,12 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         for col, widget in enumerate(self.site_widgets):
             widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicked or tapped, never typed in
             widget.setMinimumHeight(TOUCH_PX)
-            site.addWidget(widget, 1, col)
+            if isinstance(widget, QtWidgets.QComboBox):  # as wide as the panel lets it be
+                widget.setSizeAdjustPolicy(
+                    QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+                )
+                widget.setMinimumContentsLength(3)
+            site.addWidget(widget, 2, col)
         # Every change of the site is a `needle.site` event at once: no "apply" step to forget.
         self.region_combo.activated.connect(self._region_picked)
         for combo in (self.level_combo, self.side_combo, self.muscle_combo):
@@ -273,11 +442,13 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.estim_check.clicked.connect(self._apply_site)
         layout.addWidget(site_box)
 
-        answer_box = QtWidgets.QGroupBox(
-            "Answer  (Space prompt · level keys · L/R/B/U · Enter; Ctrl+Enter correct, "
-            "Ctrl+Z withdraw)"
-        )
+        answer_box = QtWidgets.QGroupBox("Answer")
         answer = QtWidgets.QVBoxLayout(answer_box)
+        answer.addWidget(
+            wrapped(
+                "Space prompt · level keys · L/R/B/U · Enter; Ctrl+Enter correct, Ctrl+Z withdraw"
+            )
+        )
         top = QtWidgets.QHBoxLayout()
         self.prompt_button = button("Prompt  [Space]", partial(self.press, "Space"))
         self.prompt_button.setMinimumSize(BIG_TOUCH_PX * 3, BIG_TOUCH_PX)
@@ -320,17 +491,18 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         actions = QtWidgets.QHBoxLayout()
         self.commit_button = button("Commit  [Enter]", partial(self.press, "Return"))
         self.commit_button.setMinimumSize(BIG_TOUCH_PX * 3, BIG_TOUCH_PX)
+        # Two lines each: three action buttons side by side fit a narrow panel.
         self.correct_button = button(
-            "Correct last  [Ctrl+Enter]", partial(self.press, "Ctrl+Return")
+            "Correct last\n[Ctrl+Enter]", partial(self.press, "Ctrl+Return")
         )
-        self.undo_button = button("Withdraw last  [Ctrl+Z]", partial(self.press, "Ctrl+Z"))
+        self.undo_button = button("Withdraw last\n[Ctrl+Z]", partial(self.press, "Ctrl+Z"))
         for action in (self.correct_button, self.undo_button):
             action.setMinimumHeight(TOUCH_PX)
         actions.addWidget(self.commit_button, 2)
         actions.addWidget(self.correct_button, 1)
         actions.addWidget(self.undo_button, 1)
         answer.addLayout(actions)
-        self.accuracy_label = QtWidgets.QLabel("no answers yet")
+        self.accuracy_label = wrapped("no answers yet")
         answer.addWidget(self.accuracy_label)
         self.answers = QtWidgets.QListWidget()  # the standing answers, newest first
         self.answers.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -338,8 +510,9 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         answer.addWidget(self.answers)
         layout.addWidget(answer_box)
 
-        note_box = QtWidgets.QGroupBox("Notes  (N: a note, not an answer; Enter saves it)")
+        note_box = QtWidgets.QGroupBox("Notes")
         notes = QtWidgets.QVBoxLayout(note_box)
+        notes.addWidget(wrapped("N: a note, not an answer; Enter saves it"))
         row = QtWidgets.QHBoxLayout()
         self.note_edit = QtWidgets.QLineEdit()
         self.note_edit.setMaxLength(2000)
@@ -352,7 +525,7 @@ class LocalizationPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.note_button.setMinimumHeight(TOUCH_PX)
         row.addWidget(self.note_button)
         notes.addLayout(row)
-        self.note_state = QtWidgets.QLabel("")
+        self.note_state = wrapped("")
         notes.addWidget(self.note_state)
         self.notes = QtWidgets.QListWidget()  # the notes in the file, newest first
         self.notes.setFocusPolicy(Qt.FocusPolicy.NoFocus)

@@ -5,16 +5,23 @@ All on the session clock, in seconds, over a rolling window: the x axis reads se
 and are slid left each frame (`setPos(-now)`): scrolling costs no new paths, and a trace is only
 rebuilt when its stream has new samples. Only the Qt thread touches these: `TracePanel.refresh()`
 is called by the window's timer with what the hub holds now.
+
+Every channel of every stimulator has its own curve in the strip (intensity and frequency), in
+its own colour, and its line in the read-out above the plots. Event labels have a lane of their
+own above the EMG: up to `EVENT_ROWS` rows, a label is drawn only where it has room (its line is
+always drawn), so dense events never pile up over the traces. Each EMG lane has a scale bar that
+says how many µV its height is at the lane's gain.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
-from pyqtgraph.Qt import QtCore, QtWidgets
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from needlelab.events import (
     CorrectionEvent,
@@ -32,7 +39,15 @@ from needlelab.hub import Hub
 from needlelab.monitor.traces import peak_decimate, rms_envelope, step_xy
 from needlelab.streams import StreamKind
 
-LANE_UV = {"uV": 1000.0, "mV": 1.0, "au": 200.0}  # default span of one EMG lane per unit
+# The default span of one EMG lane per unit, at gain ×1: ±1 mV, so that surface EMG bursts of a
+# few hundred µV take part of a lane (at ±0.5 mV they filled it as solid blocks).
+LANE_UV = {"uV": 2000.0, "mV": 2.0, "au": 400.0}
+UNIT_TEXT = {"uV": "µV"}
+STIM_COLOURS = ["#ffb74d", "#e57373", "#81c784", "#64b5f6", "#ba68c8", "#fff176", "#4dd0e1"]
+EVENT_ROWS = 3  # rows of event labels in the event lane
+EVENT_LABEL_PX = 150  # the widest an event label is drawn (longer ones are elided)
+EVENT_FONT_PT = 8
+CALIPER_LABEL_PX = 48  # room a caliper value's label needs right of its press
 COLOURS = ["#4fc3f7", "#aed581", "#ffb74d", "#f06292", "#ba68c8", "#4db6ac", "#fff176", "#90a4ae"]
 EVENT_COLOURS = {
     "needle.site": "#ffd54f",
@@ -71,6 +86,14 @@ def event_label(event: Event) -> str | None:
     return None
 
 
+def nice_scale(span: float) -> float:
+    """The largest 1, 2 or 5 × 10^k not above `span` (a scale bar's length)."""
+    if span <= 0:
+        return 0.0
+    power = 10.0 ** math.floor(math.log10(span))
+    return max(step * power for step in (1.0, 2.0, 5.0) if step * power <= span * (1 + 1e-9))
+
+
 @dataclass
 class EmgLane:
     """One EMG channel's place in the stacked plot."""
@@ -78,9 +101,26 @@ class EmgLane:
     stream: str
     channel: int
     name: str
-    range_uv: float  # the value span of one lane
+    range_uv: float  # the value span of one lane at gain 1
+    unit: str = "uV"
     gain: float = 1.0
     visible: bool = True
+
+    def scale(self) -> tuple[float, str]:
+        """The lane's scale bar: its length in lane heights and its label ("500 µV")."""
+        value = nice_scale(0.5 * self.range_uv / self.gain)
+        return value * self.gain / self.range_uv, f"{value:g} {UNIT_TEXT.get(self.unit, self.unit)}"
+
+
+@dataclass
+class EventLabel:
+    """One event's label in the event lane."""
+
+    t_s: float
+    text: str
+    item: pg.TextItem
+    lines: list[pg.InfiniteLine] = field(default_factory=list)
+    row: int | None = None  # None: no room, not drawn (its line is)
 
 
 class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
@@ -93,12 +133,22 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.rms = rms
         self._now_s = 0.0
         self.setBackground("#111")
-        self.emg_plot = self.addPlot(row=0, col=0)
-        self.stim_plot = self.addPlot(row=1, col=0)
-        self.freq_plot = self.addPlot(row=2, col=0)
-        self.caliper_plot = self.addPlot(row=3, col=0)
-        self.ci.layout.setRowStretchFactor(0, 6)
+        self.event_plot = self.addPlot(row=0, col=0)
+        self.emg_plot = self.addPlot(row=1, col=0)
+        self.stim_plot = self.addPlot(row=2, col=0)
+        self.freq_plot = self.addPlot(row=3, col=0)
+        self.caliper_plot = self.addPlot(row=4, col=0)
+        self.plots = (
+            self.event_plot, self.emg_plot, self.stim_plot, self.freq_plot, self.caliper_plot
+        )  # fmt: skip
+        self.ci.layout.setRowStretchFactor(1, 6)
+        self.ci.layout.setVerticalSpacing(2)
+        self._event_font = QtGui.QFont()
+        self._event_font.setPointSize(EVENT_FONT_PT)
+        self._event_metrics = QtGui.QFontMetrics(self._event_font)
+        row_px = self._event_metrics.height() + 2
         for plot, label in (
+            (self.event_plot, "events"),
             (self.emg_plot, "EMG"),
             (self.stim_plot, "mA"),
             (self.freq_plot, "Hz"),
@@ -117,45 +167,61 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             plot.enableAutoRange(x=False, y=False)
             if plot is not self.emg_plot:
                 plot.setXLink(self.emg_plot)
-                plot.setMaximumHeight(90)
+                plot.setMaximumHeight(80)
             if plot is not self.caliper_plot:
                 plot.getAxis("bottom").setStyle(showValues=False)
+        self.event_plot.getAxis("left").setStyle(showValues=False)
+        self.event_plot.getAxis("bottom").hide()
+        # The plot's own margins (its view box is about 12 px shorter than it) and the rows.
+        self.event_plot.setFixedHeight(EVENT_ROWS * row_px + 16)
+        self.event_plot.setYRange(0, EVENT_ROWS, padding=0)
         self.caliper_plot.setLabel("bottom", "seconds before now")
         self.lanes: list[EmgLane] = []
         self._curves: list[pg.PlotCurveItem] = []
         self._rms_curves: list[pg.PlotCurveItem] = []
+        self._scale_bars: list[tuple[pg.PlotCurveItem, pg.TextItem]] = []
         self._totals: dict[str, int] = {}
-        self.stim_curve = self.stim_plot.plot(
-            pen=pg.mkPen("#ffb74d", width=2), fillLevel=0, brush=(255, 183, 77, 70)
-        )
-        self.stim_set_curve = self.stim_plot.plot(
-            pen=pg.mkPen("#ffb74d", width=1, style=QtCore.Qt.PenStyle.DashLine)
-        )
-        self.freq_curve = self.freq_plot.plot(pen=pg.mkPen("#4fc3f7", width=2))
+        # Each stimulator channel's history and curves, in the order first heard from.
+        self.stim_channels: dict[tuple[str, int], list[tuple[float, StimSettings]]] = {}
+        self._stim_curves: dict[tuple[str, int], tuple[pg.PlotDataItem, ...]] = {}
         self.caliper_points = pg.ScatterPlotItem(size=7, brush="#aed581", pen=None)
         self.caliper_presses = pg.ScatterPlotItem(size=11, brush="#ffd54f", pen=None, symbol="d")
         self.caliper_plot.addItem(self.caliper_points)
         self.caliper_plot.addItem(self.caliper_presses)
         self._caliper_labels: list[pg.TextItem] = []
-        self.stim_source: str | None = None  # the stimulator the strip shows
-        self.stim_history: list[tuple[float, StimSettings]] = []  # its channel 1
-        self._event_lines: deque[tuple[float, list[pg.InfiniteLine]]] = deque()
-        self._sliding: list[pg.GraphicsObject] = [
-            self.stim_curve, self.stim_set_curve, self.freq_curve, self.caliper_points,
-            self.caliper_presses,
-        ]  # fmt: skip
+        self._event_lines: deque[EventLabel] = deque()
+        self._sliding: list[pg.GraphicsObject] = [self.caliper_points, self.caliper_presses]
         # The EMG curves slide as one: a group moved once a frame, not 2 x channels items; the
-        # caliper's value labels likewise.
+        # caliper's value labels and the event labels likewise.
         self._emg_group = pg.ItemGroup()
         self.emg_plot.addItem(self._emg_group)
         self._caliper_group = pg.ItemGroup()
         self.caliper_plot.addItem(self._caliper_group)
-        self._sliding += [self._emg_group, self._caliper_group]
+        self._event_group = pg.ItemGroup()
+        self.event_plot.addItem(self._event_group)
+        self._sliding += [self._emg_group, self._caliper_group, self._event_group]
         self._stim_drawn: tuple[int, float] | None = None
         self._hold_until: float | None = None  # where the stimulator's last setting ends
         self._caliper_drawn: tuple[int, ...] | None = None
         self._y_ranges: dict[int, tuple[float, float]] = {}
+        self._px_per_s = 0.0  # the event labels' layout was made for this scale
         self.set_window(window_s)
+
+    @property
+    def stim_history(self) -> list[tuple[float, StimSettings]]:
+        """Every stimulator setting heard (within the window), all channels, oldest first."""
+        merged = [entry for history in self.stim_channels.values() for entry in history]
+        return sorted(merged, key=lambda entry: entry[0])
+
+    def stim_curves(self) -> list[pg.PlotDataItem]:
+        """Every stimulator channel's curves (output, setting, frequency), as drawn."""
+        return [curve for curves in self._stim_curves.values() for curve in curves]
+
+    def stim_colour(self, source: str, channel: int) -> str:
+        """The colour of a stimulator channel's curves and read-out."""
+        keys = list(self.stim_channels)
+        k = keys.index((source, channel)) if (source, channel) in keys else len(keys)
+        return STIM_COLOURS[k % len(STIM_COLOURS)]
 
     def set_hub(self, hub: Hub) -> None:
         """Draw another hub's streams from now on (the preview's, then the recording's): what
@@ -164,10 +230,11 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self._totals.clear()
         self._caliper_drawn = None
         self._stim_drawn = None
-        self.stim_history = []
-        self.stim_source = None
-        for curve in (*self._curves, *self._rms_curves, self.stim_curve, self.stim_set_curve,
-                      self.freq_curve):  # fmt: skip
+        self.stim_channels = {}
+        for curves in self._stim_curves.values():
+            for curve in curves:
+                curve.setData([], [])
+        for curve in (*self._curves, *self._rms_curves):
             curve.setData([], [])
         self.caliper_points.setData([], [])
         self.caliper_presses.setData([], [])
@@ -184,6 +251,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.window_s = window_s
         self.emg_plot.setXRange(-window_s, 0, padding=0)
         self._totals.clear()
+        self._place_scale_bars()
 
     def _set_y(self, plot: pg.PlotItem, lo: float, hi: float) -> None:
         """Set a y range only when it changes (a change redraws the axis)."""
@@ -199,8 +267,8 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             if spec.type != "EMG" or spec.kind is not StreamKind.REGULAR or spec.name in known:
                 continue
             for c, name in enumerate(spec.channels):
-                span = LANE_UV.get(spec.units[c], 100.0)
-                self.lanes.append(EmgLane(spec.name, c, name, span))
+                unit = spec.units[c]
+                self.lanes.append(EmgLane(spec.name, c, name, LANE_UV.get(unit, 100.0), unit))
                 colour = COLOURS[(len(self.lanes) - 1) % len(COLOURS)]
                 # Bare curve items: PlotDataItem's extra layers cost more than the drawing.
                 self._curves.append(pg.PlotCurveItem(pen=pg.mkPen(colour, width=1)))
@@ -208,12 +276,35 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
                 self._curves[-1].setParentItem(self._emg_group)
                 self._rms_curves[-1].setParentItem(self._emg_group)
                 self._rms_curves[-1].setVisible(self.rms)
+                bar = pg.PlotCurveItem(pen=pg.mkPen("#e0e0e0", width=2))
+                text = pg.TextItem("", color="#e0e0e0", anchor=(0, 0.5), fill=(17, 17, 17, 200))
+                self.emg_plot.addItem(bar, ignoreBounds=True)
+                self.emg_plot.addItem(text, ignoreBounds=True)
+                self._scale_bars.append((bar, text))
             self._relabel()
+            self._place_scale_bars()
 
     def _relabel(self) -> None:
         ticks = [(-i, lane.name) for i, lane in enumerate(self.lanes)]
         self.emg_plot.getAxis("left").setTicks([ticks])
         self._set_y(self.emg_plot, -len(self.lanes) + 0.5, 0.5)
+
+    def _place_scale_bars(self) -> None:
+        """Each lane's scale bar at the left of its lane (the oldest data, not the newest)."""
+        x = -self.window_s * 0.985
+        for i, (lane, (bar, text)) in enumerate(zip(self.lanes, self._scale_bars, strict=True)):
+            length, label = lane.scale()
+            bar.setData([x, x], [-i - length / 2, -i + length / 2])
+            text.setText(label)
+            text.setPos(x + self.window_s * 0.005, -i)
+            bar.setVisible(lane.visible)
+            text.setVisible(lane.visible)
+
+    def scale_bar(self, index: int) -> tuple[float, str]:
+        """Lane `index`'s scale bar as drawn: (its length in lane heights, its label)."""
+        bar, text = self._scale_bars[index]
+        _x, y = bar.getData()
+        return float(y[1] - y[0]), text.toPlainText()
 
     def set_lane(self, index: int, gain: float | None = None, visible: bool | None = None) -> None:
         """Change a lane's gain or visibility (mute)."""
@@ -224,6 +315,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             lane.visible = visible
             self._curves[index].setVisible(visible)
             self._rms_curves[index].setVisible(visible and self.rms)
+        self._place_scale_bars()
         self._totals.clear()  # redraw
 
     def set_rms(self, on: bool) -> None:
@@ -272,13 +364,13 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
 
     # -- stimulator, caliper, events -------------------------------------------------------------
     def add_event(self, event: Event) -> None:
-        """Take a new event: stimulator history, or a labelled line across every plot."""
+        """Take a new event: stimulator history, or a line across every plot and a label."""
         t_s = event.t_ns / 1e9
         if isinstance(event, StimSettingsEvent):
-            # The strip follows channel 1 of the first stimulator heard from.
-            self.stim_source = self.stim_source or event.source
-            if event.settings.channel == 1 and event.source == self.stim_source:
-                self.stim_history.append((t_s, event.settings))
+            key = (event.source, event.settings.channel)
+            if key not in self.stim_channels:
+                self._add_stim_channel(key)
+            self.stim_channels[key].append((t_s, event.settings))
             return
         label = event_label(event)
         if label is None:
@@ -286,51 +378,118 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         colour = EVENT_COLOURS.get(getattr(event, "kind", ""), "#e0e0e0")
         pen = pg.mkPen(colour, width=1, style=QtCore.Qt.PenStyle.DashLine)
         lines = []
-        for plot in (self.emg_plot, self.stim_plot, self.freq_plot, self.caliper_plot):
-            line = pg.InfiniteLine(
-                pos=t_s - self._now_s,
-                angle=90,
-                pen=pen,
-                label=label if plot is self.emg_plot else None,
-                labelOpts={"position": 0.97, "color": colour, "rotateAxis": (1, 0)},
-            )
+        for plot in self.plots:
+            line = pg.InfiniteLine(pos=t_s - self._now_s, angle=90, pen=pen)
             plot.addItem(line, ignoreBounds=True)
             lines.append(line)
-        self._event_lines.append((t_s, lines))
+        shown = self._event_metrics.elidedText(
+            label, QtCore.Qt.TextElideMode.ElideRight, EVENT_LABEL_PX
+        )
+        item = pg.TextItem(shown, color=colour, anchor=(0, 0))
+        item.setFont(self._event_font)
+        item.textItem.document().setDocumentMargin(0)  # one row is one line of text
+        item.setParentItem(self._event_group)
+        entry = EventLabel(t_s, label, item, lines)
+        self._event_lines.append(entry)
+        self._place_label(entry, self._row_ends())
+
+    def _row_ends(self) -> list[float]:
+        """Where each label row's last drawn label ends (session seconds)."""
+        ends = [-math.inf] * EVENT_ROWS
+        for entry in self._event_lines:
+            if entry.row is not None:
+                ends[entry.row] = max(ends[entry.row], self._label_end(entry))
+        return ends
+
+    def _label_end(self, entry: EventLabel) -> float:
+        px = float(self._event_metrics.horizontalAdvance(entry.item.toPlainText())) + 8
+        return entry.t_s + px / max(self._px_per_s, 1e-9)
+
+    def _place_label(self, entry: EventLabel, ends: list[float]) -> None:
+        """Put a label in the first row where it does not overlap the one before; in none if
+        there is no room (then only its line is drawn)."""
+        entry.row = next((r for r in range(EVENT_ROWS) if ends[r] <= entry.t_s), None)
+        if entry.row is not None:
+            ends[entry.row] = self._label_end(entry)
+            entry.item.setPos(entry.t_s, EVENT_ROWS - entry.row)
+        entry.item.setVisible(entry.row is not None)
+        entry.item.setToolTip(entry.text)
+
+    def _layout_labels(self) -> None:
+        """Lay out every label again (the pixels per second changed)."""
+        ends = [-math.inf] * EVENT_ROWS
+        for entry in self._event_lines:
+            entry.row = None
+            self._place_label(entry, ends)
+
+    def event_labels(self) -> list[tuple[str, bool]]:
+        """The event labels in the window: (text, drawn), oldest first."""
+        return [(e.text, e.row is not None) for e in self._event_lines]
+
+    def _add_stim_channel(self, key: tuple[str, int]) -> None:
+        colour = self.stim_colour(*key)
+        self.stim_channels[key] = []
+        fill = QtGui.QColor(colour)
+        fill.setAlpha(50)
+        on = self.stim_plot.plot(pen=pg.mkPen(colour, width=2), fillLevel=0, brush=fill)
+        setting = self.stim_plot.plot(
+            pen=pg.mkPen(colour, width=1, style=QtCore.Qt.PenStyle.DashLine)
+        )
+        frequency = self.freq_plot.plot(pen=pg.mkPen(colour, width=2))
+        self._stim_curves[key] = (on, setting, frequency)
+        self._sliding += [on, setting, frequency]
+        for curve in (on, setting, frequency):
+            curve.setPos(-self._now_s, 0)
 
     def _refresh_stim(self, now_s: float) -> None:
-        history = self.stim_history
-        if not history or (len(history), history[-1][0]) == self._stim_drawn:
+        total = sum(len(h) for h in self.stim_channels.values())
+        last = max((h[-1][0] for h in self.stim_channels.values() if h), default=None)
+        if last is None or (total, last) == self._stim_drawn:
             return  # nothing new: the steps stand and slide
         start = now_s - self.window_s
-        first = max(
-            0, next((k for k, (t, _s) in enumerate(history) if t >= start), len(history)) - 1
-        )
-        del history[:first]  # older changes can never be drawn again
-        self._stim_drawn = (len(history), history[-1][0])
-        t = np.array([t for t, _ in history])
         # The last setting holds until the next change: drawn an hour ahead, so the curve only
         # slides until then instead of being rebuilt every frame.
         hold = now_s + 3600.0 if self._hold_until is None else self._hold_until
-        on = np.array([s.intensity_ma if s.output_on else 0.0 for _, s in history])
-        self.stim_curve.setData(*step_xy(t, on, hold))
-        intensity = np.array([s.intensity_ma for _, s in history])
-        self.stim_set_curve.setData(*step_xy(t, intensity, hold))
-        frequency = np.array([s.frequency_hz for _, s in history])
-        self.freq_curve.setData(*step_xy(t, frequency, hold))
-        self._set_y(self.stim_plot, 0, max(1.0, float(intensity.max())) * 1.15)
-        self._set_y(self.freq_plot, 0, max(1.0, float(frequency.max())) * 1.15)
+        top_ma, top_hz = 1.0, 1.0
+        for key, history in self.stim_channels.items():
+            if not history:
+                continue
+            first = max(0, next((k for k, (t, _s) in enumerate(history) if t >= start),
+                                len(history)) - 1)  # fmt: skip
+            del history[:first]  # older changes can never be drawn again
+            t = np.array([t for t, _ in history])
+            on_curve, set_curve, freq_curve = self._stim_curves[key]
+            on = np.array([s.intensity_ma if s.output_on else 0.0 for _, s in history])
+            on_curve.setData(*step_xy(t, on, hold))
+            intensity = np.array([s.intensity_ma for _, s in history])
+            set_curve.setData(*step_xy(t, intensity, hold))
+            frequency = np.array([s.frequency_hz for _, s in history])
+            freq_curve.setData(*step_xy(t, frequency, hold))
+            top_ma = max(top_ma, float(intensity.max()))
+            top_hz = max(top_hz, float(frequency.max()))
+        self._stim_drawn = (sum(len(h) for h in self.stim_channels.values()), last)
+        self._set_y(self.stim_plot, 0, top_ma * 1.15)
+        self._set_y(self.freq_plot, 0, top_hz * 1.15)
+
+    def stim_lines(self) -> list[tuple[str, str]]:
+        """Every stimulator channel's current settings: (line of text, its colour)."""
+        lines = []
+        for (source, channel), history in self.stim_channels.items():
+            if not history:
+                continue
+            s = history[-1][1]
+            state = "OUTPUT ON" if s.output_on else "output off"
+            text = (
+                f"{source} ch{channel}: {s.intensity_ma:g} mA · {s.frequency_hz:g} Hz · "
+                f"{s.pulse_width_us:g} µs · {s.waveform} {s.mode} · {state}"
+            )
+            lines.append((text, self.stim_colour(source, channel)))
+        return lines
 
     def stim_text(self) -> str:
-        """The stimulator's current settings (channel 1), for the large read-out."""
-        if not self.stim_history:
-            return "stimulator: no settings yet"
-        s = self.stim_history[-1][1]
-        state = "OUTPUT ON" if s.output_on else "output off"
-        return (
-            f"{self.stim_source} ch1: {s.intensity_ma:g} mA · {s.frequency_hz:g} Hz · "
-            f"{s.pulse_width_us:g} µs · {s.waveform} {s.mode} · {state}"
-        )
+        """Every stimulator channel's current settings, a line each, for the large read-out."""
+        lines = self.stim_lines()
+        return "\n".join(t for t, _c in lines) if lines else "stimulator: no settings yet"
 
     def _refresh_caliper(self, now_s: float) -> None:
         streams = [s for s in self.hub.streams.values() if s.type == "Caliper"]
@@ -350,12 +509,17 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.caliper_presses.setData(t_s[pressed], values[pressed, 0])
         self._drop_caliper_labels()
         for x, y in zip(t_s[pressed][-12:], values[pressed, 0][-12:], strict=True):
-            label = pg.TextItem(f"{y:.1f}", color="#ffd54f", anchor=(0.5, 1.2))
+            # Beside the press, at its height: inside the plot (above it, the top cut it). Right
+            # of it (clear of the readings before the press) unless that runs past "now".
+            room_px = (now_s - float(x)) * self._px_per_s
+            anchor = (-0.15, 0.5) if room_px > CALIPER_LABEL_PX else (1.15, 0.5)
+            label = pg.TextItem(f"{y:.1f}", color="#ffd54f", anchor=anchor)
+            label.textItem.document().setDocumentMargin(0)  # as tall as its line, no more
             label.setParentItem(self._caliper_group)
             label.setPos(float(x), float(y))
             self._caliper_labels.append(label)
         if len(values):
-            self._set_y(self.caliper_plot, 0, max(10.0, float(values[:, 0].max()) * 1.2))
+            self._set_y(self.caliper_plot, 0, max(10.0, float(values[:, 0].max()) * 1.5))
 
     def _drop_caliper_labels(self) -> None:
         for label in self._caliper_labels:
@@ -364,14 +528,12 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self._caliper_labels = []
 
     def _drop_old_lines(self, now_s: float) -> None:
-        while self._event_lines and self._event_lines[0][0] < now_s - self.window_s:
-            _t, lines = self._event_lines.popleft()
-            for plot, line in zip(
-                (self.emg_plot, self.stim_plot, self.freq_plot, self.caliper_plot),
-                lines,
-                strict=True,
-            ):
+        while self._event_lines and self._event_lines[0].t_s < now_s - self.window_s:
+            entry = self._event_lines.popleft()
+            for plot, line in zip(self.plots, entry.lines, strict=True):
                 plot.removeItem(line)
+            entry.item.setParentItem(None)
+            self.event_plot.scene().removeItem(entry.item)
 
     def refresh(self, now_s: float) -> None:
         """Redraw for session time `now_s` (s)."""
@@ -379,6 +541,10 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         lo, hi = self.emg_plot.vb.viewRange()[0]
         if abs(lo + self.window_s) > 1e-6 or abs(hi) > 1e-6:  # a resize or layout moved it
             self.emg_plot.setXRange(-self.window_s, 0, padding=0)
+        px_per_s = self.emg_plot.vb.width() / self.window_s
+        if abs(px_per_s - self._px_per_s) > 0.5:
+            self._px_per_s = px_per_s
+            self._layout_labels()
         self._sync_lanes()
         self._refresh_emg()
         self._refresh_stim(now_s)
@@ -386,6 +552,10 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self._drop_old_lines(now_s)
         for item in self._sliding:
             item.setPos(-now_s, 0)
-        for t_s, lines in self._event_lines:
-            for line in lines:
-                line.setValue(t_s - now_s)
+        for scatter in (self.caliper_points, self.caliper_presses):
+            # pyqtgraph culls points outside the view rect it cached for the view's last change,
+            # not the item's own move: without this the newest presses were not drawn.
+            scatter.viewTransformChanged()
+        for entry in self._event_lines:
+            for line in entry.lines:
+                line.setValue(entry.t_s - now_s)

@@ -15,7 +15,7 @@ from needlelab.clinic.lrj import block_stimuli
 from needlelab.clinic.run import ProtocolRun
 from needlelab.clinic.tpd import Answer
 from needlelab.monitor.lrj import LrjTask
-from needlelab.monitor.panels import big_label, button
+from needlelab.monitor.panels import CurrentPageStack, big_label, button
 from needlelab.session import Session
 
 Qt = QtCore.Qt
@@ -46,8 +46,9 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         top.addWidget(self.next_button)
         layout.addLayout(top)
         self.next_label = QtWidgets.QLabel("")
+        self.next_label.setWordWrap(True)
         layout.addWidget(self.next_label)
-        self.pages = QtWidgets.QStackedWidget()
+        self.pages = CurrentPageStack()  # as tall as the page shown, not the tallest one
         layout.addWidget(self.pages)
         self.page: dict[str, QtWidgets.QWidget] = {}
         self._build_pages()
@@ -81,8 +82,10 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         tpd = QtWidgets.QWidget()
         grid = QtWidgets.QVBoxLayout(tpd)
         self.tpd_label = big_label("", 14)
+        self.tpd_label.setWordWrap(True)  # "…ONE point (catch trial) at 12.0 mm" was cut
         grid.addWidget(self.tpd_label)
         self.caliper_label = QtWidgets.QLabel("caliper: no reading")
+        self.caliper_label.setWordWrap(True)
         grid.addWidget(self.caliper_label)
         self.use_caliper = QtWidgets.QCheckBox("take the distance from the caliper's last press")
         self.use_caliper.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -101,10 +104,12 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self.lrj_button = button("Start the LRJ block (full screen)", self.start_lrj)
         row.addWidget(self.lrj_button)
         self.lrj_status = QtWidgets.QLabel("")
+        self.lrj_status.setWordWrap(True)
         row.addWidget(self.lrj_status, 1)
         self.page["lrj"] = lrj
         # needling
         self.needling_label = QtWidgets.QLabel("")
+        self.needling_label.setWordWrap(True)
         self.page["needling"] = self.needling_label
         self.note_label = QtWidgets.QLabel("")
         self.note_label.setWordWrap(True)

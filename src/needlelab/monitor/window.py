@@ -43,12 +43,15 @@ from needlelab.events import (
 )
 from needlelab.monitor.health import HealthTracker
 from needlelab.monitor.panels import (
+    AMBER,
+    BLUE,
     RED,
     CompletionPanel,
     DevicePanel,
     LocalizationPanel,
     ManualStimPanel,
     RecordingBar,
+    StimReadout,
 )
 from needlelab.monitor.plots import TracePanel
 from needlelab.monitor.preview import Preview
@@ -181,6 +184,7 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self._close_timer = QtCore.QTimer(self)
         self._close_timer.timeout.connect(self._count_down)
         self.notes: list[MarkerEvent] = []  # every note recorded, oldest first
+        self._shown_phase_kind = ""  # the right panel is scrolled to this phase's controls
         self.keys_seen = 0  # key presses delivered to this window (tests wait on it)
         pedal = config.monitor.keys  # [monitor.keys]: a foot pedal's keys stand for these
         self.pedal: dict[str, str] = {
@@ -211,8 +215,8 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         left_layout = QtWidgets.QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         self.traces = TracePanel(session.hub, config.monitor.window_s, config.monitor.rms)
-        self.stim_label = QtWidgets.QLabel(self.traces.stim_text())
-        self.stim_label.setStyleSheet("font-size: 18pt; font-weight: bold; color: #ef6c00")
+        self.stim_label = StimReadout()  # every channel of every stimulator, a line each
+        self.stim_label.setText(self.traces.stim_text())
         left_layout.addWidget(self.stim_label)
         left_layout.addWidget(self.traces, 1)
         left_layout.addWidget(self._trace_controls())
@@ -224,7 +228,6 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.device_caption.setWordWrap(True)
         right_layout.addWidget(self.device_caption)
         self.device_panel = DevicePanel()
-        self.device_panel.setMaximumHeight(170)
         right_layout.addWidget(self.device_panel)
         self.protocol_panel = ProtocolPanel(session, self.message, self.release_when_done)
         right_layout.addWidget(self.protocol_panel)
@@ -236,10 +239,17 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         scroll = QtWidgets.QScrollArea()
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the keys are the grammar's, not a scroll
         scroll.setWidgetResizable(True)
+        # Never sideways: what is in the panel wraps or elides to its width (the layout tests
+        # check that everything fits at 1366x768 and 1920x1080); it may scroll down.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(right)
+        self.right_scroll = scroll
         self._right_layout = right_layout
         splitter.addWidget(scroll)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
         splitter.setSizes([880, 620])
+        self.splitter = splitter
         outer.addWidget(splitter, 1)
         self.setCentralWidget(central)
         self.statusBar().showMessage("ready: press Start (recording starts the devices)")
@@ -341,6 +351,14 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
         self.channel_table.verticalHeader().setVisible(False)
         self.channel_table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.channel_table.setMaximumHeight(110)
+        # The names elide to the room they have (their tooltip has them whole): no row is two
+        # lines tall, no horizontal scroll bar.
+        self.channel_table.setWordWrap(False)
+        self.channel_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.channel_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        header = self.channel_table.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
         row.addWidget(self.channel_table, 1)
         return box
 
@@ -361,7 +379,9 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             gain.setCurrentText("×1")
             gain.currentIndexChanged.connect(lambda k, i=i: self.traces.set_lane(i, gain=GAINS[k]))
             self.channel_table.setCellWidget(i, 0, show)
-            self.channel_table.setItem(i, 1, QtWidgets.QTableWidgetItem(lanes[i].name))
+            name = QtWidgets.QTableWidgetItem(lanes[i].name)
+            name.setToolTip(lanes[i].name)
+            self.channel_table.setItem(i, 1, name)
             self.channel_table.setCellWidget(i, 2, gain)
 
     def message(self, text: str) -> None:
@@ -615,14 +635,16 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             self.localization_panel.show_state()
         if touched_protocol:
             self.protocol_panel.show_state()
+            self._show_the_phase()
         self.traces.refresh(now_ns / 1e9)
-        stim = self.traces.stim_text()
         if self._stopped:
-            stim = STOPPED_STIM  # the last setting read is not the stimulator's now
-        elif self.preview is not None:
-            stim = f"PREVIEW (not recorded) · {stim}"
-        if stim != self.stim_label.text():
-            self.stim_label.setText(stim)
+            # The last setting read is not the stimulator's now.
+            self.stim_label.setText(STOPPED_STIM)
+        else:
+            lines = self.traces.stim_lines() or [(self.traces.stim_text(), AMBER)]
+            if self.preview is not None:
+                lines.insert(0, ("PREVIEW (not recorded)", BLUE))
+            self.stim_label.show_lines(lines)
         self._sync_channel_table()
         script = self._script_thread
         run = session.protocol_run
@@ -638,6 +660,25 @@ class MonitorWindow(QtWidgets.QMainWindow):  # type: ignore[misc]
             self._refresh_health()
             self.protocol_panel.tick()
         self.frames += 1
+
+    def _show_the_phase(self) -> None:
+        """Scroll the right panel to what the phase is done with: on a short screen (1366x768)
+        the panel is taller than the window, and the answer's buttons are below the protocol's."""
+        run = self.session.protocol_run
+        phase = run.phase if run is not None else None
+        kind = phase.kind if phase is not None else ""
+        if kind == self._shown_phase_kind:
+            return
+        self._shown_phase_kind = kind
+        # Once the panels have their new sizes (the protocol's page changed): a posted call.
+        if kind == "needling":  # prompt to commit in view (the protocol's line may scroll off)
+            commit = self.localization_panel.commit_button
+            # 32 px to spare: the protocol's lines above may wrap to one more line later.
+            QtCore.QTimer.singleShot(
+                0, lambda: self.right_scroll.ensureWidgetVisible(commit, 0, 32)
+            )
+        else:
+            QtCore.QTimer.singleShot(0, lambda: self.right_scroll.verticalScrollBar().setValue(0))
 
     def _refresh_health(self) -> None:
         session = self.session
