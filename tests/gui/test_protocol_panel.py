@@ -43,10 +43,13 @@ def test_the_panel_steps_through_phases_and_records_what_they_ask(
     panel.nrs_spin.setValue(7)
     panel.record_nrs()
     panel.next_button.click()  # 2: baseline TPD, with the caliper pressing every 0.3 s
-    qtbot.waitUntil(lambda: panel.caliper_reading() is not None, timeout=10_000)
+    # The trial takes the press made for it (since it was put up), not an older one.
+    qtbot.waitUntil(lambda: panel.run is not None and panel.run.trial_press() is not None,
+                    timeout=10_000)  # fmt: skip
     assert "pre L3 R vertical, trial 1: TWO points at 60.0 mm" in panel.tpd_label.text()
-    reading = panel.caliper_reading()
-    assert reading is not None
+    assert panel.run is not None
+    pressed = panel.run.trial_press()
+    assert pressed is not None
     panel.tpd_answer("two")
     panel.use_caliper.setChecked(False)
     panel.tpd_answer("one")
@@ -80,7 +83,7 @@ def test_the_panel_steps_through_phases_and_records_what_they_ask(
     ]  # fmt: skip
     assert [(n.value, n.when) for n in nrs] == [(7, "pre")]
     first, second = trials
-    assert first.distance_source == "caliper" and abs(first.distance_mm - reading[0]) < 1e-3
+    assert first.distance_source == "caliper" and abs(first.distance_mm - pressed) < 1e-3
     assert (second.distance_source, second.distance_mm, second.answer) == ("manual", 60.0, "one")
     assert [(r.movement, r.degrees) for r in rom] == [("flexion", 45.0), ("extension", 20.0)]
     assert len(lrj) == 1

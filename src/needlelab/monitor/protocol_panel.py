@@ -20,7 +20,6 @@ from needlelab.session import Session
 
 Qt = QtCore.Qt
 ANSWERS: tuple[Answer, ...] = ("one", "two", "unsure")
-CALIPER_FRESH_S = 30.0  # a caliper press older than this is not taken as the trial's distance
 
 
 class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
@@ -87,7 +86,7 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         self.caliper_label = QtWidgets.QLabel("caliper: no reading")
         self.caliper_label.setWordWrap(True)
         grid.addWidget(self.caliper_label)
-        self.use_caliper = QtWidgets.QCheckBox("take the distance from the caliper's last press")
+        self.use_caliper = QtWidgets.QCheckBox("distance from this trial's caliper press")
         self.use_caliper.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.use_caliper.setChecked(True)
         grid.addWidget(self.use_caliper)
@@ -163,10 +162,8 @@ class ProtocolPanel(QtWidgets.QGroupBox):  # type: ignore[misc]
         track = run.current_track() if run else None
         if run is None or track is None:
             return
-        distance = None
-        reading = self.caliper_reading()
-        if self.use_caliper.isChecked() and reading and reading[1] <= CALIPER_FRESH_S:
-            distance = reading[0]
+        # The press made for this trial (since it was put up), never one made for the last.
+        distance = run.trial_press() if self.use_caliper.isChecked() else None
         event = run.tpd_answer(track, answer, distance)
         verdict = "right" if event.correct else "wrong"
         self.on_message(f"TPD {track.name} trial {event.trial}: {answer} ({verdict})")
