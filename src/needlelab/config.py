@@ -126,8 +126,9 @@ class SessionSection(_Strict):
 
 
 class FaultSpec(_Strict):
-    """A fault the simulator injects: at `at_s` after start (a BLE simulator: after a central
-    first connected to it), repeated every `every_s` if set."""
+    """A fault the simulator injects: at `at_s` after a recorder first reached it (a BLE
+    simulator: a central connected; a stimulator: its first query), repeated every `every_s` if
+    set."""
 
     kind: Literal["garbage", "truncate", "stall", "disconnect", "duplicate"]
     at_s: float = Field(ge=0)

@@ -300,12 +300,10 @@ class SimulatedBleDevice:
     def due_faults(self, peripheral: GattPeripheral, now: float) -> list[FaultSpec]:
         """The faults due at loop time `now`, on the time since a central first connected (not
         since the simulator started: how long a recorder takes to find and connect to it, a
-        latency probe before it or a busy machine, does not move them)."""
-        if self._faults_t0 is None:
-            if not peripheral.device.connections:
-                return []
+        latency probe before it or a busy machine, does not move them); injected ones at once."""
+        if self._faults_t0 is None and peripheral.device.connections:
             self._faults_t0 = now
-        return self.faults.due(now - self._faults_t0)
+        return self.faults.due(-1.0 if self._faults_t0 is None else now - self._faults_t0)
 
     async def _apply_fault(
         self, peripheral: GattPeripheral, fault: FaultSpec, now: float

@@ -434,6 +434,7 @@ class SimulatedStim:
         self._duplicate = 0  # messages still to send twice (the `duplicate` fault)
         self.queries_answered = 0
         self._t0 = 0.0
+        self._faults_t0: float | None = None  # when a recorder first sent a query
 
     # -- public ----------------------------------------------------------------------------------
     @property
@@ -514,7 +515,7 @@ class SimulatedStim:
         while not self._stop.is_set():
             now = time.monotonic()
             t_s = now - self._t0
-            self._apply_due_faults(now, t_s)
+            self._apply_due_faults(now)
             if self._down_until and now >= self._down_until:
                 try:
                     self.link.open()
@@ -542,6 +543,8 @@ class SimulatedStim:
                     self._on_bytes(data)
 
     def _on_bytes(self, data: bytes) -> None:
+        if self._faults_t0 is None:
+            self._faults_t0 = time.monotonic()
         with self._lock:
             self._received += data
         if self.received_file is not None:
@@ -704,8 +707,12 @@ class SimulatedStim:
             self._send(message, fields, copy=True)
 
     # -- faults ----------------------------------------------------------------------------------
-    def _apply_due_faults(self, now: float, t_s: float) -> None:
-        for fault in self.faults.due(t_s):
+    def _apply_due_faults(self, now: float) -> None:
+        # Scheduled faults run on the time since a recorder first sent a query, not since the
+        # unit started: how long the recorder takes to open the port (a latency probe of the BLE
+        # links before it, a busy machine) does not move them. Injected ones apply at once.
+        since = -1.0 if self._faults_t0 is None else now - self._faults_t0
+        for fault in self.faults.due(since):
             self._apply(fault, now)
 
     def _apply(self, fault: FaultSpec, now: float) -> None:
