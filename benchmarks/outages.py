@@ -291,12 +291,13 @@ def main() -> None:
         k_sent = np.array([e[1] for e in sent_emg])
         made_ns = t0 + (k + 1) * frame_ns  # frame k is complete then, on the device's clock
         for at_s, kind, duration in emg_plan:
-            # Due at t0 + at_s, the fault is applied at the simulator's next turn (later on a
-            # busy machine): its last frame before the outage is the last before the run of at
-            # least half the outage's frames it never sent that begins nearest the fault's due
-            # time (outages are SETTLE_S apart). The fault came after that frame was made, and
-            # the device was back `duration` after the fault: back is at least then.
-            due = t0 + int(at_s * 1e9)
+            # Due at_s after the recorder connected, the fault is applied at the simulator's
+            # next turn (later on a busy machine): its last frame before the outage is the last
+            # before the run of at least half the outage's frames it never sent that begins
+            # nearest the fault's due time (outages are SETTLE_S apart). The fault came after
+            # that frame was made, and the device was back `duration` after the fault: back is
+            # at least then.
+            due = truth["faults_t0_ns"] + int(at_s * 1e9)  # faults count from the connection
             runs = np.flatnonzero(np.diff(k) - 1 >= duration * 0.5e9 / frame_ns)
             i = int(runs[np.argmin(np.abs(made_ns[runs] - due))])
             last = int(k_sent[i])

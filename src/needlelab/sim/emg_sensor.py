@@ -254,6 +254,7 @@ class SimulatedEmgSensor(SimulatedBleDevice):
         `t0_ns + s * sample_period_ns` (monotonic ns, system-wide) and frame k holds samples
         k * samples_per_frame onwards; `sent` lists every notification handed to the link, in
         order, as [frame k (-1: garbage), monotonic ns, subscribed, kind, CRC-32 of its bytes];
+        `faults_t0_ns` when its scheduled faults' clock started (a central first connected);
         `lost` the frames the simulated loss dropped. Frames made while stalled, asleep or
         unconnected are in neither. `writes` lists every write a central made ([monotonic ns,
         characteristic, hex]); `sleep_mode` the Myo's last (0 normal, 1 never sleep) and
@@ -263,6 +264,8 @@ class SimulatedEmgSensor(SimulatedBleDevice):
             "profile": self.profile.profile,
             "samples_per_frame": self.profile.frame.samples_per_frame,
             "t0_ns": self.t0_ns,
+            # When its fault schedule started (a central first connected; None: never).
+            "faults_t0_ns": None if self._faults_t0 is None else round(self._faults_t0 * 1e9),
             "sample_period_ns": self.sample_period_ns(),
             "sent": [list(entry) for entry in self.sent_log],
             "lost": list(self.lost_frames),
