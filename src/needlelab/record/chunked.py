@@ -136,6 +136,8 @@ class StreamSource:
         spec = self.spec
         dtype = np.dtype(spec.dtype).newbyteorder("<")
         empty = np.zeros((0, spec.channel_count), spec.dtype)
+        if not len(self._ids):
+            return  # a stream that has no block (a device that never sent)
         need_rows = values or self._clock is None
         per_page = max(1, min(PAGE_BLOCKS, samples // max(1, int(np.median(self._n)) or 1)))
         with self._session() as s:
