@@ -99,10 +99,7 @@ class SimulatedCaliper(SimulatedBleDevice):
         while True:
             await asyncio.sleep(TICK_S)
             now = loop.time()
-            for fault in self.due_faults(peripheral, now):
-                for junk in await self._apply_fault(peripheral, fault, now):
-                    await peripheral.notify(self.data_uuid, junk)
-                    self.wire.sent("malformed")
+            await self._faults(peripheral, now)
             if now < next_press:
                 continue
             next_press += self.sim.press_every_s
@@ -117,6 +114,14 @@ class SimulatedCaliper(SimulatedBleDevice):
             elif not felt_two:
                 distance = min(120.0, distance + 5.0)
 
+    async def _faults(self, peripheral: GattPeripheral, now: float) -> None:
+        """Apply the faults due now (garbage goes out as notifications of the data
+        characteristic)."""
+        for fault in self.due_faults(peripheral, now):
+            for junk in await self._apply_fault(peripheral, fault, now):
+                await peripheral.notify(self.data_uuid, junk)
+                self.wire.sent("malformed")
+
     async def _controlled(self, peripheral: GattPeripheral) -> None:
         """Press what `press()` asked for, in order; faults on their schedule meanwhile."""
         loop = asyncio.get_running_loop()
@@ -124,10 +129,7 @@ class SimulatedCaliper(SimulatedBleDevice):
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             now = loop.time()
-            for fault in self.due_faults(peripheral, now):
-                for junk in await self._apply_fault(peripheral, fault, now):
-                    await peripheral.notify(self.data_uuid, junk)
-                    self.wire.sent("malformed")
+            await self._faults(peripheral, now)
             while not self._requests.empty():
                 distance = self._requests.get_nowait()
                 if self.silent(now) or not peripheral.device.connections:
