@@ -31,6 +31,7 @@ from needlelab.events import StimSettingsEvent
 from needlelab.resources import configs_dir
 from needlelab.session import Session
 from needlelab.testing.plugin import wait_until
+from tests.unit.test_report import section_rows
 
 PROTOCOL = configs_dir() / "protocols" / "low-back-l3.toml"
 PATIENT = "RPT01"
@@ -199,20 +200,12 @@ def raw_needling_dose(path: Path) -> tuple[dict[str, float], dict[str, float], l
     return inside, outside, needling_names
 
 
-def table_rows(page: str, section: str) -> list[list[str]]:
-    table = re.search(rf'<table data-section="{section}">(.*?)</table>', page, re.S)
-    assert table, f"no {section} table"
-    rows = re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
-    return [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[dh]>(.*?)</t[dh]>", r, re.S)]
-            for r in rows]  # fmt: skip
-
-
 def test_every_phase_is_named_in_full(report: str) -> None:
     names = [p["name"] for p in tomllib.loads(PROTOCOL.read_text())["phases"]]
     text = text_of(report)
     for name in names:
         assert name in text, name
-    assert [row[0] for row in table_rows(report, "phases")[1:]] == names
+    assert [row[0] for row in section_rows(report, "phases")[1:]] == names
 
 
 def test_units_are_microvolts_never_uv(report: str) -> None:
@@ -231,7 +224,7 @@ def test_the_dose_is_counted_within_needling_and_stimulation_outside_is_flagged(
     assert any(v > 0.5 for v in outside.values()), outside
     totals = {
         row[0].removesuffix(" total"): float(row[2].removesuffix(" s"))
-        for row in table_rows(report, "dose")[1:]
+        for row in section_rows(report, "dose")[1:]
         if row[0].endswith(" total")
     }
     assert set(totals) == {c for c, v in inside.items() if v > 0}
@@ -272,7 +265,7 @@ def test_emg_around_estim_is_only_within_needling(recorded: Path, report: str) -
         state[(src, st["channel"])] = on
     # The recording switched outside needling (with EMG a second either side) and within it.
     assert any(t < start - 1 for t in switches) and any(start < t < end - 1 for t in switches)
-    rows = table_rows(report, "emg")[1:]
+    rows = section_rows(report, "emg")[1:]
     assert rows
     for row in rows:
         t = float(row[0].removesuffix(" s"))
