@@ -235,6 +235,11 @@ class BleDeviceConfig(DeviceBase):
     # the clock fit: a one-sided fit finds the floor of arrival latency, and this is that floor.
     # Calibrate it once per adapter and device with a stimulation-artefact recording.
     latency_us: float = Field(0.0, ge=0, le=1_000_000)
+    # Which floor of the arrivals latency_us is above: "least" (the lowest of all: a radio's
+    # floor is sharp) or "typical" (the median of half-second stretches' lowest, for a link
+    # whose floor moves with the machine's load, as a simulated radio's does; calibrate it with
+    # the same statistic). See needlelab.clock.typical_floor.
+    latency_floor: Literal["least", "typical"] = "least"
 
     @field_validator("bumble_transport")
     @classmethod

@@ -34,6 +34,9 @@ class StreamSpec:
     device: str = ""
     # Host arrival latency known from the profile, subtracted from arrival times (irregular).
     latency_ns: int = 0
+    # Which floor of a regular stream's arrivals `latency_ns` is above (`clock.StreamClock.floor`):
+    # "least" (a sharp floor: a radio, a UART) or "typical" (a floor that moves with the load).
+    latency_floor: str = "least"
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.units):

@@ -47,6 +47,9 @@ def test_sim_session_prints_endpoints_and_writes_truth_at_sigterm(tmp_path: Path
             # The link's latency is measured by the process's probe, not declared by hand.
             assert 0 < endpoints[name]["latency_us"] < 1_000_000
         assert endpoints["emg"]["latency_us"] == endpoints["caliper"]["latency_us"]
+        # The EMG's clock fit puts its times at the statistic the probe measured.
+        assert endpoints["emg"]["latency_floor"] == "typical"
+        assert "latency_floor" not in endpoints["caliper"]  # irregular: times are arrivals
         assert not (tmp_path / "emg-probe.hci").exists()  # the probe's link is gone
         # `needlelab devices scan` sees each simulated sensor through its controller's socket.
         scan = subprocess.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from needlelab.sim.artefacts import sync_verdict
 from needlelab.sim.link_probe import floor_from
 
@@ -24,7 +26,25 @@ def test_floor_is_the_least_arrival_after_each_frames_last_sample() -> None:
     ]
     floor = floor_from(arrivals, sent, t0, 1e6, 2)
     assert floor is not None
-    assert floor.floor_us == 2500.0 and floor.median_us == 3000.0 and floor.frames == 3
+    assert floor.floor_us == 2500.0 and floor.least_us == 2500.0
+    assert floor.median_us == 3000.0 and floor.frames == 3
+
+
+def test_floor_is_a_low_quantile_of_stretch_floors_not_the_rarest_fastest() -> None:
+    # One frame a sample at 1 ms; ten 100 ms stretches of arrivals (0.2 s apart) whose least
+    # latencies are 1 ms (one lucky frame), then 5 to 9 ms: the typical floor is their 10th
+    # percentile, 1 + 0.9 * (5 - 1) = 4.6 ms (linear between the lowest two), the least 1 ms.
+    least_ms = [1.0, 5.0, 5.5, 6.0, 6.0, 6.5, 7.0, 7.0, 8.0, 9.0]
+    sent, arrivals = [], []
+    for stretch, least in enumerate(least_ms):
+        for j, lat in enumerate([least + 3.0, least, least + 1.0]):
+            k = stretch * 200 + j * 20  # frame k (its sample at k ms)
+            sent.append((k, 0, True, "valid", k))
+            arrivals.append((round((k + lat) * 1e6), k))
+    floor = floor_from(arrivals, sent, 0, 1e6, 1)
+    assert floor is not None
+    assert floor.floor_us == pytest.approx(4600.0) and floor.least_us == 1000.0
+    assert floor.frames == 30
 
 
 def test_frames_with_the_same_bytes_are_left_out_and_nothing_matched_is_none() -> None:

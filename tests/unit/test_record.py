@@ -440,3 +440,40 @@ def test_new_files_have_pages_sized_to_the_data(tmp_path: Path) -> None:
     conn = sqlite3.connect(f"{writer.path.resolve().as_uri()}?mode=ro", uri=True)
     assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 4096
     conn.close()
+
+
+def test_a_streams_latency_floor_is_kept_and_every_reader_uses_it(tmp_path: Path) -> None:
+    """A stream declared to sit on its arrivals' typical floor (a simulated radio's link) is
+    read back so, by the whole-stream reader and the block-by-block one alike: its times are
+    the true ones plus the typical floor (the 10th percentile of 100 ms stretches' least
+    latency), not plus a lucky block's latency."""
+    from needlelab.record.chunked import StreamSource
+
+    spec = StreamSpec(
+        "emg.emg", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 1000.0,
+        dtype="int16", device="emg", latency_floor="typical",
+    )  # fmt: skip
+    hub, writer = make_writer(tmp_path)
+    writer.start()
+    hub.add_stream(spec)
+    rng = np.random.default_rng(5)
+    n_blocks, per = 1000, 10  # 10 s at 1 kHz, 100 blocks a second
+    true_last = 1e9 + (np.arange(n_blocks) * per + per - 1) * 1e6
+    latency = 3e6 + rng.exponential(3e6, n_blocks)
+    latency[[100, 700]] = 0.5e6  # two lucky blocks, 2.5 ms faster than any other
+    arrival = np.maximum.accumulate(true_last + latency).astype(np.int64)
+    for i in range(n_blocks):
+        hub.push(Chunk(spec.name, np.zeros((per, 2), np.int16), int(arrival[i]), i * per))
+    writer.stop()
+    assert writer.error is None
+    stretch = ((arrival - arrival[0]) // 100_000_000).astype(int)
+    floors = [(arrival - true_last)[stretch == k].min() for k in np.unique(stretch)]
+    typical = np.quantile(floors, 0.1)  # the 10th percentile of 100 ms stretches' least
+    true_t = 1e9 + np.arange(n_blocks * per) * 1e6
+    with open_session(writer.path) as s:
+        assert s.streams[spec.name].latency_floor == "typical"
+        t, _ = s.stream(spec.name)
+    source = StreamSource(writer.path, spec.name)
+    t_blocks = np.concatenate([t for t, _ in source.chunks(1000)])
+    assert np.array_equal(t, t_blocks)
+    assert np.percentile(np.abs(t - true_t - typical), 95) < 0.3e6

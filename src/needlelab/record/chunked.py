@@ -49,7 +49,10 @@ class StreamSource:
         per_sample = self.spec.kind is StreamKind.IRREGULAR or bool(self._has_t.all())
         if not per_sample:
             clock = StreamClock(
-                self.spec.nominal_rate_hz, min_latency_ns=self.spec.latency_ns, published=published
+                self.spec.nominal_rate_hz,
+                min_latency_ns=self.spec.latency_ns,
+                floor=self.spec.latency_floor,
+                published=published,
             )
             for first, n, host in zip(self._first, self._n, self._host, strict=True):
                 if n:

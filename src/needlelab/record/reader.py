@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,7 +69,12 @@ def sample_times(
         return np.concatenate(
             [b.t_ns if b.t_ns is not None else np.full(b.n, b.t_host_ns, np.int64) for b in blocks]
         )
-    clock = StreamClock(spec.nominal_rate_hz, min_latency_ns=spec.latency_ns, published=published)
+    clock = StreamClock(
+        spec.nominal_rate_hz,
+        min_latency_ns=spec.latency_ns,
+        floor=spec.latency_floor,
+        published=published,
+    )
     for b in blocks:
         if b.n:
             clock.add(b.first_index + b.n - 1, b.t_host_ns)
@@ -223,6 +228,14 @@ class SessionFile:
                 self._stream_ids[name] = sid
                 if model:
                     self.clock_models[name] = json.loads(model)
+            if self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'latency_floors'"
+            ).fetchone():
+                by_id = {sid: name for name, sid in self._stream_ids.items()}
+                for sid, floor in self._conn.execute("SELECT stream_id, floor FROM latency_floors"):
+                    if sid in by_id and floor in ("least", "typical"):
+                        name = by_id[sid]
+                        self.streams[name] = replace(self.streams[name], latency_floor=floor)
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             # SQLite's own errors, and header rows whose JSON or kinds were damaged.
             self.close()

@@ -60,10 +60,16 @@ CREATE TABLE writer (
     commit_interval_ns INTEGER NOT NULL,
     checkpoint_interval_ns INTEGER
 );
+CREATE TABLE latency_floors (
+    stream_id INTEGER PRIMARY KEY REFERENCES streams(id),
+    floor TEXT NOT NULL
+);
 """
 """The tables of a new file. `writer` (how often it committed, and folded its write-ahead log
-into the file; NULL: only at SQLite's 1000 pages) was added within schema version 1: a table
-older readers ignore, and that files recorded before it lack (readers treat it as optional)."""
+into the file; NULL: only at SQLite's 1000 pages) and `latency_floors` (a regular stream whose
+`latency_ns` is above its arrivals' typical floor, not their least: `StreamSpec.latency_floor`;
+a stream not in it: "least") were added within schema version 1: tables older readers ignore,
+and that files recorded before them lack (readers treat them as optional)."""
 
 
 class RecordingError(Exception):

@@ -19,8 +19,10 @@ checks.
 Each BLE endpoint's `latency_us` is measured, not declared: before the endpoints are handed out,
 the set calibrates the link as a real setup would be calibrated once with a reference
 (`needlelab.sim.link_probe`): a twin of the first EMG sensor over the same kind of link, its
-true sample times against a central's arrivals, and the floor of the difference. `link_floor`
-holds what was measured (None when no EMG sensor is simulated: no latency is declared then).
+true sample times against a central's arrivals, and the typical floor of the difference
+(`clock.typical_floor`; the EMG endpoints get `latency_floor = "typical"`, so their clock fit
+uses the same statistic). `link_floor` holds what was measured (None when no EMG sensor is
+simulated: no latency is declared then).
 
 `control()` is the simulated clinician's hand on a device's own controls, never the driver's
 link: a stimulator with `control` switched on or off, a caliper with `control` pressed on a
@@ -168,10 +170,11 @@ class SimulatorSet:
 
     def _calibrate(self, endpoints: dict[str, dict[str, Any]]) -> None:
         """Measure the link's latency floor with a twin of the first simulated EMG sensor and
-        declare it as every BLE endpoint's `latency_us` (the caliper's link is the same kind)."""
-        emg = next(
-            (d for d in self.config.devices if isinstance(d, EmgBleConfig) and d.simulator), None
-        )
+        declare it as every BLE endpoint's `latency_us` (the caliper's link is the same kind),
+        and as the typical floor for the EMG sensors' clock fits."""
+        emgs = [d for d in self.config.devices if isinstance(d, EmgBleConfig) and d.simulator]
+        emg = emgs[0] if emgs else None
+        emg_names = {d.name for d in emgs}
         if emg is None or self._ble_loop is None:
             return
         from needlelab.ble.bumble_backend import forget_local_link
@@ -201,9 +204,11 @@ class SimulatorSet:
             (self.workdir / f"{emg.name}-probe.hci").unlink(missing_ok=True)
         if self.link_floor is None:
             raise RuntimeError("the simulated link's latency probe received no frame")
-        for endpoint in endpoints.values():
+        for name, endpoint in endpoints.items():
             if "bumble_transport" in endpoint:
                 endpoint["latency_us"] = round(max(self.link_floor.floor_us, 0.0), 1)
+                if name in emg_names:  # the floor of a regular stream's clock fit
+                    endpoint["latency_floor"] = "typical"
 
     def _make_ble(
         self, device: EmgBleConfig | CaliperBleConfig, link: str, advertised: str
