@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
+import pyqtgraph.functions as fn
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from needlelab.events import (
@@ -35,8 +36,8 @@ from needlelab.events import (
     StimSettings,
     StimSettingsEvent,
 )
-from needlelab.hub import Hub
-from needlelab.monitor.traces import peak_decimate, rms_envelope, step_xy
+from needlelab.hub import Hub, RingBuffer
+from needlelab.monitor.traces import ColumnEnvelope, rms_envelope, step_xy
 from needlelab.streams import StreamKind
 
 # The default span of one EMG lane per unit, at gain ×1: ±1 mV, so that surface EMG bursts of a
@@ -112,6 +113,61 @@ class EmgLane:
         return value * self.gain / self.range_uv, f"{value:g} {UNIT_TEXT.get(self.unit, self.unit)}"
 
 
+class LaneCurve(pg.GraphicsObject):  # type: ignore[misc]
+    """One EMG lane's trace: a polyline through its points, drawn straight from a QPolygonF.
+
+    What `PlotCurveItem` does for a curve, without what a lane does not need: no QPainterPath
+    built per frame and no search of the data for its bounds (a lane's points are in time order
+    and within its band, so the first and last x and the band are the bounds).
+    """
+
+    def __init__(self, pen: QtGui.QPen) -> None:
+        super().__init__()
+        self._pen = pen
+        self._polygon = QtGui.QPolygonF()
+        self._points = np.empty((0, 2))
+        self._rect = QtCore.QRectF()
+
+    def set_points(
+        self, x: np.ndarray, y: np.ndarray, y_lo: float, y_hi: float, pad_x: float = 0.0
+    ) -> None:
+        """Draw through (x, y) from now on; x ascending, y within [y_lo, y_hi]. The bounds are
+        `pad_x` wider each side (room for the pen's width past the first and last point)."""
+        polygon = fn.create_qpolygonf(len(x))
+        points = fn.ndarray_from_qpolygonf(polygon)  # the polygon's own memory
+        rect = QtCore.QRectF()
+        if len(x):  # (an empty polygon has no memory to write to)
+            points[:, 0] = x
+            points[:, 1] = y
+            width = max(float(x[-1] - x[0]), 0.0) + 2 * pad_x
+            rect = QtCore.QRectF(float(x[0]) - pad_x, y_lo, max(width, 1e-9), y_hi - y_lo)
+        if rect != self._rect:
+            self.prepareGeometryChange()
+            self._rect = rect
+        self._polygon, self._points = polygon, points
+        self.update()
+
+    def clear(self) -> None:
+        """Draw nothing."""
+        self.set_points(np.empty(0), np.empty(0), 0.0, 0.0)
+
+    def getData(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points drawn: (x, y) copies."""
+        return self._points[:, 0].copy(), self._points[:, 1].copy()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return self._rect
+
+    def paint(self, painter: QtGui.QPainter, *_args: object) -> None:
+        if len(self._points) < 2:
+            return
+        painter.setRenderHint(
+            QtGui.QPainter.RenderHint.Antialiasing, bool(pg.getConfigOption("antialias"))
+        )
+        painter.setPen(self._pen)
+        painter.drawPolyline(self._polygon)
+
+
 @dataclass
 class EventLabel:
     """One event's label in the event lane."""
@@ -177,10 +233,14 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self.event_plot.setYRange(0, EVENT_ROWS, padding=0)
         self.caliper_plot.setLabel("bottom", "seconds before now")
         self.lanes: list[EmgLane] = []
-        self._curves: list[pg.PlotCurveItem] = []
+        self._curves: list[LaneCurve] = []
         self._rms_curves: list[pg.PlotCurveItem] = []
         self._scale_bars: list[tuple[pg.PlotCurveItem, pg.TextItem]] = []
+        # Per EMG stream: its running peak decimation (the columns drawn), and the ring's total
+        # when the curves (and the RMS curves) were last redrawn from it.
+        self._envelopes: dict[str, ColumnEnvelope] = {}
         self._totals: dict[str, int] = {}
+        self._rms_totals: dict[str, int] = {}
         # Each stimulator channel's history and curves, in the order first heard from.
         self.stim_channels: dict[tuple[str, int], list[tuple[float, StimSettings]]] = {}
         self._stim_curves: dict[tuple[str, int], tuple[pg.PlotDataItem, ...]] = {}
@@ -227,15 +287,17 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         """Draw another hub's streams from now on (the preview's, then the recording's): what
         the old one drew is cleared, so nothing of it stands as if it were live."""
         self.hub = hub
-        self._totals.clear()
+        self._redraw_emg(rebuild=True)
         self._caliper_drawn = None
         self._stim_drawn = None
         self.stim_channels = {}
         for curves in self._stim_curves.values():
             for curve in curves:
                 curve.setData([], [])
-        for curve in (*self._curves, *self._rms_curves):
-            curve.setData([], [])
+        for curve in self._curves:
+            curve.clear()
+        for rms_curve in self._rms_curves:
+            rms_curve.setData([], [])
         self.caliper_points.setData([], [])
         self.caliper_presses.setData([], [])
         self._drop_caliper_labels()
@@ -250,7 +312,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         """Show the last `window_s` seconds."""
         self.window_s = window_s
         self.emg_plot.setXRange(-window_s, 0, padding=0)
-        self._totals.clear()
+        self._redraw_emg(rebuild=True)
         self._place_scale_bars()
 
     def _set_y(self, plot: pg.PlotItem, lo: float, hi: float) -> None:
@@ -270,8 +332,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
                 unit = spec.units[c]
                 self.lanes.append(EmgLane(spec.name, c, name, LANE_UV.get(unit, 100.0), unit))
                 colour = COLOURS[(len(self.lanes) - 1) % len(COLOURS)]
-                # Bare curve items: PlotDataItem's extra layers cost more than the drawing.
-                self._curves.append(pg.PlotCurveItem(pen=pg.mkPen(colour, width=1)))
+                self._curves.append(LaneCurve(pg.mkPen(colour, width=1)))
                 self._rms_curves.append(pg.PlotCurveItem(pen=pg.mkPen("#ffffff", width=2)))
                 self._curves[-1].setParentItem(self._emg_group)
                 self._rms_curves[-1].setParentItem(self._emg_group)
@@ -280,6 +341,10 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
                 text = pg.TextItem("", color="#e0e0e0", anchor=(0, 0.5), fill=(17, 17, 17, 200))
                 self.emg_plot.addItem(bar, ignoreBounds=True)
                 self.emg_plot.addItem(text, ignoreBounds=True)
+                # They change only with a gain or the window: drawn from pixmaps, not each frame
+                # (16 bars and labels cost as much as a third of the traces' drawing).
+                for item in (bar, text, text.textItem):
+                    item.setCacheMode(CACHE)
                 self._scale_bars.append((bar, text))
             self._relabel()
             self._place_scale_bars()
@@ -316,17 +381,37 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             self._curves[index].setVisible(visible)
             self._rms_curves[index].setVisible(visible and self.rms)
         self._place_scale_bars()
-        self._totals.clear()  # redraw
+        self._redraw_emg()
 
     def set_rms(self, on: bool) -> None:
         """Show or hide the RMS envelope."""
         self.rms = on
         for lane, curve in zip(self.lanes, self._rms_curves, strict=True):
             curve.setVisible(on and lane.visible)
-        self._totals.clear()
+        self._redraw_emg()
 
     def _columns(self) -> int:
         return max(100, int(self.emg_plot.vb.width()))
+
+    def _redraw_emg(self, rebuild: bool = False) -> None:
+        """Redraw every lane at the next refresh (a gain, visibility or RMS change); with
+        `rebuild`, decimate the ring afresh (another window or hub)."""
+        self._totals.clear()
+        self._rms_totals.clear()
+        if rebuild:
+            self._envelopes.clear()
+
+    @staticmethod
+    def _read_since(ring: RingBuffer, since: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """The ring's samples from stream sample number `since` on (fewer if it no longer holds
+        them), read whole: (number of the first read, t_ns, values). None if a write came
+        between every try (the numbers would be unknown)."""
+        for _ in range(3):
+            total = ring.total
+            t_ns, values = ring.latest(total - since)
+            if ring.total == total:  # no write during the read: these end at sample `total`
+                return total - len(t_ns), t_ns, values
+        return None
 
     def _refresh_emg(self) -> None:
         columns = self._columns()
@@ -336,19 +421,29 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         for stream, indices in by_stream.items():
             ring = self.hub.ring(stream)
             rate = ring.spec.nominal_rate_hz
-            # Rebuild once a pixel column's worth of samples is new; until then the curves
+            shown = int(self.window_s * rate) + 1  # samples in the window
+            k = -(-shown // columns)  # samples per pixel column
+            envelope = self._envelopes.get(stream)
+            if envelope is None or envelope.k != k:  # first, or the plot's width changed
+                envelope = ColumnEnvelope(k, shown // k + 3, ring.spec.channel_count)
+                self._envelopes[stream] = envelope
+            # Redraw once a pixel column's worth of samples is new; until then the curves
             # stand and only slide (a partial column would change nothing visible).
-            per_column = self.window_s * rate / columns
-            if stream in self._totals and ring.total - self._totals[stream] < per_column:
+            total = ring.total
+            if stream in self._totals and total - self._totals[stream] < k:
                 continue
-            self._totals[stream] = ring.total
-            t_ns, values = ring.latest(int(self.window_s * rate) + 1)
-            if not len(t_ns):
-                continue
-            t_s = t_ns / 1e9
-            x, y = peak_decimate(t_s, values, columns)
-            if self.rms:
-                xr, yr = rms_envelope(t_s, values, RMS_WINDOW_S)
+            # Only what is new since the last fold is read and decimated; all of the window
+            # (from its oldest column's first sample) the first time or after a gap.
+            since = max(0, (total - shown) // k * k)
+            if envelope.next_sample is not None and envelope.next_sample >= since:
+                since = envelope.next_sample
+            read = self._read_since(ring, since)
+            if read is None:
+                continue  # the next frame will
+            first, t_ns, values = read
+            self._totals[stream] = end = first + len(t_ns)
+            envelope.fold(first, t_ns / 1e9, values)
+            x, y = envelope.points(end - shown)
             for i in indices:
                 lane = self.lanes[i]
                 if not lane.visible:
@@ -357,10 +452,27 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
                 # high must not paint over the other channels.
                 scale = lane.gain / lane.range_uv
                 lane_y = np.clip(y[:, lane.channel] * scale, -LANE_HALF, LANE_HALF) - i
-                self._curves[i].setData(x, lane_y, skipFiniteCheck=True)
-                if self.rms:
-                    rms_y = np.clip(yr[:, lane.channel] * scale, 0, LANE_HALF) - i
-                    self._rms_curves[i].setData(xr, rms_y, skipFiniteCheck=True)
+                # Bounds: the lane's band, and a column's time past each end (the pen's width).
+                self._curves[i].set_points(x, lane_y, -i - 0.5, -i + 0.5, k / rate)
+            if self.rms:
+                self._refresh_rms(stream, indices, shown, k)
+
+    def _refresh_rms(self, stream: str, indices: list[int], shown: int, k: int) -> None:
+        """The RMS curves of a stream's lanes, from the whole window (when a column is new)."""
+        ring = self.hub.ring(stream)
+        if stream in self._rms_totals and ring.total - self._rms_totals[stream] < k:
+            return
+        self._rms_totals[stream] = ring.total
+        t_ns, values = ring.latest(shown)
+        if not len(t_ns):
+            return
+        xr, yr = rms_envelope(t_ns / 1e9, values, RMS_WINDOW_S)
+        for i in indices:
+            lane = self.lanes[i]
+            if lane.visible:
+                scale = lane.gain / lane.range_uv
+                rms_y = np.clip(yr[:, lane.channel] * scale, 0, LANE_HALF) - i
+                self._rms_curves[i].setData(xr, rms_y, skipFiniteCheck=True)
 
     # -- stimulator, caliper, events -------------------------------------------------------------
     def add_event(self, event: Event) -> None:
