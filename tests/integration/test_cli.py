@@ -45,6 +45,9 @@ def test_demo_records_verifies_and_reports(tmp_path: Path) -> None:
     (path,) = tmp_path.glob("DEMO01_*.sqlite")
     with open_session(path) as s:
         assert {"stim.ch1", "stim.ch2"} <= set(s.streams)
+        # The simulated link's probe measured the EMG's typical floor, and the file says so.
+        assert s.streams["emg.emg"].latency_floor == "typical"
+        assert s.streams["emg.emg"].latency_ns > 0
         assert len(s.stream("stim.ch1")[0]) > 20
         kinds = {e.kind for e in s.events()}
     assert {"stim.settings", "device.state", "recording", "phase", "marker"} <= kinds
