@@ -26,8 +26,10 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bumble import att, gatt_client, hci
+from bumble import controller as bumble_controller
 from bumble import core as bumble_core
-from bumble import gatt_client
+from bumble import host as bumble_host
 from bumble.controller import Controller
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
@@ -45,6 +47,76 @@ Transport = LocalLink | str
 _addresses = itertools.count(1)
 
 TRANSPORT_LOST = 0x08  # reported to clients as a link loss (connection timeout) when it dies
+
+
+def _debug_off(logger: logging.Logger) -> bool:
+    return not logger.isEnabledFor(logging.DEBUG)
+
+
+# bumble 0.0.236 (pinned) formats every HCI packet and ATT PDU it passes into an f-string for a
+# debug log, before the logger can say it is off (HCI_Object.format_fields, colors): a third of
+# the BLE loop's time per notification in benchmarks/ble_latency.py, where both ends run on it.
+# The classes below take the same steps without that formatting while the debug log is off, and
+# are bumble's own otherwise (or with a snooper). The central uses them; a simulated peripheral
+# could too.
+
+
+class QuietController(Controller):
+    """bumble's emulated `Controller`, without formatting each data packet for a debug log that
+    is off."""
+
+    def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if self.host is None or not _debug_off(bumble_controller.logger):
+            super().send_hci_packet(packet)
+            return
+        asyncio.get_running_loop().call_soon(self.host.on_packet, bytes(packet))
+
+    def on_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if isinstance(packet, hci.HCI_AclDataPacket) and _debug_off(bumble_controller.logger):
+            self.on_hci_acl_data_packet(packet)
+            return
+        super().on_hci_packet(packet)
+
+
+class QuietHost(Host):
+    """bumble's `Host`, without formatting each packet to or from the controller for a debug log
+    that is off."""
+
+    def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if self.snooper or not _debug_off(bumble_host.logger):
+            super().send_hci_packet(packet)
+            return
+        if self.hci_sink:
+            self.hci_sink.on_packet(bytes(packet))
+
+    def on_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if self.snooper or not _debug_off(bumble_host.logger):
+            super().on_hci_packet(packet)
+        elif isinstance(packet, hci.HCI_AclDataPacket):
+            self.on_hci_acl_data_packet(packet)
+        elif isinstance(packet, hci.HCI_Event):
+            self.on_hci_event_packet(packet)
+        else:
+            super().on_hci_packet(packet)
+
+
+class QuietDevice(Device):
+    """bumble's `Device`, handing a notification to its GATT client without formatting the PDU
+    for a debug log that is off (what `gatt_client.Client.on_gatt_pdu` does first)."""
+
+    def on_gatt_pdu(self, connection_handle: int, pdu: bytes) -> None:
+        if (
+            pdu
+            and pdu[0] == att.Opcode.ATT_HANDLE_VALUE_NOTIFICATION
+            and _debug_off(gatt_client.logger)
+        ):
+            connection = self.lookup_connection(connection_handle)
+            if connection is not None and connection.gatt_client is not None:
+                notification = att.ATT_PDU.from_bytes(pdu)
+                assert isinstance(notification, att.ATT_Handle_Value_Notification)
+                connection.gatt_client.on_att_handle_value_notification(notification)
+                return
+        super().on_gatt_pdu(connection_handle, pdu)
 
 
 def _bumble_errors() -> tuple[type[BaseException], ...]:
@@ -122,17 +194,17 @@ class BumbleCentral:
         if central is None:
             address = Address(f"C0:00:00:00:{next(_addresses) & 0xFF:02X}:01")
             if isinstance(spec, LocalLink):
-                controller = Controller(f"central-{address}", link=spec)
-                device = Device(address=address, host=Host(controller, AsyncPipeSink(controller)))
+                controller = QuietController(f"central-{address}", link=spec)
+                host = QuietHost(controller, AsyncPipeSink(controller))
+                device = QuietDevice(address=address, host=host)
                 transport = None
             else:
                 try:
                     transport = await open_transport(spec)
                 except Exception as exc:  # bumble raises many kinds; all mean "cannot reach"
                     raise BleakError(f"cannot open bumble transport {spec!r}: {exc}") from exc
-                device = Device.with_hci(
-                    "needlelab-central", address, transport.source, transport.sink
-                )
+                host = QuietHost(transport.source, transport.sink)
+                device = QuietDevice(name="needlelab-central", address=address, host=host)
             try:
                 await device.power_on()
             except _bumble_errors() as exc:
