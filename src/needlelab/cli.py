@@ -510,41 +510,66 @@ def _print_localization(path: Path) -> None:
 
 
 def _print_sync_check(session: Any) -> None:
-    """EMG stimulation artefacts against the simulated stimulator's true pulse times."""
+    """Each simulated EMG stream's sample times against the simulator's own: the sample times
+    of its frames as sent (a counter names each frame), and its stimulation artefacts against
+    the simulated stimulator's true pulse times (the whole chain, as a user would check it).
+    Each line gives the goal and PASS or FAIL."""
     from needlelab.config import EmgBleConfig
     from needlelab.record import open_session
     from needlelab.sim.artefacts import (
+        ARTEFACT_WINDOW_MS,
         SYNC_GOAL_P95_MS,
         artefact_sync_errors,
         error_summary_ms,
         sync_verdict,
     )
+    from needlelab.sim.emg_sensor import sample_time_errors
 
-    truth = session.simulators.truth() if session.simulators is not None else {}
+    sims = session.simulators
+    truth = sims.truth() if sims is not None else {}
+    goal = f"goal |error| p95 <= {SYNC_GOAL_P95_MS:g} ms"
     for device in session.config.devices:
         sim = device.simulator if isinstance(device, EmgBleConfig) else None
-        if sim is None or sim.artefacts_from not in truth:
+        if sim is None or sims is None:
+            continue
+        stream = f"{device.name}.emg"
+        with open_session(session.path) as f:  # the latency the file declares: as measured
+            spec = f.streams[stream]
+        declared = (
+            f"declared link latency {spec.latency_ns / 1e6:.3f} ms above the "
+            f"{spec.latency_floor} floor"
+        )
+        frames = sims.frames_truth(device.name)
+        off_ms = 0.0  # how far the sample times are off, by the frames (0: not known)
+        if frames is not None:
+            s = error_summary_ms(sample_time_errors(session.path, frames, stream))
+            if s["n"]:
+                off_ms = abs(s["median"])
+                print(
+                    f"sample times {device.name} vs the simulator's: {s['n']:.0f} samples, "
+                    f"error median {s['median']:+.3f} ms, |error| p95 {s['p95']:.3f} ms, "
+                    f"max {s['max']:.3f} ms, {declared} ({goal}): {sync_verdict(s)}"
+                )
+        if sim.artefacts_from not in truth:
             continue
         errors = artefact_sync_errors(
-            session.path, truth[sim.artefacts_from], f"{device.name}.emg", sim.artefacts_channel
+            session.path, truth[sim.artefacts_from], stream, sim.artefacts_channel
         )
-        with open_session(session.path) as f:  # the latency the file declares: as measured
-            spec = f.streams[f"{device.name}.emg"]
-            latency_ms, floor = spec.latency_ns / 1e6, spec.latency_floor
         s = error_summary_ms(errors)
-        goal = f"goal |error| p95 <= {SYNC_GOAL_P95_MS:g} ms"
         if not s["n"]:
             print(
-                f"sync check {device.name}: no stimulation artefact within 2.5 ms of a true "
+                f"sync check {device.name}: no stimulation artefact within "
+                f"{ARTEFACT_WINDOW_MS:g} ms of a true "
                 f"{sim.artefacts_from} pulse ({goal}): FAIL"
             )
             continue
+        verdict = sync_verdict(s)
+        if off_ms > ARTEFACT_WINDOW_MS:  # each artefact was matched to another pulse than its own
+            verdict = f"FAIL (the samples are {off_ms:.1f} ms off: artefacts matched other pulses)"
         print(
             f"sync check {device.name} vs {sim.artefacts_from} pulses: {s['n']:.0f} artefacts, "
             f"error median {s['median']:+.3f} ms, |error| p95 {s['p95']:.3f} ms, "
-            f"max {s['max']:.3f} ms, declared link latency {latency_ms:.3f} ms above the "
-            f"{floor} floor ({goal}): "
-            f"{sync_verdict(s)}"
+            f"max {s['max']:.3f} ms, {declared} ({goal}): {verdict}"
         )
 
 

@@ -42,6 +42,9 @@ def test_demo_records_verifies_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "no display: running headless" in result.stderr
     assert "OK (integrity: ok)" in result.stdout and "closed cleanly" in result.stdout
+    # The sample times against the simulator's frames as sent, with the goal and a verdict.
+    (sample_line,) = [x for x in result.stdout.splitlines() if x.startswith("sample times emg")]
+    assert "goal |error| p95 <= 1 ms" in sample_line and sample_line.endswith(("PASS", "FAIL"))
     (path,) = tmp_path.glob("DEMO01_*.sqlite")
     with open_session(path) as s:
         assert {"stim.ch1", "stim.ch2"} <= set(s.streams)

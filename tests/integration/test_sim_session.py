@@ -24,6 +24,7 @@ from needlelab.sim.artefacts import (
     error_summary_ms,
     sync_verdict,
 )
+from needlelab.sim.emg_sensor import sample_time_errors
 from needlelab.sim.serve import read_truth
 
 
@@ -104,6 +105,13 @@ def test_emg_artefacts_land_on_the_stimulator_pulses_through_the_separate_proces
     )
     assert latency_us > 0  # measured at start by the simulator set's probe (no constant)
     assert summary["n"] >= 100  # the demo stimulates for most of the run
+    # Two truths that share nothing agree: the artefacts against the stimulator's pulses, and
+    # every sample against the EMG simulator's frames as sent (named by their counter).
+    frames = session.simulators.frames_truth("emg")
+    assert frames is not None
+    by_frames = error_summary_ms(sample_time_errors(session.path, frames, "emg.emg"))
+    assert by_frames["n"] >= 10 * 2000  # every sample of 12 s at 2 kHz but the first
+    assert abs(by_frames["median"] - summary["median"]) < 0.3
     assert summary["p95"] <= SYNC_GOAL_P95_MS == 1.0
     # The simulators' sockets and ptys went with the session.
     assert not any(p.name.endswith(".hci") for p in tmp_path.rglob("*"))

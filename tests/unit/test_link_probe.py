@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from needlelab.sim.artefacts import sync_verdict
-from needlelab.sim.link_probe import floor_from
+from needlelab.sim.link_probe import LinkFloor, floor_from
 
 
 def test_floor_is_the_least_arrival_after_each_frames_last_sample() -> None:
@@ -58,3 +58,11 @@ def test_sync_verdict_against_the_1_ms_goal() -> None:
     assert sync_verdict({"n": 10.0, "p95": 1.0}) == "PASS"
     assert sync_verdict({"n": 10.0, "p95": 1.001}) == "FAIL"
     assert sync_verdict({"n": 0}) == "FAIL"
+
+
+def test_a_probe_whose_frames_queued_is_known_by_its_typical_floor() -> None:
+    # 7.5 ms connection interval, 0-2 ms jitter: a frame waits at most 9.5 ms for its turn.
+    starved = LinkFloor(floor_us=94_000.0, least_us=1_300.0, median_us=120_000.0, frames=600)
+    assert starved.queued(7.5, 2.0)
+    assert not LinkFloor(3_000.0, 1_300.0, 9_000.0, 600).queued(7.5, 2.0)
+    assert not LinkFloor(10_800.0, 1_300.0, 12_000.0, 600).queued(7.5, 2.0)  # 9.5 ms: a turn

@@ -25,6 +25,11 @@ from needlelab.events import StimSettings
 SYNC_GOAL_P95_MS = 1.0
 """The sync goal: |artefact time − true pulse time| p95 at most this (ms) over a recording."""
 
+ARTEFACT_WINDOW_MS = 2.5
+"""An artefact is matched to the true pulse within this much of it (pulses closer than twice
+this to another are left out: their spikes can merge). Times off by more than a pulse spacing
+match other pulses than their own: only a check that cannot alias (the frames' counter) tells."""
+
 BURST_PULSES = 7
 BURST_RATE_HZ = 100.0
 RECOVERY_DELAY_SAMPLES = 3  # the amplifier's recovery swing, after the spike
@@ -201,13 +206,14 @@ def artefact_sync_errors(
         return np.empty(0, np.int64)
     pulses, _ = pulse_times(truth, channel, int(times[0]) + anchor, int(times[-1]) + anchor)
     pulses = pulses - anchor
+    window_ns = round(ARTEFACT_WINDOW_MS * 1e6)
     isolated = np.ones(len(pulses), bool)
     if len(pulses) > 1:
-        close = np.diff(pulses) < 5_000_000
+        close = np.diff(pulses) < 2 * window_ns
         isolated[1:] &= ~close
         isolated[:-1] &= ~close
     detected = detect_artefacts(np.asarray(values, np.float64), times)
-    return match_errors(detected, pulses[isolated], window_ns=2_500_000)
+    return match_errors(detected, pulses[isolated], window_ns=window_ns)
 
 
 def sync_verdict(summary: dict[str, float]) -> str:

@@ -288,3 +288,43 @@ def write_frames_truth(truth_path: Path, devices: Mapping[str, object]) -> None:
     for name, device in devices.items():
         if isinstance(device, SimulatedEmgSensor):
             frames_truth_path(truth_path, name).write_text(json.dumps(device.truth()))
+
+
+def sample_time_errors(session_path: Path, truth: Mapping[str, Any], stream: str) -> np.ndarray:
+    """Recorded − true time (ns) of every sample of an EMG stream, from a simulated sensor's
+    `truth()`: its frames carry a counter, so each recorded block is the frame the counter
+    says (the first one the sensor sent to a subscribed central with that counter value, and
+    on from there), and the frame's samples were taken at `t0_ns + s * sample_period_ns`.
+    Empty when the stream has no block or its frames no counter. Unlike the artefact check it
+    cannot alias: a periodic pulse train matches a shifted copy of itself, a counter does not.
+    """
+    from needlelab.profiles import load_emg_profile
+    from needlelab.record import open_session
+
+    bits = load_emg_profile(str(truth["profile"])).frame.counter_bits
+    with open_session(session_path) as s:
+        blocks = s.blocks(stream)
+        times, _ = s.stream(stream)
+        anchor = int(s.meta["anchor_monotonic_ns"])
+    if not blocks or not bits or blocks[0].device_counter is None:
+        return np.empty(0, np.int64)
+    c0 = int(blocks[0].device_counter)
+    first = next(
+        (
+            int(k)
+            for k, _t, subscribed, kind, _crc in truth["sent"]
+            if subscribed and kind == "valid" and k >= 0 and k % (1 << bits) == c0 % (1 << bits)
+        ),
+        None,
+    )
+    if first is None:
+        return np.empty(0, np.int64)
+    spf = int(truth["samples_per_frame"])
+    sample = np.concatenate(
+        [
+            (first + int(b.device_counter or 0) - c0) * spf + np.arange(b.n, dtype=np.int64)
+            for b in blocks
+        ]
+    )
+    true_ns = truth["t0_ns"] + sample * float(truth["sample_period_ns"]) - anchor
+    return np.asarray(times - np.round(true_ns).astype(np.int64), dtype=np.int64)

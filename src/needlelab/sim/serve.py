@@ -180,28 +180,37 @@ class SimulatorSet:
         from needlelab.ble.bumble_backend import forget_local_link
         from needlelab.profiles import load_emg_profile
         from needlelab.sim.emg_sensor import SimulatedEmgSensor
-        from needlelab.sim.link_probe import probe_floor
+        from needlelab.sim.link_probe import PROBE_ATTEMPTS, probe_floor
 
         assert emg.simulator is not None
         quiet = emg.simulator.model_copy(update={"faults": [], "loss": 0.0, "artefacts_from": None})
-        link = f"{self.tag}-{emg.name}-probe"
-        twin = SimulatedEmgSensor(load_emg_profile(emg.profile), quiet, link, f"Probe-{emg.name}")
-        hci = len(self._hci)
+        floors: list[LinkFloor] = []
+        for attempt in range(PROBE_ATTEMPTS):
+            link = f"{self.tag}-{emg.name}-probe{attempt}"
+            twin = SimulatedEmgSensor(
+                load_emg_profile(emg.profile), quiet, link, f"Probe-{emg.name}"
+            )
+            hci = len(self._hci)
 
-        async def serve(sensor: SimulatedEmgSensor) -> str:
-            return await self._serve(sensor, f"{emg.name}-probe")
+            async def serve(sensor: SimulatedEmgSensor) -> str:
+                return await self._serve(sensor, f"{emg.name}-probe")
 
-        try:
-            self.link_floor = self._ble_loop.run(probe_floor(twin, serve), timeout_s=30)
-        finally:
-            with contextlib.suppress(Exception):
-                self._ble_loop.run(twin.stop(), timeout_s=5)
-            for transport in self._hci[hci:]:
+            try:
+                floor = self._ble_loop.run(probe_floor(twin, serve), timeout_s=30)
+            finally:
                 with contextlib.suppress(Exception):
-                    self._ble_loop.run(transport.close(), timeout_s=5)
-            del self._hci[hci:]
-            forget_local_link(link)
-            (self.workdir / f"{emg.name}-probe.hci").unlink(missing_ok=True)
+                    self._ble_loop.run(twin.stop(), timeout_s=5)
+                for transport in self._hci[hci:]:
+                    with contextlib.suppress(Exception):
+                        self._ble_loop.run(transport.close(), timeout_s=5)
+                del self._hci[hci:]
+                forget_local_link(link)
+                (self.workdir / f"{emg.name}-probe.hci").unlink(missing_ok=True)
+            if floor is not None:
+                floors.append(floor)
+                if not floor.queued(quiet.connection_interval_ms, quiet.jitter_ms):
+                    break
+        self.link_floor = min(floors, key=lambda f: f.floor_us) if floors else None
         if self.link_floor is None:
             raise RuntimeError("the simulated link's latency probe received no frame")
         for name, endpoint in endpoints.items():
@@ -262,6 +271,13 @@ class SimulatorSet:
     def truth(self) -> dict[str, list[tuple[int, StimSettings]]]:
         """Each simulated stimulator's settings history: (monotonic ns, settings)."""
         return {name: sim.changes() for name, sim in self.stims.items()} or self._truth
+
+    def frames_truth(self, device: str) -> dict[str, Any] | None:
+        """A simulated EMG sensor's `truth()` (its frames as sent; None: no such sensor)."""
+        from needlelab.sim.emg_sensor import SimulatedEmgSensor
+
+        sensor = self.ble_devices.get(device)
+        return sensor.truth() if isinstance(sensor, SimulatedEmgSensor) else None
 
     def stop(self) -> None:
         """Stop every simulator; safe to call twice."""
@@ -354,6 +370,7 @@ class SimulatorProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._truth_path = self.workdir / "truth.json"
         self._truth: dict[str, list[tuple[int, StimSettings]]] = {}
+        self._frames: dict[str, dict[str, Any]] = {}
         self._control_path = self.workdir / "control.sock"
         self._control: socket.socket | None = None
         self._control_lock = threading.Lock()
@@ -385,6 +402,11 @@ class SimulatorProcess:
     def truth(self) -> dict[str, list[tuple[int, StimSettings]]]:
         """Each simulated stimulator's settings history, once the process has stopped."""
         return self._truth
+
+    def frames_truth(self, device: str) -> dict[str, Any] | None:
+        """A simulated EMG sensor's frames as sent (`truth()`), once the process has stopped
+        (None: no such sensor, or not stopped cleanly)."""
+        return self._frames.get(device)
 
     def control(
         self, device: str, *, output: bool | None = None, press_mm: float | None = None
@@ -450,6 +472,12 @@ class SimulatorProcess:
                 stream.close()
         with contextlib.suppress(OSError, ValueError):
             self._truth = read_truth(self._truth_path)
+        from needlelab.sim.emg_sensor import frames_truth_path
+
+        for device in self.config.devices:
+            with contextlib.suppress(OSError, ValueError):
+                path = frames_truth_path(self._truth_path, device.name)
+                self._frames[device.name] = json.loads(path.read_text(encoding="utf-8"))
         writes = [line for line in errors.splitlines() if "reached a simulated stimulator" in line]
         if writes:  # needlelab must only ever send reads: this is a bug, said loudly
             raise RuntimeError(writes[0])
