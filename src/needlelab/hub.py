@@ -312,6 +312,28 @@ class RingBuffer:
                 self._index[:rest] = index[first:]
             self._total += n
 
+    def write_backfilled(
+        self,
+        values: npt.NDArray[np.generic],
+        t_last_ns: int,
+        offsets: npt.NDArray[np.int64],
+        first_index: int,
+    ) -> None:
+        """Append samples timed `t_last_ns` + `offsets` (a regular block's back-filled times,
+        `regular_sample_times`): the same as `write`, with the times and indices computed in
+        place instead of built first (a push's commonest case, done on the device's thread)."""
+        n = values.shape[0]
+        with self._lock:
+            start = self._total % self.capacity
+            end = start + n
+            if n and end <= self.capacity:  # no wrap-around
+                self._values[start:end] = values
+                np.add(offsets, t_last_ns, out=self._t_ns[start:end])
+                np.add(_positions(n), first_index, out=self._index[start:end])
+                self._total += n
+                return
+        self.write(values, offsets + t_last_ns, first_index)
+
     def latest(self, n: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.generic]]:
         """Copy of the newest `n` samples (all buffered when None), oldest first: (t_ns, values)."""
         _, t_ns, values = self.latest_indexed(n)
@@ -415,12 +437,13 @@ class Hub:
         # Refused only once the backlog is full: the writer has stopped the recording then.
         self.record_queue.put(chunk, chunk_bytes(chunk), data=True)
         self.record_queue.dispatch()
-        t_ns = (
-            chunk.t_ns
-            if chunk.t_ns is not None
-            else regular_sample_times(chunk, spec.nominal_rate_hz) - spec.latency_ns
-        )
-        self._rings[chunk.stream].write(chunk.values, t_ns, chunk.first_index)
+        ring = self._rings[chunk.stream]
+        if chunk.t_ns is not None:
+            ring.write(chunk.values, chunk.t_ns, chunk.first_index)
+        else:  # `regular_sample_times` less the known latency, written straight into the ring
+            offsets = _backfill_offsets(chunk.values.shape[0], spec.nominal_rate_hz)
+            t_last_ns = chunk.t_host_ns - spec.latency_ns
+            ring.write_backfilled(chunk.values, t_last_ns, offsets, chunk.first_index)
 
     # -- events ----------------------------------------------------------------------------------
     def emit(self, event: Event) -> Event:

@@ -112,3 +112,39 @@ def test_live_times_of_a_regular_stream_take_off_its_known_latency() -> None:
     hub.push(Chunk("emg.lat", np.zeros((2, 1), np.float32), t_host_ns=10_000_000, first_index=0))
     t, _v = hub.ring("emg.lat").latest()
     assert t.tolist() == [7_000_000, 8_000_000]
+
+
+def test_a_regular_streams_ring_holds_every_pushed_sample_with_its_index_and_time() -> None:
+    """Pushes of every size (none, one, a few, more than the ring holds, wrapping round its end)
+    leave in the ring the newest samples, their stream indices and their back-filled times: the
+    arrival less the known latency, one nominal period (250 us at 4 kHz) between samples."""
+    spec = StreamSpec(
+        "emg.4k", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 4000.0, latency_ns=1_500
+    )
+    hub = Hub(SessionClock(), ring_seconds=0.01)  # 41 samples
+    hub.add_stream(spec)
+    ring = hub.ring("emg.4k")
+    assert ring.capacity == 41
+    rng = np.random.default_rng(3)
+    pushed_v: list[np.ndarray] = []
+    pushed_i: list[int] = []
+    pushed_t: list[int] = []
+    index = 0
+    # totals 1, 6, 36, 41 (a push ending at the ring's end), 58, 83 (one past it), ...
+    for k, n in enumerate([0, 1, 5, 30, 5, 0, 17, 25, 41, 60, 3, 39, 2, 100, 40, 1]):
+        values = rng.standard_normal((n, 2))  # float64: the ring keeps the stream's float32
+        t_host = 1_000_000_000 + k * 20_000_000
+        index += 7 if k == 10 else 0  # a loss: the indices jump
+        hub.push(Chunk("emg.4k", values, t_host_ns=t_host, first_index=index))
+        for j in range(n):
+            pushed_v.append(values[j].astype(np.float32))
+            pushed_i.append(index + j)
+            pushed_t.append(t_host - 1_500 - (n - 1 - j) * 250_000)
+        index += n
+        held = min(len(pushed_i), 41)
+        got_i, got_t, got_v = ring.latest_indexed()
+        assert ring.total == len(pushed_i)
+        assert got_i.tolist() == pushed_i[len(pushed_i) - held :]
+        assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
+        expected_v = np.array(pushed_v[len(pushed_v) - held :], np.float32).reshape(held, 2)
+        assert got_v.dtype == np.float32 and np.array_equal(got_v, expected_v)

@@ -477,3 +477,145 @@ def test_a_streams_latency_floor_is_kept_and_every_reader_uses_it(tmp_path: Path
     t_blocks = np.concatenate([t for t, _ in source.chunks(1000)])
     assert np.array_equal(t, t_blocks)
     assert np.percentile(np.abs(t - true_t - typical), 95) < 0.3e6
+
+
+def test_every_block_is_stored_exactly_and_in_order_however_many_come_at_once(
+    tmp_path: Path,
+) -> None:
+    """Blocks queued before the writer starts reach it in one batch (203 here: written in
+    statements of several sizes), then more one by one: each is stored once, in the order
+    pushed, with its values in the stream's dtype whatever their layout (another dtype, column
+    order, no samples)."""
+    hub, writer = make_writer(tmp_path)
+    hub.add_stream(EMG)
+    rng = np.random.default_rng(4)
+    pushed: list[np.ndarray] = []
+
+    def push(i: int) -> None:
+        n = 0 if i % 50 == 7 else 10
+        values = rng.integers(-2000, 2000, (n, 2)).astype(np.int16)
+        if i % 3 == 1:
+            values = np.asfortranarray(values)
+        sent = values.astype(np.float64) if i % 5 == 2 else values  # stored as int16
+        hub.push(Chunk(EMG.name, sent, t_host_ns=(i + 1) * 10_000_000, first_index=i * 10))
+        pushed.append(values)
+
+    for i in range(203):
+        push(i)
+    writer.start()
+    for i in range(203, 260):
+        push(i)
+        if i % 20 == 0:
+            time.sleep(0.06)  # past a commit
+    writer.stop()
+    assert writer.error is None and writer.dropped == 0
+    with open_session(writer.path) as s:
+        blocks = s.blocks(EMG.name)
+        assert [b.first_index for b in blocks] == [i * 10 for i in range(260)]
+        assert [b.t_host_ns for b in blocks] == [(i + 1) * 10_000_000 for i in range(260)]
+        for block, values in zip(blocks, pushed, strict=True):
+            assert block.values.dtype == np.int16 and np.array_equal(block.values, values)
+        _, v = s.stream(EMG.name)
+        assert np.array_equal(v, np.concatenate(pushed))
+    conn = sqlite3.connect(writer.path)
+    ids = [row[0] for row in conn.execute("SELECT id FROM blocks ORDER BY first_index, id")]
+    conn.close()
+    assert ids == sorted(ids) and len(set(ids)) == 260
+
+
+@pytest.mark.parametrize("floor", ["least", "typical"])
+def test_the_clock_model_of_a_short_session_is_the_fit_of_every_block(
+    tmp_path: Path, floor: str
+) -> None:
+    """A session with fewer blocks than the live clock keeps (its model is fitted from them at
+    the close): the stored model is the one fitted from every block's arrival, gaps and blocks
+    without samples included, with the stream's latency floor."""
+    spec = StreamSpec(
+        "emg.floor", "EMG", ("a",), ("uV",), StreamKind.REGULAR, 1000.0,
+        dtype="int16", device="emg", latency_ns=1_000_000, latency_floor=floor,
+    )  # fmt: skip
+    hub, writer = make_writer(tmp_path)
+    writer.start()
+    hub.add_stream(spec)
+    rng = np.random.default_rng(6)
+    full = StreamClock(spec.nominal_rate_hz, min_latency_ns=spec.latency_ns, floor=floor)
+    x = 0
+    for i in range(3000):
+        n = 0 if i % 500 == 9 else 10
+        # 1 kHz, a crystal 40 ppm fast, 1-9 ms of latency, a 2 s pause two thirds in
+        t = round((x + 10) * 1e6 * (1 - 40e-6)) + int(rng.integers(1_000_000, 9_000_000))
+        t += 2_000_000_000 if i >= 2000 else 0
+        hub.push(Chunk(spec.name, np.zeros((n, 1), np.int16), t_host_ns=t, first_index=x))
+        if n:
+            full.add(x + n - 1, t)
+        x += n
+    writer.stop()
+    assert writer.error is None and writer.dropped == 0
+    full.fit()
+    assert len(full.segments) == 2
+    with open_session(writer.path) as s:
+        stored = s.clock_models[spec.name]
+    assert stored == {"method": "lower-envelope", **full.summary()}
+
+
+FULL_DISK_WRITER = """
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+from needlelab.clock import SessionClock
+from needlelab.hub import Hub
+from needlelab.record import SessionMeta, SessionWriter
+from needlelab.record.writer import ignore_sigxfsz
+from needlelab.streams import Chunk, StreamKind, StreamSpec
+
+ignore_sigxfsz()
+path = Path(sys.argv[1])
+clock = SessionClock()
+hub = Hub(clock)
+meta = SessionMeta(session_id="f", patient_id="F1", anchor_monotonic_ns=clock.anchor_monotonic_ns,
+                   anchor_wall_ns=clock.anchor_wall_ns, config_json="{}", software_version="t")
+writer = SessionWriter(path, hub, meta, checkpoint_interval_s=None)
+writer.start()
+spec = StreamSpec("emg.raw", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 1000.0,
+                  dtype="int16", device="emg")
+hub.add_stream(spec)
+for i in range(50):
+    hub.push(Chunk(spec.name, np.full((100, 2), i, np.int16), (i + 1) * 10**8, i * 100))
+while hub.backlog() or writer.commits < 2:
+    time.sleep(0.01)
+# The disk is full from now on: no file grows by more than a few pages.
+limit = max(p.stat().st_size for p in path.parent.iterdir()) + 8192
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+for i in range(50, 2000):
+    hub.push(Chunk(spec.name, np.full((100, 2), i, np.int16), (i + 1) * 10**8, i * 100))
+    if i % 100 == 0:
+        time.sleep(0.02)
+writer.stop()
+print(json.dumps({"dropped": writer.dropped, "failed": writer.error is not None}))
+"""
+
+
+def test_after_a_write_error_every_chunk_is_either_in_the_file_or_counted_dropped(
+    tmp_path: Path,
+) -> None:
+    """The disk fills (a file-size limit, in a child) while chunks are written into an open
+    transaction: the recording stops with an error, what was committed stays readable, and each
+    of the 2,000 chunks pushed is either stored or counted in `dropped`, never both, never
+    neither."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "F1_full.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["failed"] and out["dropped"] > 0
+    with open_session(path) as s:
+        blocks = s.blocks("emg.raw")
+    stored = [b.first_index // 100 for b in blocks]
+    assert stored == list(range(len(stored))) and len(stored) >= 50  # an unbroken stretch
+    assert len(stored) + out["dropped"] == 2000
