@@ -435,7 +435,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
             # Only what is new since the last fold is read and decimated; all of the window
             # (from its oldest column's first sample) the first time or after a gap.
             since = max(0, (total - shown) // k * k)
-            if envelope.next_sample is not None and envelope.next_sample >= since:
+            if envelope.next_sample is not None and since <= envelope.next_sample <= total:
                 since = envelope.next_sample
             read = self._read_since(ring, since)
             if read is None:
