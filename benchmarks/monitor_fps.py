@@ -18,9 +18,11 @@ Two ways of drawing the EMG, the rest of the window the same:
 Both run in one window on one session, in turns (`--rounds`, each round both sides, the order
 swapped every round): the same warm-up, data, writer and machine load for both, so a load that
 comes and goes on the shared machine falls on both rather than on whichever ran then. The turn's
-side draws, the other side's curves are hidden and not updated. Measuring starts after 10.5 s,
-once the 10 s window is full of data (a shorter warm-up flatters the peer, which then draws
-less), and each turn after 0.5 s of its own (the side catches up). For each side and turn:
+side draws, the other side's curves are hidden and not updated; glibc's malloc thresholds are
+pinned (`pin_malloc`) so that one side's allocations do not set the other's. Measuring starts
+after 10.5 s, once the 10 s window is full of data (a shorter warm-up flatters the peer, which
+then draws less), and each turn after 0.5 s of its own (the side catches up). For each side and
+turn:
 - max fps: the window's timer at 0 ms (as fast as the GUI thread can go); frames are counted
   as paint events of the trace view, so a refresh that Qt folded into another paint is not
   counted twice.
@@ -36,6 +38,7 @@ Goal (issue 16): >= 60 fps and >= 2 x pyqtgraph's own peak downsampling (medians
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import tempfile
@@ -110,6 +113,24 @@ def feeder(session: Session, channels: int, rate: float, stop: threading.Event) 
         delay = start + k * period - time.monotonic()
         if delay > 0:
             stop.wait(delay)
+
+
+def pin_malloc() -> bool:
+    """Fix glibc's malloc thresholds for this process (False where there is no glibc).
+
+    By default glibc moves its mmap and trim thresholds as blocks are freed, so how fast a large
+    allocation is depends on what the process did before. The peer allocates megabytes a frame
+    (each lane's full window): its turns after needlelab's (which allocates little) ran 30 %
+    slower in its own code than after the code before, which allocated as much. Pinned, neither
+    side's figure depends on the other's turn (and the peer runs faster)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
+        libc.mallopt(m_trim_threshold, 128 << 20)
+    )
 
 
 WINDOW_S = 10.0
@@ -206,10 +227,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    pinned = pin_malloc()
     print(
         f"monitor: {args.channels} ch x {args.rate:g} Hz, 10 s window, recording on, offscreen "
         f"({os.environ['QT_QPA_PLATFORM']}), {os.cpu_count()} CPUs, {args.rounds} rounds of "
-        f"{args.seconds:g} s per side and refresh, load {os.getloadavg()[0]:.2f}"
+        f"{args.seconds:g} s per side and refresh, load {os.getloadavg()[0]:.2f}, malloc "
+        f"thresholds {'pinned' if pinned else 'not pinned (no glibc)'}"
     )
     intervals = (0,) if args.max_only else (0, 16)
     turns = []
@@ -248,7 +271,7 @@ def main() -> None:
              ours, "fps", ">= 60 fps and >= 2 x peer", ok,
              "pyqtgraph PlotDataItem setDownsampling(auto, peak) + setClipToView", theirs,
              ours / theirs)],
-        seconds=args.seconds, rounds=args.rounds, gui_cpu_at_60=gui_cpu,
+        seconds=args.seconds, rounds=args.rounds, gui_cpu_at_60=gui_cpu, malloc_pinned=pinned,
         max_fps={"needlelab": [r["fps"] for r in by[False, 0]],
                  "pyqtgraph": [r["fps"] for r in by[True, 0]]},
     )  # fmt: skip
