@@ -10,9 +10,10 @@ import math
 import os
 import queue
 import struct
+import threading
 from abc import abstractmethod
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -50,15 +51,29 @@ class BatteryReading(NamedTuple):
     pct: float
 
 
+class RecordFailed(NamedTuple):
+    """Inbox item: recording a notification on the BLE loop raised `error` (the device thread
+    raises it, as if its own `_record` had)."""
+
+    error: Exception
+
+
 MAX_BATCH = 2000
 
 
 class BleSensor(Device):
     """A BLE sensor read with bleak on the shared BLE loop; subclasses decode notifications.
 
-    Notifications are stamped with their host arrival time on the BLE loop thread and queued;
-    `_service` hands them to `_record` in batches. A bleak disconnect, or silence past the stall
-    timeout, goes through the base class: reconnect with backoff, gap events.
+    Notifications are stamped with their host arrival time on the BLE loop thread. Once the
+    device thread services the connection (its first `_service`), each is recorded (`_record`)
+    right there, in the bleak callback. Handed to the device thread instead, it waited for the
+    GIL until the BLE loop had nothing left to do (the loop takes the GIL back between callbacks,
+    so the switch interval never came due): the first frame of a connection event waited for the
+    others to be delivered, about 1 ms for three, and notify -> ring took 3x what bleak itself
+    needs. Until then, and after a disconnect, notifications are queued, and `_service` records
+    them in batches, in order, before any recorded on the loop. `_record_lock` keeps the two
+    threads from recording at once. A bleak disconnect, or silence past the stall timeout, goes
+    through the base class: reconnect with backoff, gap events.
 
     Data quality: a notification is malformed if it is not a whole frame of the profile (wrong
     length, inconsistent header, not a number); a resync is each run of malformed notifications
@@ -76,7 +91,13 @@ class BleSensor(Device):
         self.ble_config = config
         self.gatt = gatt
         self.profile_file = profile_file
-        self._inbox: queue.SimpleQueue[Notification | BatteryReading | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Notification | BatteryReading | RecordFailed | None] = (
+            queue.SimpleQueue()
+        )
+        # Held while recording (on either thread): decoder, frame numbering and counts are one
+        # thread's at a time. Re-entrant: `_record` counts quality, which takes it too.
+        self._record_lock = threading.RLock()
+        self._inline = False  # notifications are recorded in the bleak callback (under the lock)
         self._loop: BleLoop | None = None
         self._client: BleakClient | None = None
         self._in_bad_run = False  # the last notification was malformed
@@ -208,7 +229,16 @@ class BleSensor(Device):
         # socket) says so; otherwise now is the arrival time.
         rx_ns = getattr(data, "rx_ns", None)
         t_ns = rx_ns - self.hub.clock.anchor_monotonic_ns if rx_ns else self.hub.clock.now_ns()
-        self._inbox.put(Notification(t_ns, bytes(data), turn))
+        item = Notification(t_ns, bytes(data), turn)
+        with self._record_lock:
+            if not self._inline:
+                self._inbox.put(item)
+                return
+            try:
+                self._record([item])
+            except Exception as exc:  # the device thread raises it; until then, queue
+                self._inline = False
+                self._inbox.put(RecordFailed(exc))
 
     async def _close(self) -> None:
         task, self._battery_task = self._battery_task, None
@@ -290,31 +320,69 @@ class BleSensor(Device):
         )
 
     def _disconnect(self) -> None:
+        with self._record_lock:  # what still comes is queued, and dropped at the next connect
+            self._inline = False
         if self._loop is not None and self._client is not None:
             try:
                 self._loop.run(self._close(), timeout_s=5)
             except (TimeoutError, BleakError, OSError) as exc:
                 log.debug("%s: close: %s", self.name, exc)
 
+    def _record_quality(self, when: Literal["due", "changed", "always"] = "due") -> None:
+        with self._record_lock:  # the counts change on the BLE loop while recording there
+            super()._record_quality(when)
+
     def _service(self, timeout_s: float) -> None:
-        try:
-            first = self._inbox.get(timeout=timeout_s)
-        except queue.Empty:
+        if not self._inline:
+            # What came before the connection was serviced is recorded first, then each
+            # notification as it comes (the lock holds them back until then).
+            with self._record_lock:
+                while True:
+                    items = self._take(None)
+                    self._handle(items)
+                    if len(items) < MAX_BATCH:
+                        break
+                self._inline = True
             return
-        items = [first]
+        self._handle(self._take(timeout_s))
+
+    def _take(
+        self, timeout_s: float | None
+    ) -> list[Notification | BatteryReading | RecordFailed | None]:
+        """What the inbox holds (up to `MAX_BATCH`), after waiting up to `timeout_s` for the
+        first item (None: not waiting)."""
+        items: list[Notification | BatteryReading | RecordFailed | None] = []
+        if timeout_s is not None:
+            try:
+                items.append(self._inbox.get(timeout=timeout_s))
+            except queue.Empty:
+                return items
         while len(items) < MAX_BATCH:
             try:
                 items.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-        lost_link = _LINK_LOST in items
-        if lost_link:
-            items = items[: items.index(_LINK_LOST)]
+        return items
+
+    def _handle(self, items: list[Notification | BatteryReading | RecordFailed | None]) -> None:
+        """Record queued notifications and battery readings, in order; raise for a lost link or
+        a failed recording on the loop (what follows either is dropped)."""
+        ends = [
+            k
+            for k, item in enumerate(items)
+            if item is _LINK_LOST or isinstance(item, RecordFailed)
+        ]
+        end = items[ends[0]] if ends else None
+        if ends:
+            items = items[: ends[0]]
         good = [item for item in items if isinstance(item, Notification)]
         if good:
-            self._record(good)
+            with self._record_lock:
+                self._record(good)
         self._record_battery([item for item in items if isinstance(item, BatteryReading)])
-        if lost_link:
+        if isinstance(end, RecordFailed):
+            raise end.error
+        if ends:
             raise DeviceError("link lost (the sensor disconnected)")
 
 
@@ -342,6 +410,7 @@ class EmgBleSensor(BleSensor):
             dtype="float32",
             device=config.name,
             latency_ns=self.profile.latency_ns + round(config.latency_us * 1000),
+            latency_floor=config.latency_floor,
         )
         self.decoder = EmgDecoder(frame)
         # What numbers the frames: the counter in them, else the turn of the characteristics
@@ -421,16 +490,20 @@ class EmgBleSensor(BleSensor):
             expected = first + spf
 
     def _connect(self) -> None:
-        self._emit_numbered(self.indexer.restart())  # the next frame follows an outage
+        with self._record_lock:
+            self._emit_numbered(self.indexer.restart())  # the next frame follows an outage
         super()._connect()
 
     def _service(self, timeout_s: float) -> None:
         super()._service(timeout_s)
-        if self.indexer.pending:  # held for a judgement the arrivals have not made in time
-            self._emit_numbered(self.indexer.release_due(self.hub.clock.now_ns()))
+        with self._record_lock:
+            if self.indexer.pending:  # held for a judgement the arrivals have not made in time
+                self._emit_numbered(self.indexer.release_due(self.hub.clock.now_ns()))
 
     def _disconnect(self) -> None:
-        self._emit_numbered(self.indexer.flush())  # what the link gave before it went
+        with self._record_lock:  # nothing is recorded on the loop after the flush
+            self._inline = False
+            self._emit_numbered(self.indexer.flush())  # what the link gave before it went
         super()._disconnect()
 
     def _record_loss(
