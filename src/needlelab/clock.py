@@ -234,9 +234,9 @@ def _segment(
     )
 
 
-def _stretch_starts(y: np.ndarray) -> np.ndarray:
-    """Indices where each STRETCH_NS stretch of arrival time begins (y in arrival order)."""
-    k = ((np.maximum.accumulate(y) - y[0]) // STRETCH_NS).astype(np.int64)
+def _stretch_starts(y: np.ndarray, stretch_ns: int = STRETCH_NS) -> np.ndarray:
+    """Indices where each `stretch_ns` stretch of arrival time begins (y in arrival order)."""
+    k = ((np.maximum.accumulate(y) - y[0]) // stretch_ns).astype(np.int64)
     starts: np.ndarray = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
     return starts
 
@@ -436,13 +436,6 @@ does not lift it, and a quantile, not the least, so that it does not depend on t
 (a rare lucky frame moves it by a tenth of a stretch)."""
 
 
-def _typical_stretches(t_ns: np.ndarray) -> np.ndarray:
-    """Indices where each `TYPICAL_STRETCH_NS` stretch of arrival time `t_ns` begins."""
-    k = ((np.maximum.accumulate(t_ns) - t_ns[0]) // TYPICAL_STRETCH_NS).astype(np.int64)
-    starts: np.ndarray = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
-    return starts
-
-
 def typical_floor(latency: np.ndarray, t_ns: np.ndarray) -> float:
     """The typical floor of arrival latencies: the `TYPICAL_QUANTILE` quantile, over
     `TYPICAL_STRETCH_NS` stretches of arrival time `t_ns` (in arrival order), of each stretch's
@@ -457,7 +450,7 @@ def typical_floor(latency: np.ndarray, t_ns: np.ndarray) -> float:
     this floor, and its `latency_us`, calibrated with the same statistic, then holds whatever
     the session's length.
     """
-    floors = np.minimum.reduceat(latency, _typical_stretches(t_ns))
+    floors = np.minimum.reduceat(latency, _stretch_starts(t_ns, TYPICAL_STRETCH_NS))
     return float(np.quantile(floors, TYPICAL_QUANTILE))
 
 
@@ -477,7 +470,7 @@ def on_typical_floor(
     if len(x) < 32:
         return segment
     z = t_host_ns - segment.times(x)
-    starts = _typical_stretches(t_host_ns)
+    starts = _stretch_starts(t_host_ns, TYPICAL_STRETCH_NS)
     floors = np.minimum.reduceat(z, starts)
     mid_x = np.add.reduceat(x.astype(np.float64), starts) / np.diff(np.r_[starts, len(x)])
     x_ref, lift, tilt = float(np.median(mid_x)), float(np.quantile(floors, TYPICAL_QUANTILE)), 0.0
