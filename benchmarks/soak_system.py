@@ -15,9 +15,10 @@ the stimulator polled `speed` times as often (down to 20 ms), the caliper presse
 as often and a clinician note every 5 s / speed. The stimulator's own settings changes keep
 their real-time pattern (the simulator has no speed). How much session the run holds is counted
 from the file (EMG samples / 2 kHz), not assumed: on a loaded 2-core machine the simulators fell
-behind at 4x (58 % of the samples due were sent; 92 % at 2x), so the full run is 2x for 20
-minutes (about 37-40 min of session) and the growth is also extrapolated to 2 h (the least-squares
-trend per session hour after warm-up, times 2 h, or the measured growth if larger). Rings sized
+behind at 4x (58 % of the samples due were sent; 92 % at 2x), so the full run is 2x for 65
+minutes (a 2 h session when the simulators keep up to 92 %); a run that holds less than
+`--extrapolate-h` of session also extrapolates the growth to it (the least-squares trend per
+session hour after warm-up, times that length, or the measured growth if larger). Rings sized
 in seconds hold `speed` times more samples than at 1x: warm-up, not growth.
 
 Measured from outside (/proc): the recorder's resident memory (VmRSS) every 2 s from its first
@@ -37,7 +38,7 @@ their place with their values but dated more than 10 ms before the simulator sen
 Goals (S1-S3): memory growth <= 50 MB; CPU reported (no goal); 0 samples unaccounted and 0
 declared lost.
 
-    python benchmarks/soak_system.py [--minutes 20] [--speed 2] [--extrapolate-h 2] [--json PATH]
+    python benchmarks/soak_system.py [--minutes 65] [--speed 2] [--extrapolate-h 2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -514,7 +515,7 @@ def main() -> int:
             return sims_main(*(Path(a) for a in rest))  # type: ignore[call-arg]
         return app_main(Path(rest[0]), Path(rest[1]), float(rest[2]), float(rest[3]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=20.0, help="real time to run")
+    parser.add_argument("--minutes", type=float, default=65.0, help="real time to run")
     parser.add_argument("--speed", type=float, default=2.0, help="simulators at this many x rate")
     parser.add_argument("--warmup-s", type=float, default=WARMUP_MIN_S,
                         help="least warm-up (real s; else 10 %% of the run)")  # fmt: skip

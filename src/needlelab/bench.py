@@ -45,7 +45,7 @@ PLAN = (
     Benchmark(
         "soak_system.py",
         ("--minutes", "0.7", "--warmup-s", "15", "--extrapolate-h", "0"),
-        ("--minutes", "20"),
+        ("--minutes", "65"),
     ),
     Benchmark("kill.py", ("--kills", "3")),
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
