@@ -535,6 +535,9 @@ def _print_sync_check(session: Any) -> None:
         stream = f"{device.name}.emg"
         with open_session(session.path) as f:  # the latency the file declares: as measured
             spec = f.streams[stream]
+            blocks = f.blocks(stream)
+            times, values = f.stream(stream)
+            anchor = int(f.meta["anchor_monotonic_ns"])
         declared = (
             f"declared link latency {spec.latency_ns / 1e6:.3f} ms above the "
             f"{spec.latency_floor} floor"
@@ -542,7 +545,7 @@ def _print_sync_check(session: Any) -> None:
         frames = sims.frames_truth(device.name)
         off_ms = 0.0  # how far the sample times are off, by the frames (0: not known)
         if frames is not None:
-            s = error_summary_ms(sample_time_errors(session.path, frames, stream))
+            s = error_summary_ms(sample_time_errors(frames, blocks, times, anchor))
             if s["n"]:
                 off_ms = abs(s["median"])
                 print(
@@ -553,7 +556,7 @@ def _print_sync_check(session: Any) -> None:
         if sim.artefacts_from not in truth:
             continue
         errors = artefact_sync_errors(
-            session.path, truth[sim.artefacts_from], stream, sim.artefacts_channel
+            truth[sim.artefacts_from], times, values, anchor, sim.artefacts_channel
         )
         s = error_summary_ms(errors)
         if not s["n"]:

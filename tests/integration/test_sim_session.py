@@ -97,7 +97,10 @@ def test_emg_artefacts_land_on_the_stimulator_pulses_through_the_separate_proces
     assert truth, "the simulator process wrote no stimulator history"
     with open_session(session.path) as f:  # the floor the simulator process measured
         latency_us = f.streams["emg.emg"].latency_ns / 1e3
-    errors = artefact_sync_errors(session.path, truth, "emg.emg", channel=1)
+        blocks = f.blocks("emg.emg")
+        times, values = f.stream("emg.emg")
+        anchor = int(f.meta["anchor_monotonic_ns"])
+    errors = artefact_sync_errors(truth, times, values, anchor, channel=1)
     summary = error_summary_ms(errors)
     print(
         f"artefact sync through the simulator process, measured link latency {latency_us:.0f} us:"
@@ -109,7 +112,7 @@ def test_emg_artefacts_land_on_the_stimulator_pulses_through_the_separate_proces
     # every sample against the EMG simulator's frames as sent (named by their counter).
     frames = session.simulators.frames_truth("emg")
     assert frames is not None
-    by_frames = error_summary_ms(sample_time_errors(session.path, frames, "emg.emg"))
+    by_frames = error_summary_ms(sample_time_errors(frames, blocks, times, anchor))
     assert by_frames["n"] >= 10 * 2000  # every sample of 12 s at 2 kHz but the first
     assert abs(by_frames["median"] - summary["median"]) < 0.3
     assert summary["p95"] <= SYNC_GOAL_P95_MS == 1.0

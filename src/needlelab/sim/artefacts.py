@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -186,22 +185,20 @@ def match_errors(detected_ns: np.ndarray, truth_ns: np.ndarray, window_ns: int) 
 
 
 def artefact_sync_errors(
-    session_path: str | Path,
     truth: Sequence[tuple[int, StimSettings]],
-    emg_stream: str,
+    times: np.ndarray,
+    values: np.ndarray,
+    anchor: int,
     channel: int = 1,
 ) -> np.ndarray:
-    """Detected − true artefact times (ns) in a recorded session, one per matched pulse.
+    """Detected − true artefact times (ns) in a recorded EMG stream (`times`, `values` as the
+    file gives them), one per matched pulse.
 
     `truth` is the simulated stimulator's settings history (monotonic ns); the recording's
-    anchor puts it on the session clock. Pulses closer than 5 ms to another are left out (their
-    spikes can merge), as are pulses with no detection within half that.
+    `anchor` (its monotonic ns at t = 0) puts it on the session clock. Pulses closer than 5 ms
+    to another are left out (their spikes can merge), as are pulses with no detection within
+    half that.
     """
-    from needlelab.record import open_session
-
-    with open_session(session_path) as s:
-        times, values = s.stream(emg_stream)
-        anchor = int(s.meta["anchor_monotonic_ns"])
     if not len(times):
         return np.empty(0, np.int64)
     pulses, _ = pulse_times(truth, channel, int(times[0]) + anchor, int(times[-1]) + anchor)

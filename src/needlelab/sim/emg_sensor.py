@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from needlelab.profiles import EmgProfile
 from needlelab.sim.artefacts import add_block_artefacts
 from needlelab.sim.ble_peripheral import GattPeripheral, SimulatedBleDevice
 from needlelab.sim.faults import WireKind
+
+if TYPE_CHECKING:
+    from needlelab.record.reader import Block
 
 StimHistory = Callable[[], Sequence[tuple[int, StimSettings]]]
 """A simulated stimulator's settings history so far: (monotonic ns, settings) in time order."""
@@ -290,22 +293,21 @@ def write_frames_truth(truth_path: Path, devices: Mapping[str, object]) -> None:
             frames_truth_path(truth_path, name).write_text(json.dumps(device.truth()))
 
 
-def sample_time_errors(session_path: Path, truth: Mapping[str, Any], stream: str) -> np.ndarray:
-    """Recorded − true time (ns) of every sample of an EMG stream, from a simulated sensor's
-    `truth()`: its frames carry a counter, so each recorded block is the frame the counter
-    says (the first one the sensor sent to a subscribed central with that counter value, and
-    on from there), and the frame's samples were taken at `t0_ns + s * sample_period_ns`.
-    Empty when the stream has no block or its frames no counter. Unlike the artefact check it
-    cannot alias: a periodic pulse train matches a shifted copy of itself, a counter does not.
+def sample_time_errors(
+    truth: Mapping[str, Any], blocks: Sequence[Block], times: np.ndarray, anchor_ns: int
+) -> np.ndarray:
+    """Recorded − true time (ns) of every sample of an EMG stream (its `blocks` as recorded,
+    `times` the file's sample times, `anchor_ns` the file's monotonic anchor), from a
+    simulated sensor's `truth()`: its frames carry a counter, so each recorded block is the
+    frame the counter says (the first one the sensor sent to a subscribed central with that
+    counter value, and on from there), and the frame's samples were taken at
+    `t0_ns + s * sample_period_ns`. Empty when the stream has no block or its frames no
+    counter. Unlike the artefact check it cannot alias: a periodic pulse train matches a
+    shifted copy of itself, a counter does not.
     """
     from needlelab.profiles import load_emg_profile
-    from needlelab.record import open_session
 
     bits = load_emg_profile(str(truth["profile"])).frame.counter_bits
-    with open_session(session_path) as s:
-        blocks = s.blocks(stream)
-        times, _ = s.stream(stream)
-        anchor = int(s.meta["anchor_monotonic_ns"])
     if not blocks or not bits or blocks[0].device_counter is None:
         return np.empty(0, np.int64)
     c0 = int(blocks[0].device_counter)
@@ -326,5 +328,5 @@ def sample_time_errors(session_path: Path, truth: Mapping[str, Any], stream: str
             for b in blocks
         ]
     )
-    true_ns = truth["t0_ns"] + sample * float(truth["sample_period_ns"]) - anchor
+    true_ns = truth["t0_ns"] + sample * float(truth["sample_period_ns"]) - anchor_ns
     return np.asarray(times - np.round(true_ns).astype(np.int64), dtype=np.int64)
