@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from needlelab.clock import SessionClock
 from needlelab.config import SessionConfig, parse_config, read_toml
 from needlelab.events import MarkerEvent
 from needlelab.hub import Hub
@@ -265,17 +264,7 @@ def test_the_strip_and_read_out_show_every_channel_of_every_stimulator(
     )
 
 
-# -- the traces' own parts, on a hub fed by the test -------------------------------------------
-@pytest.fixture
-def panel(qtbot: Any) -> Iterator[tuple[TracePanel, Hub]]:
-    hub = Hub(SessionClock(), ring_seconds=30.0)
-    traces = TracePanel(hub, window_s=10.0)
-    qtbot.addWidget(traces)
-    traces.resize(900, 700)
-    traces.show()
-    qtbot.waitExposed(traces)
-    yield traces, hub
-    hub.close()
+# -- the traces' own parts, on a hub fed by the test (conftest's `panel`) ----------------------
 
 
 def scene_rect(item: Any) -> QtCore.QRectF:

@@ -14,7 +14,6 @@ way a live session builds them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,6 @@ import pyqtgraph as pg
 import pytest
 from pyqtgraph.Qt import QtCore, QtGui
 
-from needlelab.clock import SessionClock
 from needlelab.hub import Hub
 from needlelab.monitor.plots import COLOURS, TracePanel
 from needlelab.streams import Chunk, StreamKind, StreamSpec
@@ -51,14 +49,11 @@ def signal(n: int) -> np.ndarray:
 
 
 @pytest.fixture
-def drawn(qtbot: Any) -> Iterator[tuple[TracePanel, np.ndarray, np.ndarray, float]]:
+def drawn(
+    qtbot: Any, panel: tuple[TracePanel, Hub]
+) -> tuple[TracePanel, np.ndarray, np.ndarray, float]:
     """A panel fed 12 s of the signal in blocks, redrawn as they came: (panel, t_s, values, now)."""
-    hub = Hub(SessionClock(), ring_seconds=30.0)
-    traces = TracePanel(hub, window_s=10.0)
-    qtbot.addWidget(traces)
-    traces.resize(900, 700)
-    traces.show()
-    qtbot.waitExposed(traces)
+    traces, hub = panel
     n = int(12 * RATE)
     values = signal(n)
     t_ns = 5_000_000_000 + np.arange(n, dtype=np.int64) * 500_000
@@ -80,8 +75,7 @@ def drawn(qtbot: Any) -> Iterator[tuple[TracePanel, np.ndarray, np.ndarray, floa
     now_s = t_ns[-1] / 1e9 + 0.004
     traces.refresh(now_s)
     qtbot.wait(20)
-    yield traces, t_ns / 1e9, values, now_s
-    hub.close()
+    return traces, t_ns / 1e9, values, now_s
 
 
 def check_envelope(
