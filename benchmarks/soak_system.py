@@ -27,9 +27,11 @@ EMG sample; growth is the highest reading after warm-up minus the reading at the
 recorder's and the simulators' user + system seconds per real-time second after warm-up.
 Afterwards every sample is accounted for against the simulators' own send logs: EMG, every
 frame handed to the link while a central was subscribed, matched to the file's blocks by frame
-counter; each stimulator channel, every settings message, and the caliper, every valid
-notification, matched to the file's samples as a contiguous run in order by value (sent no
-later than stored), from the device's connect. `missing`: sent, not in the file; `misfit`: in
+counter (the EMG values are not compared: the simulator logs its frames, not their samples);
+each stimulator channel, every settings message, and the caliper, every valid notification,
+matched to the file's samples as a contiguous run in order by value (sent no later than
+stored), from the device's connect as the file says (a device the file never saw connect: from
+the simulator's first message). `missing`: sent, not in the file; `misfit`: in
 the file but not what was sent at its place; what was sent in the last 0.2 s before the recorder
 began to stop is in flight (may or may not be in the file); `declared`: the file's gap events.
 With no faults injected, all must be 0. `early` (reported, not a loss): stimulator samples in
@@ -349,7 +351,9 @@ def account(path: Path, truth: Any, stop_ns: int) -> dict[str, dict[str, Any]]:
         end = stop_ns - IN_FLIGHT_S * 1e9
         for name in ("emg.emg", "caliper.distance", "stim.ch1", "stim.ch2"):
             device = name.split(".")[0]
-            start = connect.get(device, stop_ns)
+            # No connect event: everything the simulator sent counts (fails closed, where the
+            # recorder's silence would otherwise make nothing due).
+            start = connect.get(device, -(2**63))
             rows = blocks(name)
             n_stored = sum(r[0] for r in rows)
             if name.endswith(".emg"):
