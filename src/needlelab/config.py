@@ -24,6 +24,13 @@ PATIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 DEVICE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 
+# Which floor of a stream's arrivals its latency is above: "least" (the lowest of all: a radio's
+# or a UART's floor is sharp) or "typical" (a low quantile of 100 ms stretches' lowest, for a
+# link whose floor moves with the machine's load, as a simulated radio's does; calibrate it
+# with the same statistic). See needlelab.clock.typical_floor.
+LatencyFloor = Literal["least", "typical"]
+
+
 class ConfigError(Exception):
     """A config could not be loaded. `lines` holds one human-readable line per problem."""
 
@@ -235,11 +242,7 @@ class BleDeviceConfig(DeviceBase):
     # the clock fit: a one-sided fit finds the floor of arrival latency, and this is that floor.
     # Calibrate it once per adapter and device with a stimulation-artefact recording.
     latency_us: float = Field(0.0, ge=0, le=1_000_000)
-    # Which floor of the arrivals latency_us is above: "least" (the lowest of all: a radio's
-    # floor is sharp) or "typical" (the median of half-second stretches' lowest, for a link
-    # whose floor moves with the machine's load, as a simulated radio's does; calibrate it with
-    # the same statistic). See needlelab.clock.typical_floor.
-    latency_floor: Literal["least", "typical"] = "least"
+    latency_floor: LatencyFloor = "least"
 
     @field_validator("bumble_transport")
     @classmethod

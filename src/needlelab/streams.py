@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +15,10 @@ class StreamKind(StrEnum):
 
     REGULAR = "regular"  # nominal sample rate; per-sample times come from a clock model
     IRREGULAR = "irregular"  # every sample carries its own time (settings, caliper readings)
+
+
+if TYPE_CHECKING:
+    from needlelab.config import LatencyFloor
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,7 @@ class StreamSpec:
     device: str = ""
     # Host arrival latency known from the profile, subtracted from arrival times (irregular).
     latency_ns: int = 0
-    # Which floor of a regular stream's arrivals `latency_ns` is above (`clock.StreamClock.floor`):
-    # "least" (a sharp floor: a radio, a UART) or "typical" (a floor that moves with the load).
-    latency_floor: str = "least"
+    latency_floor: LatencyFloor = "least"  # which floor `latency_ns` is above
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.units):

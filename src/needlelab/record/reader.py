@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
 from needlelab.clock import Published, StreamClock
+from needlelab.config import LatencyFloor
 from needlelab.events import ClockPublishedEvent, Event, event_from_row
 from needlelab.record.schema import APPLICATION_ID, NotASessionError, RecordingError
 from needlelab.streams import StreamKind, StreamSpec
@@ -233,7 +234,7 @@ class SessionFile:
             ).fetchone():
                 by_id = {sid: name for name, sid in self._stream_ids.items()}
                 for sid, floor in self._conn.execute("SELECT stream_id, floor FROM latency_floors"):
-                    if sid in by_id and floor in ("least", "typical"):
+                    if sid in by_id and floor in get_args(LatencyFloor):
                         name = by_id[sid]
                         self.streams[name] = replace(self.streams[name], latency_floor=floor)
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
