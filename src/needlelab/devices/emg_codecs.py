@@ -7,8 +7,8 @@ There is no per-sample Python loop: a batch is joined and viewed through a numpy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import countOf
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -16,12 +16,12 @@ import numpy.typing as npt
 from needlelab.profiles import EmgFrame
 
 
-@dataclass(frozen=True)
-class DecodedBatch:
+class DecodedBatch(NamedTuple):
     """Decoded notifications: which of the input were good, their headers and their samples.
 
     `good` indexes the input list; `counter`/`device_t_us` are raw (wrapping) per notification,
     -1 where the format has none; `values` is (n_good * samples_per_frame, channels) in µV.
+    A named tuple: made once a batch, twice as fast to make as a frozen dataclass.
     """
 
     good: npt.NDArray[np.intp]
@@ -108,11 +108,14 @@ class EmgDecoder:
         self._channels = frame.channels
         # float32 so the scale is applied in float32, as float32 values * a Python float are.
         self._scale = np.float32(frame.scale_uv)
+        self._scaled = frame.scale_uv != 1  # a Myo's counts are its values: x * 1 is x
         if frame.format == "needlelab-ref":
             self._dtype = _ref_frame_view(frame)
             self.size = self._dtype.itemsize
-            # The header bytes n and C read as one little-endian u16: one comparison checks both.
+            # The header bytes n and C read as one little-endian u16 (to find the bad frames),
+            # and each byte on its own (to tell that none is bad, see `decode`).
             self._header = frame.samples_per_frame | frame.channels << 8
+            self._n_byte, self._c_byte = bytes([frame.samples_per_frame]), bytes([frame.channels])
         elif frame.format == "myo-raw":
             self.size = 2 * frame.channels  # 2 samples × channels, int8
             self._dtype = np.dtype((np.int8, (frame.channels,)))  # a sample: one int8 a channel
@@ -139,14 +142,19 @@ class EmgDecoder:
             none.fill(-1)
             # astype then an in-place multiply: faster than one multiply that casts int8 as it goes.
             values = np.frombuffer(joined, dtype=self._dtype).astype(np.float32)
-            values *= self._scale
+            if self._scaled:
+                values *= self._scale
             return DecodedBatch(good, none, none, values, n - len(good))
         arr = np.frombuffer(joined, dtype=self._dtype)
-        ok = arr["nc"] == self._header
-        if not ok.all():
+        # Every frame's n byte and C byte, sliced out of the joined bytes as byte strings: that
+        # none is bad is two C-level compares, 4x faster than numpy's on a 200-frame batch.
+        k = len(good)
+        if joined[6::size] != self._n_byte * k or joined[7::size] != self._c_byte * k:
+            ok = arr["nc"] == self._header
             arr, good = arr[ok], good[ok]
         values = arr["data"].astype(np.float32)
-        values *= self._scale
+        if self._scaled:
+            values *= self._scale
         return DecodedBatch(
             good,
             arr["seq"].astype(np.int64),
