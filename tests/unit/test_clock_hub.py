@@ -148,3 +148,49 @@ def test_a_regular_streams_ring_holds_every_pushed_sample_with_its_index_and_tim
         assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
         expected_v = np.array(pushed_v[len(pushed_v) - held :], np.float32).reshape(held, 2)
         assert got_v.dtype == np.float32 and np.array_equal(got_v, expected_v)
+
+
+def test_a_ring_read_after_many_pushes_holds_their_indices_and_times() -> None:
+    """Hundreds of pushes between two reads (more blocks than the ring defers, of mixed sizes and
+    of one size, wrapping round its end several times, some with their own per-sample times)
+    leave the same newest samples, indices and times as reading after every push: the arrival
+    less the known latency, one nominal period (250 us at 4 kHz) between samples, or the times
+    the chunk gave."""
+    spec = StreamSpec(
+        "emg.4k", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 4000.0, latency_ns=1_500
+    )
+    hub = Hub(SessionClock(), ring_seconds=1.0)  # 4001 samples
+    hub.add_stream(spec)
+    ring = hub.ring("emg.4k")
+    assert ring.capacity == 4001
+    rng = np.random.default_rng(5)
+    pushed_v: list[np.ndarray] = []
+    pushed_i: list[int] = []
+    pushed_t: list[int] = []
+    index = 0
+    reads = {3, 40, 300, 301, 1000, 1700, 2100, 2999}  # read after these pushes only
+    for k in range(3000):
+        n = 5 if 1500 <= k < 1900 else int(rng.integers(0, 8))  # a long run of one size too
+        values = rng.standard_normal((n, 2)).astype(np.float32)
+        t_host = 1_000_000_000 + k * 2_000_000
+        index += 3 if k % 97 == 0 else 0  # a loss now and then: the indices jump
+        if k % 400 == 399:  # times of its own: written as given
+            times = t_host - np.arange(n, 0, -1, dtype=np.int64) * 100_000
+            hub.push(Chunk("emg.4k", values, t_host_ns=t_host, first_index=index, t_ns=times))
+            pushed_t += times.tolist()
+        else:
+            hub.push(Chunk("emg.4k", values, t_host_ns=t_host, first_index=index))
+            pushed_t += [t_host - 1_500 - (n - 1 - j) * 250_000 for j in range(n)]
+        pushed_v += list(values)
+        pushed_i += range(index, index + n)
+        index += n
+        if k not in reads:
+            continue
+        held = min(len(pushed_i), ring.capacity)
+        assert ring.total == len(pushed_i)
+        got_i, got_t, got_v = ring.latest_indexed()
+        assert got_i.tolist() == pushed_i[len(pushed_i) - held :]
+        assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
+        assert np.array_equal(got_v, np.array(pushed_v[len(pushed_v) - held :]).reshape(held, 2))
+        t, v = ring.latest(5)  # a second read of the same: unchanged
+        assert t.tolist() == pushed_t[-5:] and np.array_equal(v, got_v[-5:])
