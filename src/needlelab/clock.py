@@ -330,7 +330,9 @@ def fit_resplit(
     piece again. When even the bounded slope leaves the arrivals running away from the line, the
     numbering is wrong throughout (a run of guesses, or losses nothing counted): the pieces are
     then the stretches, merged where their floors agree within `STEP_MIN_NS`. A stream numbered
-    right has one floor and gets the one line it always had."""
+    right has one floor and gets one line. Whatever the pieces, their slope is then fitted to
+    every arrival (`_slope_of_all`) and each piece's offset put on its floor: the line under
+    every arrival of the piece, as calibrated latency floors are defined."""
     x = np.asarray(x, dtype=np.int64)
     y = np.asarray(t_host_ns, dtype=np.float64)
     x0 = int(x[0])
@@ -364,7 +366,7 @@ def fit_resplit(
                     break
                 cuts = merged
             if len(cuts) > 1:
-                return _pieces(x, xr, y, cuts, slope, nominal_period_ns, max_drift_ppm)
+                return _pieces(x, xr, y, cuts, nominal_period_ns, max_drift_ppm)
             intercept, slope, _ = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
     cuts = np.zeros(1, dtype=np.int64)
     threshold = math.inf
@@ -379,10 +381,63 @@ def fit_resplit(
             break
         slope = new
     if len(cuts) == 1:
-        intercept, slope, _ = _bounded_line(xr, y, nominal_period_ns, max_drift_ppm)
+        # The slope from every arrival, the offset from their floor (the line under them all).
+        slope = _slope_of_all(xr, y, cuts, nominal_period_ns, max_drift_ppm)
+        intercept = float(np.min(y - slope * xr))
         floor = _floor_above(y - (intercept + slope * xr), starts)
         return [_segment(x, xr, y, intercept, slope, nominal_period_ns, max_drift_ppm, floor)]
-    return _pieces(x, xr, y, cuts, slope, nominal_period_ns, max_drift_ppm)
+    return _pieces(x, xr, y, cuts, nominal_period_ns, max_drift_ppm)
+
+
+LATE_MADS = 6.0
+"""An arrival more than this many (normal-scaled) median absolute deviations above the median
+of the arrivals against the line is left out of its slope: a stall's rush (tens of ms late on a
+link whose jitter is 2 ms), not the jitter the line averages over."""
+
+
+def _slope_of_all(
+    xr: np.ndarray, y: np.ndarray, cuts: np.ndarray, nominal_period_ns: float, max_drift_ppm: float
+) -> float:
+    """The least-squares slope of arrivals `y` against index `xr`, shared by the pieces that
+    start at `cuts` (each piece its own offset: one crystal), stalls left out (`LATE_MADS`,
+    refitted up to three times) and held to `max_drift_ppm`.
+
+    Why all arrivals and not their floor: the line under every arrival rests on the two or
+    three fastest of a segment. When those are rare (5 ms frames delivered in order behind
+    0-30 ms of jitter: one in 2,000 comes within 1 ms of the floor) or the floor is itself not
+    a line (frames waiting for connection events: a sawtooth one frame high that slides at the
+    drift rate, a tooth every 50 s at 100 ppm), those few tilt it, while a latency that is
+    constant on average drops out of a least-squares slope. On benchmarks/sync.py's streams
+    (5 x 60 s) that was a residual p95 of 0.26 -> 0.14 ms on independent delays and 2.5 ->
+    0.68 ms in 15 ms connection-event bursts. Where the floor is sharp and dense (independent
+    delays at a block period a third of the jitter's range: one block in 100 within 1 ms of
+    the floor) the floor's slope is the better one, and the least-squares slope is noisier
+    there (residual 0.12 -> 0.36 ms, 3,000 blocks in 30 s, the mean of 5 streams)."""
+    lo, hi = _slope_bounds(nominal_period_ns, max_drift_ppm)
+    bounds = np.r_[cuts, len(xr)]
+    piece = np.repeat(np.arange(len(cuts)), np.diff(bounds))
+    keep = np.ones(len(xr), dtype=bool)
+    slope = nominal_period_ns
+    for _ in range(3):
+        p = piece[keep]
+        counts = np.maximum(np.bincount(p, minlength=len(cuts)), 1)
+        dx = xr[keep] - (np.bincount(p, xr[keep], len(cuts)) / counts)[p]
+        dy = y[keep] - (np.bincount(p, y[keep], len(cuts)) / counts)[p]
+        sxx = float(dx @ dx)
+        if sxx <= 0:
+            break
+        slope = min(max(float(dx @ dy) / sxx, lo), hi)
+        z = y - slope * xr
+        z -= (np.bincount(p, z[keep], len(cuts)) / counts)[piece]  # each piece's mean out
+        centre = float(np.median(z[keep]))
+        spread = 1.4826 * float(np.median(np.abs(z[keep] - centre)))
+        if spread <= 0:  # arrivals on a lattice: nothing to tell a stall by
+            break
+        late = z > centre + LATE_MADS * spread
+        if np.array_equal(~late, keep) or late.all():
+            break
+        keep = ~late
+    return slope
 
 
 def _pieces(
@@ -390,12 +445,13 @@ def _pieces(
     xr: np.ndarray,
     y: np.ndarray,
     cuts: np.ndarray,
-    slope: float,
     nominal_period_ns: float,
     max_drift_ppm: float,
 ) -> list[ClockSegment]:
-    """One segment per piece between `cuts`, all with `slope`, each on its own floor."""
+    """One segment per piece between `cuts`, all with one slope (`_slope_of_all`: the cuts'
+    joint slope found them, the arrivals' least squares times them), each on its own floor."""
     segments = []
+    slope = _slope_of_all(xr, y, cuts, nominal_period_ns, max_drift_ppm)
     z = y - slope * xr
     for a, b in itertools.pairwise(np.r_[cuts, len(x)]):
         za = z[a:b]
@@ -614,12 +670,12 @@ class StreamClock:
 
     Feed it one point per received block: the index (or device time) of the block's last sample
     and the block's host arrival time. `fit()` splits the points where arrivals pause for longer
-    than `gap_ns` or the index goes backwards (a device reset), and fits each stretch along its
-    lower envelope with `fit_resplit`: its drift held to `max_drift_ppm`, and re-split where the
-    floor of the arrivals steps by more than the expected jitter (a stretch numbered wrongly), so
-    one wrong guess cannot move the times of the rest. `times()` maps any sample index to
-    session time. The model is stored in the recording as JSON (`to_json`) so sample times can
-    be recomputed from the raw arrivals.
+    than `gap_ns` or the index goes backwards (a device reset), and fits each stretch with
+    `fit_resplit` (slope from every arrival, offset on their floor): its drift held to
+    `max_drift_ppm`, and re-split where the floor of the arrivals steps by more than the
+    expected jitter (a stretch numbered wrongly), so one wrong guess cannot move the times of
+    the rest. `times()` maps any sample index to session time. The model is stored in the
+    recording as JSON (`to_json`) so sample times can be recomputed from the raw arrivals.
     """
 
     nominal_rate_hz: float

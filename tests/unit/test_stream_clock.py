@@ -40,7 +40,10 @@ def test_fit_recovers_sample_times_to_sub_millisecond(rate: float, per_block: in
     assert np.percentile(err_ms, 95) < 1.0
     raw_err_ms = np.abs(t - 2e6 - (t0 + x * period)) / 1e6  # arrival times as sample times
     assert np.percentile(err_ms, 95) < 0.25 * np.percentile(raw_err_ms, 95)
-    assert clock.summary()["drift_ppm"] == pytest.approx(-100, abs=10)
+    # A least-squares slope over 3,000 blocks of 30 s with 0-30 ms of independent delay: its
+    # standard error is about 16 ppm (sd 7.5 ms x sqrt(12 / 3000) / 30 s); the floor's slope
+    # was within 10 here, where the floor is dense (a block in 100 gets through within 1 ms).
+    assert clock.summary()["drift_ppm"] == pytest.approx(-100, abs=30)
     assert 0 < clock.summary()["uncertainty_ns"] < 1e6
 
 
@@ -221,12 +224,19 @@ def test_a_drifting_numbering_is_held_to_a_crystal() -> None:
     assert np.percentile(err, 95) < 25.0  # a notification is 10 ms; one line: hundreds
 
 
-@pytest.mark.parametrize("case", ["jitter", "pauses", "bursts"])
-def test_a_stream_numbered_right_is_one_line_as_before(case: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "within_ms"), [("jitter", 0.1), ("pauses", 0.05), ("bursts", 0.5)]
+)
+def test_a_stream_numbered_right_is_one_line_under_its_arrivals(
+    case: str, within_ms: float
+) -> None:
     """Jitter, late bursts after pauses (points late, none early) and connection-event bursts
-    whose floor wanders as a sawtooth: no re-split, and the one lower-envelope line."""
+    whose floor wanders as a sawtooth: no re-split, one line under every arrival (touching
+    one), and times within `within_ms` of the truth once the constant offset is out (the
+    floor's sawtooth put the line under every arrival 2.85 ms off; the rushes after the
+    pauses, kept in a least-squares slope, 0.06 ms)."""
     n = 12_000
-    t, _ = blocks(n, 3, jitter_ms=30.0 if case == "jitter" else 3.0)
+    t, period = blocks(n, 3, jitter_ms=30.0 if case == "jitter" else 3.0)
     if case == "pauses":
         for start in range(1500, n, 1400):  # 8 pauses of 90 ms, then a rush
             stop = t[start] + 90e6
@@ -238,10 +248,68 @@ def test_a_stream_numbered_right_is_one_line_as_before(case: str) -> None:
     numbers = np.arange(n)
     clock = fitted(numbers, t)
     assert len(clock.segments) == 1 and clock.resplits == 0
-    x = (numbers * SPF + SPF - 1).astype(np.float64)
-    c, m = lower_envelope_line(x - x[0], t - 1e6)  # as the fit before: x from its first point
+    x = numbers * SPF + SPF - 1
+    above = (t - 1e6) - clock.times(x)  # arrival less the calibrated 1 ms floor, per block
+    assert above.min() >= 0 and above.min() <= 1000  # under every arrival, touching (1 µs)
     every = np.arange(n * SPF)
-    assert np.abs(clock.times(every) - (c + m * (every - x[0]))).max() <= 1000  # 1 µs
+    err_ms = (clock.times(every) - (T0_NS + every * period)) / 1e6
+    assert np.percentile(np.abs(err_ms - np.median(err_ms)), 95) < within_ms
+
+
+def frames_2khz(
+    seed: int, interval_ms: float, seconds: float = 60.0, ppm: float = 100.0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A reference EMG stream as benchmarks/sync.py builds it: 2 kHz, 10 samples a frame, the
+    crystal `ppm` fast; a frame leaves at the first connection event (every `interval_ms`,
+    from a random phase; 0: at once) after its last sample, each event's frames 5 ms plus a
+    shared 0-30 ms later, in order. Block-end indices, arrivals and the true period."""
+    rng = np.random.default_rng(seed)
+    period = 5e5 / (1 + ppm * 1e-6)
+    last = np.arange(int(seconds * 200)) * 10 + 9
+    ready = T0_NS + last * period
+    if interval_ms:
+        ci = interval_ms * 1e6
+        phase = rng.uniform(0, ci)
+        event = np.ceil((ready - phase) / ci)
+        sent = phase + event * ci
+    else:
+        event, sent = np.arange(len(last)), ready
+    _, which = np.unique(event, return_inverse=True)
+    delay = rng.uniform(0, 30e6, int(which.max()) + 1)[which]
+    return last, np.maximum.accumulate(sent + 5e6 + delay), period
+
+
+@pytest.mark.parametrize(("interval_ms", "within_ms"), [(15.0, 1.0), (0.0, 0.25)])
+def test_the_slope_comes_from_every_arrival_not_the_fastest_few(
+    interval_ms: float, within_ms: float
+) -> None:
+    """Frames waiting for 15 ms connection events (a multiple of the 5 ms frame: the floor is
+    a sawtooth one frame high, a tooth every 50 s at 100 ppm), and independent in-order delays
+    (a frame in 2,000 comes within 1 ms of the floor): the line under every arrival tilts with the
+    fastest few, a least-squares slope does not. Pooled over 4 streams, the residual (each
+    stream's median error out) is within `within_ms` and under half the line under every
+    arrival's; with the 5 ms floor calibrated the absolute error without connection events is
+    within 1 ms."""
+    ours, under_all, absolute = [], [], []
+    for seed in range(4):
+        last, arrival, period = frames_2khz(seed, interval_ms)
+        clock = StreamClock(2000.0, min_latency_ns=5_000_000)
+        for xi, ti in zip(last, arrival, strict=True):
+            clock.add(int(xi), int(ti))
+        assert len(clock.fit()) == 1
+        every = np.arange(int(last[-1]) + 1)
+        truth = T0_NS + every * period
+        err_ms = (clock.times(every) - truth) / 1e6
+        ours.append(err_ms - np.median(err_ms))
+        absolute.append(err_ms)
+        c, m = lower_envelope_line(last - 9.0, arrival - 5e6)
+        line_ms = (c + m * (every - 9.0) - truth) / 1e6
+        under_all.append(line_ms - np.median(line_ms))
+    residual = float(np.percentile(np.abs(np.concatenate(ours)), 95))
+    assert residual < within_ms
+    assert residual < 0.5 * float(np.percentile(np.abs(np.concatenate(under_all)), 95))
+    if not interval_ms:
+        assert np.percentile(np.abs(np.concatenate(absolute)), 95) < 1.0
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -60,9 +60,10 @@ def sample_times(
     """Per-sample session times of a stream, from its raw blocks.
 
     Irregular streams carry their own times. Regular streams are fitted with the `StreamClock`
-    (lower envelope of arrival time against sample index, segmented at gaps), so the stored raw
-    arrivals stay untouched and the fit can always be redone. Samples an LSL outlet published
-    keep the times it published them with (`published`, from the `clock.published` events).
+    (a line of arrival time against sample index, its slope from every arrival, its offset on
+    their floor, segmented at gaps), so the stored raw arrivals stay untouched and the fit can
+    always be redone. Samples an LSL outlet published keep the times it published them with
+    (`published`, from the `clock.published` events).
     """
     if not blocks:
         return np.zeros(0, dtype=np.int64)
