@@ -10,10 +10,17 @@ Two ways of drawing the EMG, the rest of the window the same:
 - needlelab: `TracePanel` as shipped: per lane, each pixel column's min and max (peak
   decimation, kept as samples arrive by `monitor.traces.ColumnEnvelope`: a frame folds in only
   the new samples), redrawn once a pixel column's worth of samples is new.
-- pyqtgraph (the peer): what pyqtgraph offers for the same job, one `PlotDataItem` per lane
-  with `setDownsampling(auto=True, method="peak")` and `setClipToView(True)`, given each lane's
-  full 10 s array (20,000 points x 16 lanes) every frame, scaled and clipped to its lane as
-  needlelab does, x relative to now; the ring read once a frame per stream.
+- pyqtgraph (the peer): what pyqtgraph offers for the same job, as an expert would use it for
+  a sliding window: one `PlotDataItem` per lane with pyqtgraph's peak downsampling and
+  `setClipToView(True)`, given each lane's full 10 s array (20,000 points x 16 lanes; the ring
+  read once per stream, scaled and clipped to its lane as needlelab does) only when a pixel
+  column's worth of samples is new, and otherwise slid as they stand (x relative to the time
+  they were set, a group per stream moved by the time since). The factor (`--peer-ds`):
+  "column" (default), a pixel column's samples, two points a column as needlelab draws;
+  "auto", pyqtgraph's `setDownsampling(auto=True)`, which aims at 5 samples a pixel (a small
+  factor here: several times needlelab's points to draw). Both are checked to draw every pixel
+  column's envelope by the pixel test of tests/gui/test_trace_envelope.py (run on the peer by
+  hand).
 
 Both run in one window on one session, in turns (`--rounds`, each round both sides, the order
 swapped every round): the same warm-up, data, writer and machine load for both, so a load that
@@ -45,6 +52,7 @@ import tempfile
 import threading
 import time
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -55,7 +63,7 @@ from pyqtgraph.Qt import QtCore
 
 from _results import Row, write_json
 from needlelab.config import parse_config
-from needlelab.monitor.plots import LANE_HALF, TracePanel
+from needlelab.monitor.plots import COLOURS, LANE_HALF, TracePanel
 from needlelab.monitor.window import MonitorWindow
 from needlelab.session import Session
 from needlelab.streams import Chunk, StreamKind, StreamSpec
@@ -63,34 +71,78 @@ from needlelab.streams import Chunk, StreamKind, StreamSpec
 CHUNK = 20
 
 
-PEER_ITEMS: dict[int, list[pg.PlotDataItem]] = {}  # per panel: its lanes' PlotDataItems
+@dataclass
+class PeerLanes:
+    """The peer's drawing on one panel: a `PlotDataItem` per lane, in a sliding group per
+    stream, and per stream the ring's total and the time (session s) its curves were set at."""
+
+    items: list[pg.PlotDataItem] = field(default_factory=list)
+    groups: dict[str, pg.ItemGroup] = field(default_factory=dict)
+    drawn: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+PEERS: dict[int, PeerLanes] = {}  # per panel
+# How the peer picks its peak decimation's factor: "column", one pixel column's samples (two
+# points a column, as needlelab draws); "auto", pyqtgraph's automatic one (its default aims at
+# about 5 samples a pixel: a small factor on this window, several times the points).
+PEER_DS = "column"
+PEER_ROW = {
+    "column": "pyqtgraph PlotDataItem peak downsampling (ds = a pixel column's samples) + "
+    "clipToView, setData only on a new pixel column, curves slide in between",
+    "auto": "pyqtgraph PlotDataItem setDownsampling(auto, peak) + clipToView, setData only on "
+    "a new pixel column, curves slide in between",
+}
 
 
 def pyqtgraph_refresh_emg(self: TracePanel) -> None:
     """The peer's `TracePanel._refresh_emg`: pyqtgraph's own peak downsampling and clip to view
-    on PlotDataItems, each lane's full window every frame."""
-    items = PEER_ITEMS.setdefault(id(self), [])
-    while len(items) < len(self.lanes):
-        colour = pg.intColor(len(items), hues=16)
-        item = pg.PlotDataItem(pen=pg.mkPen(colour, width=1))
-        self.emg_plot.addItem(item)  # not in the sliding group: x is relative to now
-        # After addItem: PlotItem.addItem gives the item the plot's own modes (none).
-        item.setDownsampling(auto=True, method="peak")
+    on PlotDataItems, as an expert would use them for a sliding window.
+
+    A stream's curves are set (its ring read once, each lane scaled and clipped to its lane as
+    needlelab does, `setData` with the whole window) only when a pixel column's worth of samples
+    is new, as needlelab redraws; otherwise they stand and slide. x is relative to the time the
+    curves were set, and the stream's group slides by the time since: pyqtgraph clips to the
+    view's range in view coordinates (not the item's), so x must stay within a frame of what
+    the view shows for clip-to-view to keep the window (absolute times in a group slid by -now
+    would clip it all away, and moving the view's range instead makes pyqtgraph clip and
+    decimate every lane afresh every frame)."""
+    peer = PEERS.setdefault(id(self), PeerLanes())
+    columns = self._columns()
+    while len(peer.items) < len(self.lanes):
+        lane = self.lanes[len(peer.items)]
+        group = peer.groups.get(lane.stream)
+        if group is None:
+            group = peer.groups[lane.stream] = pg.ItemGroup()
+            self.emg_plot.addItem(group)
+        # needlelab's lane colours and pen, so that both draw the same picture.
+        item = pg.PlotDataItem(pen=pg.mkPen(COLOURS[len(peer.items) % len(COLOURS)], width=1))
+        item.setParentItem(group)
+        item.setDownsampling(auto=PEER_DS == "auto", method="peak")
         item.setClipToView(True)
-        items.append(item)
-    # Each stream's window read once a frame, as needlelab's side does (one read per lane, as
-    # here before, copied the whole 16-channel window 16 times: the peer paid for that).
-    read: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        peer.items.append(item)
+    by_stream: dict[str, list[int]] = {}
     for i, lane in enumerate(self.lanes):
-        if lane.stream not in read:
-            ring = self.hub.ring(lane.stream)
-            t_ns, values = ring.latest(int(self.window_s * ring.spec.nominal_rate_hz) + 1)
-            read[lane.stream] = (t_ns / 1e9 - self._now_s, values)
-        x, values = read[lane.stream]
-        if len(x):
-            scale = lane.gain / lane.range_uv
-            y = np.clip(values[:, lane.channel] * scale, -LANE_HALF, LANE_HALF) - i
-            items[i].setData(x, y, skipFiniteCheck=True)
+        by_stream.setdefault(lane.stream, []).append(i)
+    for stream, indices in by_stream.items():
+        ring = self.hub.ring(stream)
+        shown = int(self.window_s * ring.spec.nominal_rate_hz) + 1
+        k = -(-shown // columns)  # samples per pixel column, as needlelab's
+        total = ring.total
+        drawn = peer.drawn.get(stream)
+        if drawn is None or total - drawn[0] >= k:
+            t_ns, values = ring.latest(shown)
+            if len(t_ns):
+                x = t_ns / 1e9 - self._now_s
+                for i in indices:
+                    lane = self.lanes[i]
+                    scale = lane.gain / lane.range_uv
+                    y = np.clip(values[:, lane.channel] * scale, -LANE_HALF, LANE_HALF) - i
+                    if PEER_DS == "column":  # (a no-op unless the width changed)
+                        peer.items[i].setDownsampling(ds=k, auto=False, method="peak")
+                    peer.items[i].setData(x, y, skipFiniteCheck=True)
+                drawn = peer.drawn[stream] = (total, self._now_s)
+        if drawn is not None:
+            peer.groups[stream].setPos(drawn[1] - self._now_s, 0)
 
 
 def feeder(session: Session, channels: int, rate: float, stop: threading.Event) -> None:
@@ -147,8 +199,11 @@ def draw_with(traces: TracePanel, peer: bool) -> None:
         traces._redraw_emg()
     for curve in traces._curves:
         curve.setVisible(not peer)
-    for item in PEER_ITEMS.get(id(traces), []):
-        item.setVisible(peer)
+    lanes = PEERS.get(id(traces))
+    if lanes is not None:
+        lanes.drawn.clear()  # set afresh at its turn's first frame, as needlelab's are
+        for item in lanes.items:
+            item.setVisible(peer)
 
 
 def run(
@@ -225,8 +280,13 @@ def main() -> None:
     parser.add_argument(
         "--max-only", action="store_true", help="skip the runs at the 60 Hz refresh (quick bench)"
     )
+    parser.add_argument(
+        "--peer-ds", choices=("column", "auto"), default="column",
+        help="the peer's peak decimation factor: a pixel column's samples, or pyqtgraph's auto",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    globals()["PEER_DS"] = args.peer_ds
     pinned = pin_malloc()
     print(
         f"monitor: {args.channels} ch x {args.rate:g} Hz, 10 s window, recording on, offscreen "
@@ -243,7 +303,7 @@ def main() -> None:
     by: dict[tuple[bool, int], list[dict[str, float]]] = {}
     for key, result in zip(turns, results, strict=True):
         by.setdefault(key, []).append(result)
-    names = {False: "needlelab (peak decimation)", True: "pyqtgraph peak+clipToView"}
+    names = {False: "needlelab (peak decimation)", True: f"pyqtgraph peak ({PEER_DS})+clip"}
     medians = {peer: statistics.median(r["fps"] for r in by[peer, 0]) for peer in names}
     print(f"  {'drawing':<30} {'max fps min/median/max':>24} {'ratio':>6}", end="")
     print("" if args.max_only else f" {'fps @60 (median)':>17} {'GUI CPU @60 (median)':>21}")
@@ -269,7 +329,7 @@ def main() -> None:
         [Row("P4", f"monitor max fps, offscreen, {args.channels} ch x {args.rate:g} Hz, 10 s "
              f"(median of {args.rounds})",
              ours, "fps", ">= 60 fps and >= 2 x peer", ok,
-             "pyqtgraph PlotDataItem setDownsampling(auto, peak) + setClipToView", theirs,
+             PEER_ROW[PEER_DS], theirs,
              ours / theirs)],
         seconds=args.seconds, rounds=args.rounds, gui_cpu_at_60=gui_cpu, malloc_pinned=pinned,
         max_fps={"needlelab": [r["fps"] for r in by[False, 0]],
