@@ -114,16 +114,36 @@ def test_live_times_of_a_regular_stream_take_off_its_known_latency() -> None:
     assert t.tolist() == [7_000_000, 8_000_000]
 
 
+def four_khz_ring(ring_seconds: float) -> tuple[Hub, RingBuffer]:
+    """A hub with one 2-channel 4 kHz stream of 1.5 us known latency, and its ring."""
+    spec = StreamSpec(
+        "emg.4k", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 4000.0, latency_ns=1_500
+    )
+    hub = Hub(SessionClock(), ring_seconds=ring_seconds)
+    hub.add_stream(spec)
+    return hub, hub.ring("emg.4k")
+
+
+def check_newest(
+    ring: RingBuffer, pushed_i: list[int], pushed_t: list[int], pushed_v: list[np.ndarray]
+) -> np.ndarray:
+    """The ring holds the newest of what was pushed (indices, times, float32 values, as the
+    test computed them), and its total counts every sample; its values are returned."""
+    held = min(len(pushed_i), ring.capacity)
+    assert ring.total == len(pushed_i)
+    got_i, got_t, got_v = ring.latest_indexed()
+    assert got_i.tolist() == pushed_i[len(pushed_i) - held :]
+    assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
+    expected_v = np.array(pushed_v[len(pushed_v) - held :], np.float32).reshape(held, 2)
+    assert got_v.dtype == np.float32 and np.array_equal(got_v, expected_v)
+    return got_v
+
+
 def test_a_regular_streams_ring_holds_every_pushed_sample_with_its_index_and_time() -> None:
     """Pushes of every size (none, one, a few, more than the ring holds, wrapping round its end)
     leave in the ring the newest samples, their stream indices and their back-filled times: the
     arrival less the known latency, one nominal period (250 us at 4 kHz) between samples."""
-    spec = StreamSpec(
-        "emg.4k", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 4000.0, latency_ns=1_500
-    )
-    hub = Hub(SessionClock(), ring_seconds=0.01)  # 41 samples
-    hub.add_stream(spec)
-    ring = hub.ring("emg.4k")
+    hub, ring = four_khz_ring(0.01)
     assert ring.capacity == 41
     rng = np.random.default_rng(3)
     pushed_v: list[np.ndarray] = []
@@ -141,13 +161,7 @@ def test_a_regular_streams_ring_holds_every_pushed_sample_with_its_index_and_tim
             pushed_i.append(index + j)
             pushed_t.append(t_host - 1_500 - (n - 1 - j) * 250_000)
         index += n
-        held = min(len(pushed_i), 41)
-        got_i, got_t, got_v = ring.latest_indexed()
-        assert ring.total == len(pushed_i)
-        assert got_i.tolist() == pushed_i[len(pushed_i) - held :]
-        assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
-        expected_v = np.array(pushed_v[len(pushed_v) - held :], np.float32).reshape(held, 2)
-        assert got_v.dtype == np.float32 and np.array_equal(got_v, expected_v)
+        check_newest(ring, pushed_i, pushed_t, pushed_v)
 
 
 def test_a_ring_read_after_many_pushes_holds_their_indices_and_times() -> None:
@@ -156,12 +170,7 @@ def test_a_ring_read_after_many_pushes_holds_their_indices_and_times() -> None:
     leave the same newest samples, indices and times as reading after every push: the arrival
     less the known latency, one nominal period (250 us at 4 kHz) between samples, or the times
     the chunk gave."""
-    spec = StreamSpec(
-        "emg.4k", "EMG", ("a", "b"), ("uV", "uV"), StreamKind.REGULAR, 4000.0, latency_ns=1_500
-    )
-    hub = Hub(SessionClock(), ring_seconds=1.0)  # 4001 samples
-    hub.add_stream(spec)
-    ring = hub.ring("emg.4k")
+    hub, ring = four_khz_ring(1.0)
     assert ring.capacity == 4001
     rng = np.random.default_rng(5)
     pushed_v: list[np.ndarray] = []
@@ -186,11 +195,6 @@ def test_a_ring_read_after_many_pushes_holds_their_indices_and_times() -> None:
         index += n
         if k not in reads:
             continue
-        held = min(len(pushed_i), ring.capacity)
-        assert ring.total == len(pushed_i)
-        got_i, got_t, got_v = ring.latest_indexed()
-        assert got_i.tolist() == pushed_i[len(pushed_i) - held :]
-        assert got_t.tolist() == pushed_t[len(pushed_t) - held :]
-        assert np.array_equal(got_v, np.array(pushed_v[len(pushed_v) - held :]).reshape(held, 2))
+        got_v = check_newest(ring, pushed_i, pushed_t, pushed_v)
         t, v = ring.latest(5)  # a second read of the same: unchanged
         assert t.tolist() == pushed_t[-5:] and np.array_equal(v, got_v[-5:])
