@@ -16,7 +16,7 @@ On identical arrivals, three ways of timing the received samples:
 
 - needlelab: `needlelab.record.reader.sample_times` on the raw blocks a recording stores (first
   sample index from the unwrapped counter, as `EmgBleSensor` assigns it; host arrival time). This
-  is the `StreamClock` lower-envelope fit, segmented at gaps.
+  is the `StreamClock` fit (slope from every arrival, offset on their floor), segmented at gaps.
 - pyxdf: `pyxdf.pyxdf._jitter_removal`, called as `load_xdf(..., dejitter_timestamps=True)`
   calls it, on per-sample LSL-style time stamps (see `lsl_stamps`): a least-squares line of time
   stamp against sample *position*, segmented at breaks.

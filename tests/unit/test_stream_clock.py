@@ -1,4 +1,5 @@
-"""StreamClock: one-sided lower-envelope fit recovers sample times under jitter, drift and loss."""
+"""StreamClock: the fit (slope from every arrival, offset on their floor) recovers sample times
+under jitter, drift and loss."""
 
 from __future__ import annotations
 
