@@ -20,12 +20,18 @@ On identical arrivals, three ways of timing the received samples:
 - pyxdf: `pyxdf.pyxdf._jitter_removal`, called as `load_xdf(..., dejitter_timestamps=True)`
   calls it, on per-sample LSL-style time stamps (see `lsl_stamps`): a least-squares line of time
   stamp against sample *position*, segmented at breaks.
-- pyxdf + counter: the same dejitter given the same counter positions needlelab uses (a filler
-  sample at every lost position, `with_counter_positions`), as a bridge reading the counter does.
+- pyxdf + counter: the same dejitter given counter positions (a filler sample at every lost
+  position, `with_counter_positions`), as a bridge reading the counter does.
 - online RLS: a liblsl-style recursive least-squares line of arrival against counter position
   (forgetting half-time 90 s, liblsl's default), each frame stamped as it comes (`rls_times`).
-- raw: the same LSL-style stamps as they are (= `hub.regular_sample_times`, needlelab's live
-  provisional times).
+- raw: the same LSL-style stamps as they are (the rule of needlelab's live provisional times).
+
+The peers are independent of the code under test: their stamps and positions come from this
+script's own code (`lsl_stamps`, `peer_positions`), never from a needlelab function. The counter
+positions are the wrapping u16 counter unwrapped here; the Myo's are numbered here by its
+characteristics' turns (each notification is the next one of its characteristic's turn: exact
+for fewer than four lost in a row), as a bridge that knows which characteristic notified would
+number them; a stream with no count at all has only its order of arrival.
 
 Then the Myo (200 Hz, 2 samples a notification, no counter, no device clock). Its four data
 characteristics take turns, and `EmgBleSensor` numbers the notifications with that turn and the
@@ -78,9 +84,8 @@ from _results import Row, write_json
 from needlelab.clock import StreamClock
 from needlelab.devices.emg_codecs import unwrap
 from needlelab.devices.frame_index import FrameIndexer
-from needlelab.hub import regular_sample_times
 from needlelab.record.reader import Block, sample_times
-from needlelab.streams import Chunk, StreamKind, StreamSpec
+from needlelab.streams import StreamKind, StreamSpec
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -128,6 +133,7 @@ class Arrivals:
     true_ns: F64  # per received sample: the host time it was really taken at
     frames_sent: int
     true_frame: I64  # per received frame: the frame number the device gave it
+    peer_first_index: I64  # per received frame: its first sample's position for the peers
 
 
 def simulate(
@@ -179,12 +185,14 @@ def simulate(
         arrival_ns = np.maximum.accumulate(arrival_ns)
     t_host = np.round(arrival_ns).astype(np.int64)
 
-    counter = device_t = None
+    counter = device_t = raw_counter = None
+    turn = j % sc.turns if sc.turns > 1 else None  # which characteristic notified
     if sc.counter:
         # The driver's view: wrapping u16 counter and u32 µs clock from arbitrary starts,
         # unwrapped exactly as EmgBleSensor does; the first received frame is index 0.
         c0, d0 = int(rng.integers(0, 1 << 16)), int(rng.integers(0, 1 << 32))
-        counter = unwrap((c0 + j) % (1 << 16), 16, None)
+        raw_counter = (c0 + j) % (1 << 16)
+        counter = unwrap(raw_counter, 16, None)
         raw_t_us = (d0 + np.round(j * spf * 1e6 / sc.rate_hz).astype(np.int64)) % (1 << 32)
         device_t = unwrap(raw_t_us, 32, None)
         first_index = (counter - counter[0]) * spf
@@ -192,7 +200,6 @@ def simulate(
         # No counter: the driver numbers notifications by the characteristics' turns, if any,
         # and the arrival pattern. Without turns a short loss is invisible, and every later
         # sample is numbered too early.
-        turn = j % sc.turns if sc.turns > 1 else None
         indexer = FrameIndexer(spf * 1e9 / sc.rate_hz, sc.turns, turns=sc.turns > 1)
         first_index = number_as_the_driver_does(indexer, turn, t_host) * spf
     global_sample = (j[:, None] * spf + np.arange(spf)[None, :]).ravel()
@@ -205,7 +212,22 @@ def simulate(
         np.asarray(t0_ns + global_sample * period_ns, dtype=np.float64),
         n_frames,
         j,
+        peer_positions(raw_counter, turn, sc.turns, len(j)) * spf,
     )
+
+
+def peer_positions(raw_counter: I64 | None, turn: I64 | None, turns: int, n: int) -> I64:
+    """Each received frame's number for the peers, from what a bridge sees, by this script's
+    own code: the wrapping u16 counter unwrapped (every step forward, as a link delivers in
+    order); without one, the characteristic that notified (each notification is the next of its
+    turn); without either, the order of arrival. The first received frame is 0."""
+    if raw_counter is not None:
+        steps = np.diff(raw_counter) % (1 << 16)
+    elif turn is not None:
+        steps = (np.diff(turn) - 1) % turns + 1
+    else:
+        steps = np.ones(n - 1, dtype=np.int64)
+    return np.concatenate(([0], np.cumsum(steps))).astype(np.int64)
 
 
 def number_as_the_driver_does(indexer: FrameIndexer, turn: I64 | None, t_host: I64) -> I64:
@@ -260,27 +282,22 @@ def needlelab_times(a: Arrivals, latency_ns: int = 0) -> tuple[I64, dict[str, fl
     return times, clock.summary()
 
 
-def lsl_stamps(a: Arrivals) -> I64:
-    """Per-sample stamps as an LSL outlet gives them, one `push_chunk` per notification.
+def lsl_stamps(a: Arrivals) -> F64:
+    """Per-sample stamps (ns) as an LSL outlet gives them, one `push_chunk` per notification.
 
     liblsl's push_chunk with one time stamp (the arrival, `local_clock()` when the callback runs)
     takes it as the time of the chunk's *last* sample and back-dates the earlier ones at the
     nominal rate (the rest go out as DEDUCED_TIMESTAMP, which load_xdf fills in as previous +
-    1/srate). That is what a BLE→LSL bridge without its own clock model records, and it is the
-    same rule as needlelab's provisional live times, so this is computed with
-    `hub.regular_sample_times`.
+    1/srate). That is what a BLE→LSL bridge without its own clock model records (the same rule
+    as needlelab's provisional live times, computed here, not by needlelab).
     """
     spf = a.scenario.per_frame
-    values = np.zeros((spf, 1), np.float32)
-    return np.concatenate(
-        [
-            regular_sample_times(Chunk("emg.emg", values, int(t), int(i)), a.scenario.rate_hz)
-            for t, i in zip(a.t_host_ns, a.first_index, strict=True)
-        ]
-    )
+    back = (np.arange(spf) - (spf - 1)) * (1e9 / a.scenario.rate_hz)
+    stamps: F64 = (a.t_host_ns.astype(np.float64)[:, None] + back[None, :]).ravel()
+    return stamps
 
 
-def pyxdf_times(a: Arrivals, stamps_ns: I64) -> F64:
+def pyxdf_times(a: Arrivals, stamps_ns: F64) -> F64:
     """pyxdf's dejittered times (ns) of LSL-style stamps, via load_xdf's own code path."""
     header: dict[str, Any] = {
         "info": {
@@ -297,13 +314,13 @@ def pyxdf_times(a: Arrivals, stamps_ns: I64) -> F64:
     return result
 
 
-def with_counter_positions(a: Arrivals, stamps_ns: I64) -> tuple[F64, I64]:
-    """The stamps as an LSL bridge that reads the same counter would record them: a filler
+def with_counter_positions(a: Arrivals, stamps_ns: F64) -> tuple[F64, I64]:
+    """The stamps as an LSL bridge that reads the counter would record them: a filler
     sample at every lost position (its stamp deduced as the previous + 1/srate, as load_xdf fills
     DEDUCED_TIMESTAMP), so a sample's position in the stream is its counter position. Returns
     (every position's stamp in s, where the received samples are)."""
     spf = a.scenario.per_frame
-    index = (a.first_index[:, None] + np.arange(spf)[None, :]).ravel()
+    index = (a.peer_first_index[:, None] + np.arange(spf)[None, :]).ravel()
     index = index - index[0]
     full = np.full(int(index[-1]) + 1, np.nan)
     full[index] = stamps_ns.astype(np.float64) / 1e9
@@ -313,7 +330,7 @@ def with_counter_positions(a: Arrivals, stamps_ns: I64) -> tuple[F64, I64]:
     return full, index
 
 
-def pyxdf_counter_times(a: Arrivals, stamps_ns: I64) -> F64:
+def pyxdf_counter_times(a: Arrivals, stamps_ns: F64) -> F64:
     """pyxdf's dejitter given the counter's positions (`with_counter_positions`)."""
     full, index = with_counter_positions(a, stamps_ns)
     header: dict[str, Any] = {
@@ -339,7 +356,7 @@ def rls_times(a: Arrivals) -> F64:
     per frame, so per frame's worth of samples). Each sample gets the line as fitted when its
     frame came: what a live inlet stamps, no look-ahead."""
     spf = a.scenario.per_frame
-    x_last = (a.first_index - a.first_index[0] + spf - 1).astype(np.float64)
+    x_last = (a.peer_first_index - a.peer_first_index[0] + spf - 1).astype(np.float64)
     y = (a.t_host_ns - a.t_host_ns[0]).astype(np.float64) / 1e9
     lam = 2.0 ** (-spf / (a.scenario.rate_hz * RLS_HALFTIME_S))
     w = np.array([y[0], 1.0 / a.scenario.rate_hz])  # intercept (s), slope (s/sample)
