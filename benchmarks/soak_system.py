@@ -338,9 +338,15 @@ def account(path: Path, truth: Any, stop_ns: int) -> dict[str, dict[str, Any]]:
             )
         }
         lost: dict[str, int] = {}
+        gaps: dict[str, list[str]] = {}
         for (payload,) in conn.execute("SELECT payload FROM events WHERE kind = 'gap'"):
             gap = json.loads(payload)
             lost[gap["stream"]] = lost.get(gap["stream"], 0) + max(1, gap["samples_lost"] or 0)
+            # Where and why, so a failing run says what happened without a rerun.
+            gaps.setdefault(gap["stream"], []).append(
+                f"{gap['start_ns'] / 1e9:.0f} s +{(gap['end_ns'] - gap['start_ns']) / 1e9:.1f} s"
+                f" {gap['samples_lost']} lost {gap.get('reason') or ''}".rstrip()
+            )
 
         def blocks(name: str) -> list[tuple[Any, ...]]:
             return conn.execute(
@@ -398,7 +404,7 @@ def account(path: Path, truth: Any, stop_ns: int) -> dict[str, dict[str, Any]]:
                 "sent_before_connect": before, "sent": sent_n, "in_flight_at_stop": in_flight,
                 "stored": n_stored, "missing": missing, "misfit": extra,
                 "declared_lost": lost.get(name, 0), "unaccounted": missing + extra,
-                "stamped_early": early, "early_max_ms": early_ms,
+                "stamped_early": early, "early_max_ms": early_ms, "gaps": gaps.get(name, []),
             }  # fmt: skip
     return out
 
@@ -577,6 +583,12 @@ def main() -> int:
         f"samples unaccounted, {r['declared_lost']} declared lost; file {r['file_mb']:.0f} MB "
         f"{'verifies' if r['verified'] else 'does NOT verify'}; {load}"
     )  # fmt: skip
+    # A failing count names its streams and their gaps: the bench keeps only the rows.
+    faults = "; ".join(
+        f"{stream}: {a['missing']} missing, {a['misfit']} misfit, gaps [{', '.join(a['gaps'])}]"
+        for stream, a in r["accounts"].items()
+        if a["unaccounted"] or a["declared_lost"]
+    )
     run_text = (f"{args.speed:g}x rate for {args.minutes:g} min = {r['session_min']:.0f} min of "
                 f"session; stim pty + BLE EMG, caliper sims in own process, monitor offscreen, "
                 f"LSL; {load}")  # fmt: skip
@@ -594,8 +606,8 @@ def main() -> int:
                 r["app_cpu"], "CPU s/s", "measured (no goal)", None, better="lower"),
             Row("S3", f"samples unaccounted: file vs simulators' send logs, 4 streams, "
                 f"{r['declared_lost']} declared lost, no faults ({r['session_min']:.0f} min "
-                "of session)", float(r["unaccounted"]), "samples", "0, 0 declared lost",
-                ok_count, better="lower"),
+                "of session)" + (f"; {faults}" if faults else ""), float(r["unaccounted"]),
+                "samples", "0, 0 declared lost", ok_count, better="lower"),
         ],
         **r, extrapolated_mb=extrapolated, load_before=load_before, load_after=load_after,
     )  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import shutil
 import sqlite3
 import sys
@@ -58,9 +59,18 @@ def test_every_sample_sent_is_in_the_file_and_a_missing_block_is_found(tmp_path:
                 "SELECT b.id FROM blocks b JOIN streams s ON s.id = b.stream_id "
                 "WHERE s.name = ? ORDER BY b.id", (stream,))]  # fmt: skip
             conn.execute("DELETE FROM blocks WHERE id = ?", (ids[len(ids) // 2],))
+        # And a gap the recorder declared, written as the writer writes an event.
+        gap = {"stream": "emg.emg", "start_ns": 2_000_000_000, "end_ns": 2_500_000_000,
+               "samples_lost": 10, "inferred": False, "reason": "link lost"}  # fmt: skip
+        conn.execute(
+            "INSERT INTO events (t_ns, kind, source, payload) VALUES (?, 'gap', 'test', ?)",
+            (2_500_000_000, json.dumps(gap)),
+        )
         conn.commit()
     truth = np.load(tmp_path / "truth.npz")
     damaged = soak.account(copy, truth, r["stop_ns"])
     assert damaged["emg.emg"]["missing"] == 10  # one notification of 10 samples
+    assert damaged["emg.emg"]["declared_lost"] == 10
+    assert damaged["emg.emg"]["gaps"] == ["2 s +0.5 s 10 lost link lost"]  # where and why
     for stream in accounts:
         assert damaged[stream]["unaccounted"] > 0, (stream, damaged[stream])
