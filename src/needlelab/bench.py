@@ -48,6 +48,7 @@ PLAN = (
         ("--minutes", "65"),
     ),
     Benchmark("kill.py", ("--kills", "3")),
+    Benchmark("kill_alone.py", ("--kills", "3", "--max-s", "6"), ("--kills", "20")),
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
     Benchmark(
         "export.py",
