@@ -49,6 +49,7 @@ PLAN = (
     ),
     Benchmark("kill.py", ("--kills", "3")),
     Benchmark("kill_alone.py", ("--kills", "3", "--max-s", "6"), ("--kills", "20")),
+    Benchmark("wal_growth.py", ("--seconds", "2"), ("--seconds", "6")),
     Benchmark("outages.py", ("--outages", "3", "--stalls", "2", "--max-s", "2")),
     Benchmark(
         "export.py",
