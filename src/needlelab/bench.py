@@ -36,7 +36,7 @@ class Benchmark:
 
 
 PLAN = (
-    Benchmark("ingest.py", ("--seconds", "300"), ("--seconds", "1800")),
+    Benchmark("ingest.py", ("--seconds", "300"), ("--seconds", "3000", "--rounds", "9")),
     Benchmark("decode.py", ("--seconds", "120")),
     Benchmark("sync.py", ("--streams", "5")),
     Benchmark("monitor_fps.py", ("--seconds", "3", "--max-only")),
