@@ -120,6 +120,11 @@ def _hull_candidates(xf: np.ndarray, yf: np.ndarray) -> np.ndarray:
     return idx
 
 
+FIT_METHOD = "slope-of-all-offset-on-floor"
+"""What the file calls `StreamClock`'s fit in a stream's clock model (`method`): a line of
+arrival time against sample index, its slope fitted to every arrival, its offset put on their
+floor (files written before this name said "lower-envelope", the fit they then had)."""
+
 MAX_DRIFT_PPM = 500.0
 """The largest rate error a fit may give a device. Crystals are specified within 10-100 ppm and
 age or warm by a few tens more; 500 ppm leaves room for a poor one, and none for the thousands of

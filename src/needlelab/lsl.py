@@ -306,7 +306,7 @@ class LslPublisher:
     ) -> None:
         self.pylsl = pylsl_module(config.share_on_lan)
         self.hub = hub
-        # The recorder's live clock model of a regular stream (a lower-envelope fit of its
+        # The recorder's live clock model of a regular stream (the `StreamClock` fit of its
         # arrivals): its samples are stamped with it `delay_s` after they arrive, and each stretch
         # stamped with one model is recorded as a `clock.published` event, which readers apply:
         # the file's times are the stamps LSL recorders got.

@@ -103,7 +103,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
         assert [e.kind for e in events] == ["stim.settings", "marker"]
         assert isinstance(events[0], StimSettingsEvent) and events[0].settings == settings
         assert s.events_frame()["kind"].tolist() == ["stim.settings", "marker"]
-        assert s.clock_models[EMG.name]["method"] == "lower-envelope"
+        assert s.clock_models[EMG.name]["method"] == "slope-of-all-offset-on-floor"
     # A finished recording is one file: reading it leaves nothing beside it.
     assert sorted(p.name for p in writer.path.parent.iterdir()) == [writer.path.name]
 
@@ -555,7 +555,7 @@ def test_the_clock_model_of_a_short_session_is_the_fit_of_every_block(
     assert len(full.segments) == 2
     with open_session(writer.path) as s:
         stored = s.clock_models[spec.name]
-    assert stored == {"method": "lower-envelope", **full.summary()}
+    assert stored == {"method": "slope-of-all-offset-on-floor", **full.summary()}
 
 
 FULL_DISK_WRITER = """

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from needlelab.clock import ClockSegment, StreamClock
+from needlelab.clock import FIT_METHOD, ClockSegment, StreamClock
 from needlelab.config import PATIENT_ID_PATTERN
 from needlelab.events import EventBase, WarningEvent
 from needlelab.hub import Backlog, Hub, RecordItem, StreamAdded, format_bytes
@@ -615,7 +615,7 @@ class SessionWriter:
                 # as below but for `keep`, which a fit does not use. Reading every block back
                 # was most of a close (22 ms for 6,000 blocks, against 2 ms for the fit).
                 if live.fit():
-                    models[name] = json.dumps({"method": "lower-envelope", **live.summary()})
+                    models[name] = json.dumps({"method": FIT_METHOD, **live.summary()})
                 continue
             clock = StreamClock(
                 live.nominal_rate_hz, min_latency_ns=live.min_latency_ns, floor=live.floor
@@ -628,7 +628,7 @@ class SessionWriter:
             for x_last, t_host_ns in rows:
                 clock.add(x_last, t_host_ns)
             if clock.fit():
-                models[name] = json.dumps({"method": "lower-envelope", **clock.summary()})
+                models[name] = json.dumps({"method": FIT_METHOD, **clock.summary()})
         return models
 
     def _on_backlog(self, state: Literal["slow", "cleared", "full"], b: Backlog) -> None:

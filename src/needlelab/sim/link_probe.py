@@ -2,7 +2,7 @@
 
 A real setup is calibrated once against a reference: a short recording whose true sample times
 are known (a stimulation artefact, a reference pulse), giving the floor of arrival latency that
-the clock fit's lower envelope sits on; the config declares it as `latency_us`. A simulator
+the clock fit's offset sits on; the config declares it as `latency_us`. A simulator
 knows its true times, so the simulator set does that calibration itself, over the same kind of
 link it is about to serve: a twin of the EMG sensor (same profile, connection interval and
 jitter; no faults, no loss, no artefacts) on its own link of the same mode (in-process, unix or
@@ -39,7 +39,7 @@ from needlelab.clock import typical_floor
 PROBE_S = 3.0
 """How long the probe listens: 200-400 connection events at the demo's 7.5-15 ms intervals (a
 1 s probe overlapping the start of the other simulators read the floor up to 1 ms high, and the
-clock fit, whose lower envelope rests on a whole session's arrivals, then sat that far early)."""
+clock fit, whose offset rests on a whole session's arrivals, then sat that far early)."""
 
 
 PROBE_ATTEMPTS = 3
