@@ -345,7 +345,8 @@ def account(path: Path, truth: Any, stop_ns: int) -> dict[str, dict[str, Any]]:
             # Where and why, so a failing run says what happened without a rerun.
             gaps.setdefault(gap["stream"], []).append(
                 f"{gap['start_ns'] / 1e9:.0f} s +{(gap['end_ns'] - gap['start_ns']) / 1e9:.1f} s"
-                f" {gap['samples_lost']} lost {gap.get('reason') or ''}".rstrip()
+                f" {'unknown' if gap['samples_lost'] is None else gap['samples_lost']} lost"
+                f" {gap.get('reason') or ''}".rstrip()
             )
 
         def blocks(name: str) -> list[tuple[Any, ...]]:

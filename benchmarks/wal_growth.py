@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     pages = [int(p) for p in args.pages.split(",")]
+    if args.json is not None and PAGE_SIZE not in pages:
+        parser.error(f"--json: its rows are at the writer's page size; add {PAGE_SIZE} to --pages")
     print(
         f"{args.seconds:g} s of each load in real time, 50 ms commits, synchronous=FULL; "
         f"checkpoint every {CHECKPOINT_INTERVAL_S:g} s in the writer, or SQLite's own (1000 pages)"
@@ -155,7 +157,7 @@ def main() -> None:
                         ),
                         flush=True,
                     )
-    if args.json is not None and len(kept) == 2:
+    if args.json is not None:
         (peak, written), (own_log, own_written) = kept[CHECKPOINT_INTERVAL_S], kept[None]
         peer = f"SQLite's own checkpoints (at 1000 pages), same load, {PAGE_SIZE} B pages"
         write_json(args.json, [
