@@ -95,6 +95,7 @@ class Loss:
     seconds: float  # kill time minus the send time of the last reply the file holds
     replies: int  # replies sent before the kill that the file lacks
     misfit: bool  # the file's last reading is no reply sent near its time
+    stored: int  # readings the file holds
 
 
 def replies_sent(log: Path, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +127,14 @@ def judged(
     `misfit`); the loss is the kill time minus that reply's send time (the whole run if the
     file holds none), and the replies sent after it, before the kill, are lacked."""
     if not len(stored) or not len(sent):
-        return Loss(math.inf, len(sent), False)
+        return Loss(math.inf, len(sent), False, len(stored))
     same = np.flatnonzero(np.all(np.isclose(sent, stored[-1], atol=1e-3), axis=1))
     near = same[np.abs(sent_ns[same] - stored_ns[-1]) <= MATCH_NS]
     if not len(near):
-        return Loss(math.inf, len(sent), True)
+        return Loss(math.inf, len(sent), True, len(stored))
     at = int(near[np.argmin(np.abs(sent_ns[near] - stored_ns[-1]))])
     lacked = int(np.sum((sent_ns > sent_ns[at]) & (sent_ns <= kill_ns)))
-    return Loss(max(0.0, (kill_ns - int(sent_ns[at])) / 1e9), lacked, False)
+    return Loss(max(0.0, (kill_ns - int(sent_ns[at])) / 1e9), lacked, False, len(stored))
 
 
 def minimal_stored(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -274,6 +275,10 @@ def main() -> None:
                     t_ns = t_ns + s.meta["anchor_monotonic_ns"]
                 ours.append(judged(*replies_sent(folder / "sent.jsonl", rec_from, death_ns),
                                    t_ns, np.asarray(stored, np.float64), kill_ns))  # fmt: skip
+                if math.isinf(ours[-1].seconds):  # the run's one trace of why: say it now
+                    print(f"  kill {k}: the file holds {ours[-1].stored} readings"
+                          + (", its last matches no reply sent within 50 ms of its time"
+                             if ours[-1].misfit else ""), flush=True)  # fmt: skip
                 if lab is not None:
                     last = xdf_last_stamp(out / "lab.xdf")
                     peer.append(None if last is None else kill_ns / 1e9 - last)
@@ -284,6 +289,7 @@ def main() -> None:
     worst = max(o.seconds for o in ours)
     lacked = max(o.replies for o in ours)
     misfits = sum(o.misfit for o in ours)
+    empty = sum(o.stored == 0 for o in ours)
     print(f"SIGKILL x {args.kills}, stimulator polled every 20 ms, loss = kill - send time of "
           "the last reply the file holds (the simulator's log)")  # fmt: skip
     print(f"  needlelab store:  median {np.median([o.seconds for o in ours]):.3f} s, max "
@@ -314,7 +320,8 @@ def main() -> None:
           f"{'met' if met else 'NOT met'}")  # fmt: skip
     write_json(
         args.json,
-        [Row("K1", "SIGKILL data loss by the simulator's log (max of kills)", worst, "s",
+        [Row("K1", f"SIGKILL data loss by the simulator's log (max of {len(ours)} kills; "
+             f"{misfits} ended on a reading no reply matches, {empty} held none)", worst, "s",
              "<= 0.1 s", met, "LabRecorder over LSL (its last stamp)" if cli else "",
              max(lab_values) if lab_values else None,
              (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower"),

@@ -132,3 +132,21 @@ def test_a_figure_with_no_goal_is_neither_met_nor_missed() -> None:
     line = format_table([row]).splitlines()[1]
     assert " yes " not in line and " NO " not in line
     assert line.split()[-3:] == ["—", "—", "—"]  # met, peer value, vs peer
+
+
+def test_readme_table_is_the_kept_run_as_printed() -> None:
+    """The README's figures are one `needlelab bench --json` run, printed by
+    `python -m needlelab.bench`, never a hand-copied or edited set: the table there must be,
+    line for line, what that command prints of the run kept in `benchmarks/runs/`."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    named = re.findall(r"python -m needlelab\.bench (benchmarks/runs/[\w.-]+\.json)", readme)
+    assert named, "the README names no kept run in benchmarks/runs/"
+    assert len(set(named)) == 1, f"the README names more than one kept run: {set(named)}"
+    printed = subprocess.run(
+        [sys.executable, "-m", "needlelab.bench", str(root / named[0])],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert printed.splitlines()[0] in readme, "the README's run line is not the kept run's"
+    assert printed in readme, "the README's table differs from the kept run as printed"
+    assert readme.count("| # | figure | value | goal |") == 1, "more than one figure table"
