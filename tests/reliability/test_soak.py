@@ -3,29 +3,19 @@ stream and event; memory stays flat, nothing is dropped, and the recording expor
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import pyxdf
 
 from needlelab.record import export
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchscripts import load
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_two_hours_accelerated(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("soak", BENCHMARKS / "soak.py")
-        assert spec is not None and spec.loader is not None
-        soak = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(soak)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    soak = load("soak")
     result = soak.run(2.0, tmp_path)
     # The goal is 50 MB; flat means far less (2-3 MB here). Growth with session length, as the
     # clock-model points once gave (23.7 MB over 2 h), must show.

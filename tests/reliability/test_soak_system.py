@@ -6,36 +6,21 @@ taken out of a copy of the file is found missing."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load_soak() -> Any:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("soak_system", BENCHMARKS / "soak_system.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+from tests.benchscripts import load
 
 
 @pytest.mark.timeout(180)
 def test_every_sample_sent_is_in_the_file_and_a_missing_block_is_found(tmp_path: Path) -> None:
     pytest.importorskip("pyqtgraph")
-    soak = load_soak()
+    soak = load("soak_system")
     r = soak.run(0.1, 1.0, tmp_path, warmup_min_s=1.0)
     assert r["error"] is None and r["verified"]
     accounts = r["accounts"]

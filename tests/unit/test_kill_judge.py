@@ -4,28 +4,12 @@ is judged by it, not counted as ending on a reading nobody sent (which made K1 i
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load_kill() -> Any:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("kill", BENCHMARKS / "kill.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kill"] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+from tests.benchscripts import load
 
 
 def entry(t_ns: int, message: str, frequency_hz: float, channel: int = 1) -> str:
@@ -36,7 +20,7 @@ def entry(t_ns: int, message: str, frequency_hz: float, channel: int = 1) -> str
 
 
 def test_a_file_ending_on_a_change_message_is_judged_by_it(tmp_path: Path) -> None:
-    kill = load_kill()
+    kill = load("kill")
     log = tmp_path / "sent.jsonl"
     log.write_text("\n".join([
         entry(1_000_000_000, "status", 2.0),
@@ -46,7 +30,7 @@ def test_a_file_ending_on_a_change_message_is_judged_by_it(tmp_path: Path) -> No
         entry(1_090_000_000, "status", 5.0),
         entry(1_110_000_000, "status", 5.0),
     ]) + "\n")  # fmt: skip
-    sent_ns, sent = kill.replies_sent(log, 0, 2_000_000_000)
+    sent_ns, sent = kill.messages_sent(log, 0, 2_000_000_000)
     assert sent_ns.tolist() == [1_000_000_000, 1_020_000_000, 1_030_000_000, 1_090_000_000,
                                 1_110_000_000]  # fmt: skip
     stored_ns = np.array([1_000_400_000, 1_020_400_000, 1_030_400_000], np.int64)
@@ -54,5 +38,5 @@ def test_a_file_ending_on_a_change_message_is_judged_by_it(tmp_path: Path) -> No
     loss = kill.judged(sent_ns, sent, stored_ns, stored, kill_ns=1_120_000_000)
     assert not loss.misfit
     assert loss.seconds == 0.09  # the kill at 1.12 s, the change sent at 1.03 s
-    assert loss.replies == 2  # the two status replies after it
+    assert loss.messages == 2  # the two status replies after it
     assert loss.stored == 3

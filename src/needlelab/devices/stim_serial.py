@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -181,7 +182,7 @@ class StimulatorDriver(Device):
         if not port.in_waiting:
             # Wait for bytes only until the next poll is due: a longer wait (the port's own
             # timeout) sent each poll late, two at once, and left the unit unasked between.
-            due = min(self._next_poll.values(), default=now + timeout_s)
+            due = min(self._next_poll.values(), default=math.inf)
             wait = round(min(timeout_s, max(0.0, due - time.monotonic())), 4)
             if port.timeout != wait:
                 port.timeout = wait
