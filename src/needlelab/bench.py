@@ -139,10 +139,15 @@ def _cell(text: str) -> str:
 
 
 def format_markdown(saved: dict[str, Any]) -> str:
-    """A saved run (`needlelab bench --json`) as the README's table: one line naming the run, its
-    date and its machine, then one markdown table of every figure beside its goal and its peer."""
+    """A saved run (`needlelab bench --json`) as the README's table: one line naming the run (and
+    its commit, where it was recorded), its date and its machine, then one markdown table of
+    every figure beside its goal and its peer."""
     info = saved.get("machine") or {}
     kind = "`needlelab bench --quick`" if saved.get("quick") else "`needlelab bench`"
+    checkout = saved.get("source")
+    if checkout:
+        kind += f" of commit {str(checkout['commit'])[:12]}"
+        kind += " with uncommitted changes" if checkout.get("modified") else ""
     head = (
         f"needlelab {saved.get('version', '?')}, {kind}, {saved.get('when', 'date unknown')}; "
         f"machine: {info.get('cpus', '?')} CPUs ({info.get('processor', '?')}), "
@@ -248,6 +253,27 @@ def format_comparison(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> s
             f"x{factor:<8.3f} {verdict}"
         )
     return "\n".join(lines)
+
+
+def source(folder: Path | None = None) -> dict[str, Any] | None:
+    """The commit of the checkout whose benchmarks ran, and whether its tracked files differed
+    from it ({"commit": full hash, "modified": bool}); None outside a git checkout."""
+    folder = folder or benchmarks_dir()
+    if folder is None:
+        return None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True,
+            timeout=30,
+        ).stdout.strip()  # fmt: skip
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        modified = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+        return None
+    return {"commit": commit, "modified": modified}
 
 
 def machine() -> dict[str, Any]:

@@ -639,7 +639,14 @@ def _export_outputs(args: argparse.Namespace) -> tuple[Path, Callable[[str], boo
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run every benchmark and print one table (and JSON); fails only if one crashed."""
-    from needlelab.bench import format_comparison, format_table, load_baseline, machine, run_bench
+    from needlelab.bench import (
+        format_comparison,
+        format_table,
+        load_baseline,
+        machine,
+        run_bench,
+        source,
+    )
 
     baseline = None
     if args.baseline is not None:
@@ -648,6 +655,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _err(f"{exc}. Give a file written by `needlelab bench --json`.")
             return EXIT_USAGE
+    checkout = source()  # what is measured: the code as the runs start
     try:
         rows, crashed = run_bench(args.quick, sys.stderr)
     except FileNotFoundError as exc:
@@ -670,7 +678,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_comparison(rows, baseline))
     if args.json is not None:
         when = datetime.now(UTC).isoformat(timespec="seconds")
-        saved = {"when": when, "version": __version__, "machine": info, "quick": args.quick}
+        saved = {"when": when, "version": __version__, "source": checkout, "machine": info,
+                 "quick": args.quick}  # fmt: skip
         args.json.write_text(json.dumps({**saved, "rows": rows, "crashed": crashed}, indent=2))
     return EXIT_FAULT if crashed else EXIT_OK
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from needlelab.bench import format_comparison, format_table, load_baseline
+from needlelab.bench import format_comparison, format_table, load_baseline, source
 
 ROWS = [
     {"id": "P3", "figure": "sync error p95, one-sided jitter 0-30 ms, 100 ppm, 2 % loss",
@@ -111,6 +111,33 @@ def test_markdown_is_one_line_of_date_and_machine_then_one_table(tmp_path: Path)
     ]  # fmt: skip
     assert cells[3] == ["P1c", "extra work", "61.2 us", "measured, no goal", "—", "—", "—", "—"]
     assert lines[-1] == "crashed (no figures): sync.py"
+
+
+def test_a_run_names_the_commit_it_measured_and_whether_files_differed(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "x.py").write_text("a = 1\n")
+    git("add", "x.py")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    (tmp_path / "new.json").write_text("{}")  # an untracked file (a run's own JSON) is no change
+    assert source(tmp_path) == {"commit": head, "modified": False}
+    (tmp_path / "x.py").write_text("a = 2\n")
+    assert source(tmp_path) == {"commit": head, "modified": True}
+    assert source(tmp_path / "missing") is None
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({**SAVED, "source": {"commit": head, "modified": True}}))
+    line = subprocess.run(
+        [sys.executable, "-m", "needlelab.bench", str(saved)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()[0]  # fmt: skip
+    assert line.startswith(
+        f"needlelab 0.9.0, `needlelab bench --quick` of commit {head[:12]} with uncommitted "
+        "changes, 2026-12-01T22:30:00+00:00; machine:"
+    )
 
 
 def test_markdown_of_a_wrong_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
