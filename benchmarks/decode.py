@@ -12,6 +12,8 @@ good notifications' indices, their counters and device times (int64, -1 where th
 none), the values and the count of malformed ones. Both are checked to give the same arrays on
 whole batches and on batches with bad frames before timing.
 
+Goal (issue 16): needlelab >= 0.9 x the numpy decode's samples/s, for each profile.
+
     python benchmarks/decode.py [--seconds 600] [--repeats 9]
 """
 

@@ -22,6 +22,8 @@ the pusher's figure, not the writer's.
 `--page-size` and `--checkpoint-s` (0: SQLite's own checkpoints only, as before the time cadence)
 compare settings; the table also gives the writer's checkpoints and its deepest backlog.
 
+Goal (issue 16): needlelab >= 0.9 x the same-layout writer's samples/s while doing its extra work.
+
     python benchmarks/ingest.py [--seconds 60] [--dir /tmp] [--no-peer]
 """
 

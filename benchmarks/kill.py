@@ -18,7 +18,7 @@ its own simulator of the same profile on its own pseudo-terminal with pyserial (
 SQLite (WAL, synchronous=FULL, a commit every 50 ms), killed at the same moment; its loss is
 judged the same way, by its own simulator's log.
 
-Goal (K1): needlelab loses <= 0.1 s.
+Goal (K1, K1b): needlelab loses <= 0.1 s, and every file's last reading is a message sent.
 
     python benchmarks/kill.py [--kills 10] [--json PATH]
 """

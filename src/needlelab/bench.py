@@ -3,10 +3,8 @@ and its peer, and the same as JSON to track over time.
 
 The scripts run one after another in child processes (each measures alone), each told to write
 its rows as JSON (`benchmarks/_results.py`). `--quick` shortens each run; the whole table then
-takes about 5 minutes on a 2-core machine (255 and 307 s measured at load 5-10; sync.py alone
-40-80 s, soak.py and kill.py about 50 s each; 252 s at load 3-5 with soak_system.py, 53 s, and
-export.py with BIDS and the report, 18 s; demo_sync.py, one demo beside two CPU hogs, about
-60 s); the figures are then rougher, never fake.
+takes about 6 minutes on a 2-core machine (329 s on an idle one for the plan below); the figures
+are then rougher, never fake.
 `python -m needlelab.bench RUN.json` prints a saved run as the README's markdown table. The exit
 status is 1 only if a benchmark crashed: goals not met are reported, since timings on shared
 machines are noisy.

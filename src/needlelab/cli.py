@@ -797,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("bench", help="run every benchmark: one table of figures, goals, peers")
-    p.add_argument("--quick", action="store_true", help="shorter runs (about 5 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="shorter runs (about 6 minutes on 2 cores)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
         "--baseline", type=Path, default=None, help="compare with a saved --json of an earlier run"
