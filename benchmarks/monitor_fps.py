@@ -9,7 +9,9 @@ Two ways of drawing the EMG, the rest of the window the same:
 
 - needlelab: `TracePanel` as shipped: per lane, each pixel column's min and max (peak
   decimation, kept as samples arrive by `monitor.traces.ColumnEnvelope`: a frame folds in only
-  the new samples), redrawn once a pixel column's worth of samples is new.
+  the new samples), redrawn once a pixel column's worth of samples is new, into an image per
+  lane that scrolls by whole pixels and is stroked only where the points changed
+  (`monitor.plots.LaneCurve`); a frame copies the images.
 - pyqtgraph (the peer): what pyqtgraph offers for the same job, as an expert would use it for
   a sliding window: one `PlotDataItem` per lane with pyqtgraph's peak downsampling and
   `setClipToView(True)`, given each lane's full 10 s array (20,000 points x 16 lanes; the ring
@@ -30,9 +32,10 @@ pinned (`pin_malloc`) so that one side's allocations do not set the other's. Mea
 after 10.5 s, once the 10 s window is full of data (a shorter warm-up flatters the peer, which
 then draws less), and each turn after 0.5 s of its own (the side catches up). For each side and
 turn:
-- max fps: the window's timer at 0 ms (as fast as the GUI thread can go); frames are counted
-  as paint events of the trace view, so a refresh that Qt folded into another paint is not
-  counted twice.
+- max fps: the window's timer at 0 ms (as fast as the GUI thread can go), each refresh asking
+  for a repaint of the trace view (needlelab slides by whole pixels and Qt would otherwise paint
+  only when something moved by one); frames are counted as paint events of the trace view, so a
+  refresh that Qt folded into another paint is not counted twice.
 - at 60 Hz: the timer at 16 ms, as configured; the GUI thread's CPU share (its thread CPU time
   over wall time) is the cost of showing the session live (`--max-only` skips these).
 The figures are the medians over the rounds, printed with their min and max.
@@ -234,6 +237,10 @@ def run(
 
         counter = Counter()
         window.traces.viewport().installEventFilter(counter)
+        # Every refresh repaints the view, whether or not anything moved by a pixel: needlelab
+        # slides by whole pixels, so at 0 ms most refreshes change nothing and Qt paints only
+        # when one does; forced, both sides paint a whole frame per refresh they manage.
+        window.timer.timeout.connect(window.traces.viewport().update)
         pending = list(turns)
         mark: dict[str, float] = {}
 

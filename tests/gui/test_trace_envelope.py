@@ -92,7 +92,9 @@ def check_envelope(
     (x0, y0), (x1, y1) = device(0.0, 0.0), device(1.0, 1.0)
     ax, ay = x1 - x0, y1 - y0  # pixels per second, per lane height (negative: y is down)
     left, right = device(-traces.window_s, 0.0)[0], x0
-    columns = np.floor(x0 + ax * (t_s - now_s)).astype(int)
+    # The picture is of now to the nearest pixel column (it slides by whole pixels).
+    shown = round(now_s * ax) / ax
+    columns = np.floor(x0 + ax * (t_s - shown)).astype(int)
     # Clear of the scale bars and their labels (left), the newest column (right).
     judged = range(int(left + 0.2 * (right - left)), int(right) - 3)
     for lane in range(4):
@@ -159,3 +161,90 @@ def test_the_envelope_holds_at_another_gain_and_after_more_data(
     traces.refresh(now_s + 0.5)
     qtbot.wait(20)
     check_envelope(traces, t_s, values, now_s + 0.5, [4.0, 1.0, 1.0, 0.5])
+
+
+class Stroke(pg.GraphicsObject):  # type: ignore[misc]
+    """The reference: a polyline through points, stroked whole by Qt at every paint."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, pen: QtGui.QPen) -> None:
+        super().__init__()
+        self.polygon = QtGui.QPolygonF([QtCore.QPointF(a, b) for a, b in zip(x, y, strict=True)])
+        self.pen = pen
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return self.polygon.boundingRect().adjusted(-1, -1, 1, 1)
+
+    def paint(self, painter: QtGui.QPainter, *_args: object) -> None:
+        painter.setPen(self.pen)
+        painter.drawPolyline(self.polygon)
+
+
+def test_the_scrolled_lanes_are_the_pixels_a_whole_stroke_makes(
+    qtbot: Any, panel: tuple[TracePanel, Hub]
+) -> None:
+    """Each lane is kept in an image that scrolls and is stroked only where new samples came:
+    over 40 s of a live feed (wrapping that image several times), a gap in the sample count, a
+    gain change, another window and a resize, the picture is pixel for pixel what stroking each
+    lane's whole polyline at that frame makes."""
+    traces, hub = panel
+    n = int(40 * RATE)
+    values = signal(n)
+    t_ns = 5_000_000_000 + np.arange(n, dtype=np.int64) * 500_000
+    hub.add_stream(
+        StreamSpec("emg.emg", "EMG", ("a", "b", "c", "d"), ("uV",) * 4, StreamKind.REGULAR, RATE)
+    )
+    sizes = np.random.default_rng(11).integers(1, 97, size=n)
+    start, compared = 0, 0
+    # At these seconds of data (the last, at the end), after what is done there.
+    marks = [(6, ""), (13, "gap"), (19, "gain"), (26, "window"), (31, "resize"), (35, ""), (40, "")]
+    checks = {int(s * RATE): what for s, what in marks}
+    number = 0  # the stream's sample number (jumps at the gap)
+    for size in sizes:
+        end = min(n, start + int(size))
+        hub.push(
+            Chunk("emg.emg", values[start:end], int(t_ns[end - 1]), number, t_ns=t_ns[start:end])
+        )
+        number += end - start
+        now_s = t_ns[end - 1] / 1e9 + 0.0037
+        traces.refresh(now_s)
+        for mark, what in checks.items():
+            if start < mark <= end:
+                if what == "gap":
+                    number += 5_000
+                elif what == "gain":
+                    traces.set_lane(1, gain=3.0)
+                elif what == "window":
+                    traces.set_window(6.0)
+                elif what == "resize":
+                    traces.resize(1100, 650)
+                    qtbot.wait(50)
+                traces.refresh(now_s)
+                qtbot.wait(10)
+                compare_with_whole_strokes(traces)
+                compared += 1
+        start = end
+        if end == n:
+            break
+    assert compared == len(checks)
+
+
+def compare_with_whole_strokes(traces: TracePanel) -> None:
+    lanes = traces._curves
+    shown = rgb(traces.grab().toImage())
+    references = []
+    for lane in lanes:
+        x, y = lane.getData()
+        assert len(x) > 100
+        reference = Stroke(x, y, lane._pen)
+        reference.setParentItem(lane.parentItem())
+        references.append(reference)
+        lane.setVisible(False)
+    try:
+        whole = rgb(traces.grab().toImage())
+    finally:
+        for lane, reference in zip(lanes, references, strict=True):
+            lane.setVisible(True)
+            reference.setParentItem(None)
+            traces.emg_plot.scene().removeItem(reference)
+    differ = np.abs(shown - whole).max(axis=2) > 0
+    assert not differ.any(), (differ.sum(), np.argwhere(differ)[:5])

@@ -2,9 +2,11 @@
 
 All on the session clock, in seconds, over a rolling window: the x axis reads seconds before now
 (-10 … 0), so it never changes and its drawing is cached. Data items keep their session times
-and are slid left each frame (`setPos(-now)`): scrolling costs no new paths, and a trace is only
-rebuilt when its stream has new samples. Only the Qt thread touches these: `TracePanel.refresh()`
-is called by the window's timer with what the hub holds now.
+and are slid left each frame by whole pixels (`setPos(-now)`, now to the nearest pixel column):
+scrolling costs no new paths, a trace is only rebuilt when its stream has new samples, and an
+EMG lane is kept rasterised in an image of its own that is stroked only where samples came.
+Only the Qt thread touches these: `TracePanel.refresh()` is called by the window's timer with
+what the hub holds now.
 
 Every channel of every stimulator has its own curve in the strip (intensity and frequency), in
 its own colour, and its line in the read-out above the plots. Event labels have a lane of their
@@ -114,42 +116,64 @@ class EmgLane:
 
 
 class LaneCurve(pg.GraphicsObject):  # type: ignore[misc]
-    """One EMG lane's trace: a polyline through its points, drawn straight from a QPolygonF.
+    """One EMG lane's trace: a polyline through its points, kept rasterised in a scrolling image.
 
-    What `PlotCurveItem` does for a curve, without what a lane does not need: no QPainterPath
-    built per frame and no search of the data for its bounds (a lane's points are in time order
-    and within its band, so the first and last x and the band are the bounds).
+    A lane's picture changes only at its newest end: each frame the window slides, and a pixel
+    column's worth of new samples changes its last column or two. So the polyline is stroked
+    into a ring of pixel columns (a QImage a window wide, holding device pixel column u of the
+    lane's own coordinates at u modulo its width) only where its points changed, and a frame
+    copies the ring onto the view in at most two pieces, instead of stroking every lane's whole
+    window again (that was most of a frame's drawing). The pixels are those a direct stroke
+    would make as long as the lane moves by whole device pixels (`TracePanel` slides by whole
+    pixels); a new scale or sub-pixel phase (a resize, another window) strokes it afresh. Bounds
+    are the first and last x and the lane's band (a lane's points are in time order and within
+    it).
     """
 
     def __init__(self, pen: QtGui.QPen) -> None:
         super().__init__()
         self._pen = pen
-        self._polygon = QtGui.QPolygonF()
         self._points = np.empty((0, 2))
         self._rect = QtCore.QRectF()
+        self._band = (0.0, 0.0)
+        self._span_s = 0.0
+        # The ring and what it holds: the points stroked into it, and how they map to its
+        # pixels (px per x and per y, the sub-pixel phase across and down, the pixel ratio).
+        self._image: QtGui.QImage | None = None
+        self._drawn = np.empty((0, 2))
+        self._raster = (0.0, 0.0, 0.0, 0.0, 1.0)
+        self._top = 0  # the device row of the ring's first row, less the lane's whole offset
 
     def set_points(
-        self, x: np.ndarray, y: np.ndarray, y_lo: float, y_hi: float, pad_x: float = 0.0
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        y_lo: float,
+        y_hi: float,
+        pad_x: float = 0.0,
+        span_s: float = 0.0,
     ) -> None:
         """Draw through (x, y) from now on; x ascending, y within [y_lo, y_hi]. The bounds are
-        `pad_x` wider each side (room for the pen's width past the first and last point)."""
-        polygon = fn.create_qpolygonf(len(x))
-        points = fn.ndarray_from_qpolygonf(polygon)  # the polygon's own memory
+        `pad_x` wider each side (room for the pen's width past the first and last point);
+        `span_s` is the time the view shows (the ring holds that much, more if x spans more)."""
+        points = np.empty((len(x), 2))
+        points[:, 0], points[:, 1] = x, y
         rect = QtCore.QRectF()
-        if len(x):  # (an empty polygon has no memory to write to)
-            points[:, 0] = x
-            points[:, 1] = y
+        if len(x):
             width = max(float(x[-1] - x[0]), 0.0) + 2 * pad_x
             rect = QtCore.QRectF(float(x[0]) - pad_x, y_lo, max(width, 1e-9), y_hi - y_lo)
         if rect != self._rect:
             self.prepareGeometryChange()
             self._rect = rect
-        self._polygon, self._points = polygon, points
+        if (y_lo, y_hi) != self._band or span_s != self._span_s:
+            self._image = None  # stroked afresh for the new band or window
+        self._points, self._band, self._span_s = points, (y_lo, y_hi), span_s
         self.update()
 
     def clear(self) -> None:
         """Draw nothing."""
         self.set_points(np.empty(0), np.empty(0), 0.0, 0.0)
+        self._image, self._drawn = None, np.empty((0, 2))
 
     def getData(self) -> tuple[np.ndarray, np.ndarray]:
         """The points drawn: (x, y) copies."""
@@ -161,11 +185,123 @@ class LaneCurve(pg.GraphicsObject):  # type: ignore[misc]
     def paint(self, painter: QtGui.QPainter, *_args: object) -> None:
         if len(self._points) < 2:
             return
+        device = painter.deviceTransform()
+        if not device.isAffine() or device.isRotating() or device.m11() <= 0 or not device.m22():
+            self._stroke(painter, self._points)  # rotated or mirrored: no ring, stroke it all
+            return
+        dx, dy = round(device.dx()), round(device.dy())
+        raster = (
+            device.m11(), device.m22(), device.dx() - dx, device.dy() - dy,
+            painter.device().devicePixelRatioF(),
+        )  # fmt: skip
+        if self._image is None or not self._same_raster(raster) or not self._update_ring():
+            self._fill_ring(raster)
+        assert self._image is not None
+        image, ratio = self._image, raster[4]
+        first, last = self._columns(self._points)
+        first = max(first, last - image.width())
+        painter.save()
+        painter.resetTransform()
+        u = first
+        while u < last:  # device column u + dx shows ring column u % width
+            c = u % image.width()
+            n = min(last - u, image.width() - c)
+            target = QtCore.QPointF((u + dx) / ratio, (self._top + dy) / ratio)
+            painter.drawImage(target, image, QtCore.QRectF(c, 0, n, image.height()))
+            u += n
+        painter.restore()
+
+    def _same_raster(self, raster: tuple[float, ...]) -> bool:
+        sx, sy, px, py, ratio = self._raster
+        # (The phases are the same up to rounding: a whole-pixel slide leaves them as they were.)
+        return (sx, sy, ratio) == (raster[0], raster[1], raster[4]) and (
+            abs(px - raster[2]) < 1e-6 and abs(py - raster[3]) < 1e-6
+        )
+
+    def _columns(self, points: np.ndarray) -> tuple[int, int]:
+        """The ring columns the points' stroke may touch, a pixel of pen to spare: [first, last)."""
+        sx, _sy, px, _py, _ratio = self._raster
+        return math.floor(sx * points[0, 0] + px) - 2, math.floor(sx * points[-1, 0] + px) + 3
+
+    def _fill_ring(self, raster: tuple[float, float, float, float, float]) -> None:
+        """Stroke all points into a new ring, rasterised as `raster` says."""
+        sx, sy, _px, py, _ratio = raster
+        self._raster = raster
+        first, last = self._columns(self._points)
+        width = max(math.ceil(sx * self._span_s), last - first) + 32
+        y_lo, y_hi = self._band
+        # sy < 0 (y up): the band's top is y_hi.
+        self._top = math.floor(sy * y_hi + py) - 1
+        height = math.ceil(sy * y_lo + py) - self._top + 2
+        image = QtGui.QImage(width, max(height, 1), QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+        image.fill(0)
+        self._image = image
+        self._repaint(max(first, last - width), last, self._points)
+        self._drawn = self._points
+
+    def _update_ring(self) -> bool:
+        """Stroke into the ring only what changed since it was drawn: False if that is not a
+        tail (other points, not only new ones and the last few changed), so it is filled anew."""
+        old, new = self._drawn, self._points
+        if old is new:
+            return True
+        if len(old) < 3:
+            return False
+        a = int(np.searchsorted(old[:, 0], new[0, 0]))
+        same = len(old) - a - 2  # all but the last column's two points are final
+        if same < 1 or len(new) <= same or not np.array_equal(old[a : a + same], new[:same]):
+            return False
+        assert self._image is not None
+        sx, px = self._raster[0], self._raster[2]
+        # The columns the changed segments (from the last point kept) touch, and a pixel of pen.
+        start = math.floor(sx * new[same - 1, 0] + px) - 1
+        end = max(self._columns(old)[1], self._columns(new)[1])
+        if end - self._columns(new)[0] > self._image.width():
+            return False  # the points span more than the ring: a wider one
+        # From a point far enough back that every segment touching column `start` is redrawn.
+        j = max(int(np.searchsorted(new[:, 0], (start - 3 - px) / sx)) - 1, 0)
+        self._repaint(start, end, new[j:])
+        self._drawn = new
+        return True
+
+    def _repaint(self, start: int, end: int, points: np.ndarray) -> None:
+        """Clear the ring's columns [start, end) (modulo its width) and stroke `points` there."""
+        assert self._image is not None
+        width, height = self._image.width(), self._image.height()
+        sx, sy, px, py, ratio = self._raster
+        # Stroked in the ring's own pixels (a painter on an image scales by its pixel ratio),
+        # copied to the view at its pixel ratio (one ring pixel a device pixel).
+        self._image.setDevicePixelRatio(1.0)
+        painter = QtGui.QPainter(self._image)
+        try:
+            u = start
+            while u < end:
+                c = u % width
+                n = min(end - u, width - c)
+                clip = QtCore.QRect(c, 0, n, height)
+                painter.resetTransform()  # (the clip and the fill are in the ring's pixels)
+                painter.setClipRect(clip)
+                painter.setCompositionMode(QtGui.QPainter.CompositionMode.CompositionMode_Source)
+                painter.fillRect(clip, QtCore.Qt.GlobalColor.transparent)
+                painter.setCompositionMode(
+                    QtGui.QPainter.CompositionMode.CompositionMode_SourceOver
+                )
+                # Ring pixel of (x, y): sx * x + px - (u - c) across, sy * y + py - top down.
+                painter.setTransform(QtGui.QTransform(sx, 0, 0, sy, px + c - u, py - self._top))
+                self._stroke(painter, points)
+                u += n
+        finally:
+            painter.end()
+            self._image.setDevicePixelRatio(ratio)
+
+    def _stroke(self, painter: QtGui.QPainter, points: np.ndarray) -> None:
+        polygon = fn.create_qpolygonf(len(points))
+        fn.ndarray_from_qpolygonf(polygon)[:] = points
         painter.setRenderHint(
             QtGui.QPainter.RenderHint.Antialiasing, bool(pg.getConfigOption("antialias"))
         )
         painter.setPen(self._pen)
-        painter.drawPolyline(self._polygon)
+        painter.drawPolyline(polygon)
 
 
 @dataclass
@@ -453,7 +589,7 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
                 scale = lane.gain / lane.range_uv
                 lane_y = np.clip(y[:, lane.channel] * scale, -LANE_HALF, LANE_HALF) - i
                 # Bounds: the lane's band, and a column's time past each end (the pen's width).
-                self._curves[i].set_points(x, lane_y, -i - 0.5, -i + 0.5, k / rate)
+                self._curves[i].set_points(x, lane_y, -i - 0.5, -i + 0.5, k / rate, self.window_s)
             if self.rms:
                 self._refresh_rms(stream, indices, shown, k)
 
@@ -662,12 +798,16 @@ class TracePanel(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         self._refresh_stim(now_s)
         self._refresh_caliper(now_s)
         self._drop_old_lines(now_s)
+        # Everything slides by whole pixels (now to the nearest pixel column): a lane that moved
+        # by whole pixels rasterises as it did, so it is copied from its ring, not stroked again.
+        px = px_per_s * self.devicePixelRatioF()
+        slid = round(now_s * px) / px if px > 0 else now_s
         for item in self._sliding:
-            item.setPos(-now_s, 0)
+            item.setPos(-slid, 0)
         for scatter in (self.caliper_points, self.caliper_presses):
             # pyqtgraph culls points outside the view rect it cached for the view's last change,
             # not the item's own move: without this the newest presses were not drawn.
             scatter.viewTransformChanged()
         for entry in self._event_lines:
             for line in entry.lines:
-                line.setValue(entry.t_s - now_s)
+                line.setValue(entry.t_s - slid)
