@@ -186,8 +186,9 @@ class LaneCurve(pg.GraphicsObject):  # type: ignore[misc]
         if len(self._points) < 2:
             return
         device = painter.deviceTransform()
-        if not device.isAffine() or device.isRotating() or device.m11() <= 0 or not device.m22():
-            self._stroke(painter, self._points)  # rotated or mirrored: no ring, stroke it all
+        if not device.isAffine() or device.isRotating() or device.m11() <= 0 or device.m22() >= 0:
+            # Rotated, mirrored or y down (the ring is laid out for pyqtgraph's y up): stroke all.
+            self._stroke(painter, self._points)
             return
         dx, dy = round(device.dx()), round(device.dy())
         raster = (
@@ -295,6 +296,8 @@ class LaneCurve(pg.GraphicsObject):  # type: ignore[misc]
             self._image.setDevicePixelRatio(ratio)
 
     def _stroke(self, painter: QtGui.QPainter, points: np.ndarray) -> None:
+        if len(points) < 2:  # (nothing to draw; an empty polygon has no memory to write to)
+            return
         polygon = fn.create_qpolygonf(len(points))
         fn.ndarray_from_qpolygonf(polygon)[:] = points
         painter.setRenderHint(
